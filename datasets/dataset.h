@@ -1,0 +1,116 @@
+/* datasets/dataset.h — the data interface: every source (synthetic,
+ * Fashion-MNIST IDX, ImageFolder zip or directory) turns into one in-memory
+ * table of uint8 HWC images with int labels and class names.
+ *
+ * Invariants:
+ *  - pixels holds n images of h*w*c bytes each, all the same size (loaders
+ *    resize once, to the size asked for in DataOptions, when one is given).
+ *  - labels are in [0, num_classes); class_names are sorted the way
+ *    torchvision's ImageFolder sorts them (byte order) for folder sources.
+ *  - n_fixed_test > 0 means the source has its own test split: the LAST
+ *    n_fixed_test images are the test set and the split keeps them as test.
+ *  - Errors: functions return 0 on success, 2 on bad input (a message naming
+ *    the file and the problem in err), 1 on other failures.
+ */
+#ifndef KILN_DATASET_H
+#define KILN_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char source[512];      /* what was read, for reports */
+    int n;                 /* images */
+    int h, w, c;           /* stored size of every image */
+    int num_classes;
+    char **class_names;    /* num_classes strings */
+    uint8_t *pixels;       /* (n, h, w, c) */
+    int32_t *labels;       /* (n) */
+    int n_fixed_test;      /* see above */
+    long skipped_nonimage; /* entries that were not images (__MACOSX, text) */
+    long skipped_corrupt;  /* images that failed to decode (skip-and-count) */
+    double decode_seconds; /* wall time spent reading and decoding */
+} Dataset;
+
+typedef struct {
+    int h, w, c;           /* resize to this once (0: keep the source size) */
+    int per_class;         /* >0: keep at most this many images per class,
+                              chosen reproducibly from seed */
+    uint64_t seed;
+} DataOptions;
+
+/* Parse SPEC and load it. Forms (documented in README.md):
+ *   synthetic[:key=value,...]    generated, learnable (see synthetic.c)
+ *   fashion-mnist[:DIR]          gzipped IDX files
+ *   zip:PATH                     ImageFolder zip
+ *   dir:PATH                     ImageFolder directory tree */
+int dataset_open(Dataset *ds, const char *spec, const DataOptions *opt,
+                 char *err, size_t errlen);
+void dataset_free(Dataset *ds);
+
+/* Loaders behind dataset_open (each fills ds; same return convention). */
+int dataset_synthetic(Dataset *ds, const char *args, const DataOptions *opt,
+                      char *err, size_t errlen);
+
+int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
+                          char *err, size_t errlen);   /* dir NULL: Debian's */
+int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt,
+                char *err, size_t errlen);
+int dataset_dir(Dataset *ds, const char *path, const DataOptions *opt,
+                char *err, size_t errlen);
+
+/* Post-processing that dataset_open applies after any loader:
+ * keep at most per_class images of each class (reproducible from seed; a
+ * fixed test split is subset the same way, separately), then resize every
+ * image to (h, w) and convert channels (gray -> RGB by replication) when the
+ * table's size differs from opt's. */
+int dataset_take_per_class(Dataset *ds, int per_class, uint64_t seed);
+int dataset_resize_all(Dataset *ds, int h, int w, int c);
+
+/* Resize one uint8 HWC image (bilinear, half-pixel centres, edge clamp) and
+ * convert channels 1->3 (replicate) or 3->1 (luma). */
+void image_resize(uint8_t *dst, int dh, int dw, int dc,
+                  const uint8_t *src, int sh, int sw, int sc);
+
+/* Allocate the table for n images of h*w*c and num_classes classes (names
+ * NULL). Returns 0, or 1 when out of memory. */
+int dataset_alloc(Dataset *ds, int n, int h, int w, int c, int num_classes);
+
+/* ---- splits ------------------------------------------------------------------ */
+
+typedef struct {
+    int *train, *val, *test;   /* image indices */
+    int n_train, n_val, n_test;
+} Split;
+
+/* Stratified 80/10/10 split from seed (per class: shuffle with the seed, then
+ * the first 80% train, next 10% val, rest test, rounding so that every class
+ * with >= 3 images has at least one of each). With n_fixed_test > 0 the test
+ * set is the fixed one and validation is 1/9 of the rest, stratified. The same
+ * seed gives the same split on every machine (own PRNG, no libc rand). */
+int dataset_split(const Dataset *ds, uint64_t seed, Split *sp);
+void split_free(Split *sp);
+
+/* ---- batches ------------------------------------------------------------------ */
+
+/* Per-channel normalization from the architecture's input line:
+ * x = (pixel * scale - mean[c]) / std[c]. */
+typedef struct {
+    float scale;
+    float mean[4], std[4];
+} Preproc;
+
+/* Make a float NHWC batch of n images from idx: x (n, h, w, c), y (n). */
+void dataset_batch(float *x, int32_t *y, const Dataset *ds, const int *idx,
+                   int n, const Preproc *pp);
+
+/* ---- deterministic randomness (same numbers on every machine) --------------- */
+
+/* splitmix64 step. */
+uint64_t kiln_rand_next(uint64_t *state);
+/* Uniform in [0, 1). */
+double kiln_rand_uniform(uint64_t *state);
+/* Fisher-Yates shuffle of a[0..n) with state. */
+void kiln_shuffle(int *a, int n, uint64_t *state);
+
+#endif
