@@ -1,0 +1,109 @@
+/* codegen/plan.h — the static plan: what runs, in which order, and where
+ * every buffer lives, decided once before the first step.
+ *
+ * Passes (in order):
+ *  1. flags   — per-parameter trainability from the layer flags.
+ *  2. fold    — a frozen BN whose only input is a frozen conv/dwconv folds
+ *               into that conv's weights and bias (derived constants).
+ *  3. fuse    — (optional) conv/dwconv + BN + activation + residual add
+ *               become one node with an epilogue; off = one node per layer,
+ *               the unfused twin, numerically equal.
+ *  4. backward marking — a node has a backward step iff it owns trainable
+ *               parameters or one of its inputs has a trainable ancestor; a
+ *               frozen prefix is forward-only.
+ *  5. memory  — tensors get step lifetimes (an activation lives until its
+ *               last forward reader, or its backward reader when one exists)
+ *               and offsets in the activation arena by first-fit over
+ *               lifetimes; gradients of activations share that arena.
+ *
+ * Arenas (float32): params (all parameters: trainable first, in graph order,
+ * then frozen, then BN statistics), grads and momentum (trainable only, in
+ * the same order, so trainable param i is params[i], grads[i], mom[i]),
+ * activations, derived (folded weights, BN scale/shift), workspace (im2col and
+ * epilogue scratch, the largest single step's need). The plan's byte counts
+ * are exactly what a backend allocates.
+ */
+#ifndef KILN_PLAN_H
+#define KILN_PLAN_H
+
+#include "codegen/graph.h"
+
+#define KILN_NONE ((size_t)-1)
+
+typedef enum { T_ACT = 0, T_GRAD, T_STAT, T_LABELS } TensorKind;
+
+typedef struct {
+    size_t floats;       /* whole batch */
+    size_t offset;       /* in the activation arena, floats */
+    int first, last;     /* step lifetime, inclusive */
+    TensorKind kind;
+    int node;            /* producer (for T_GRAD: the node whose output it is the gradient of) */
+} Tensor;
+
+typedef struct {
+    int layer;           /* main layer (the conv of a fused node) */
+    int bn, act, add;    /* absorbed layers, or -1 */
+    int fold;            /* bn folded into the conv's weights */
+    int n_in, in[2];     /* input tensors; for a fused add, in[1] is the residual */
+    int out;             /* output tensor (-1 for the loss) */
+    int z;               /* conv output before the epilogue (== out when not saved) */
+    int stats;           /* BN batch statistics (mean, invstd) or -1 */
+    int din[2];          /* input gradients, -1 when not needed */
+    int din_acc[2];      /* 1: add into din (a later consumer already wrote it) */
+    int dout;            /* gradient of out, -1 when none */
+    int bwd;             /* has a backward step */
+    int save_z;          /* backward reads z */
+    int save_in;         /* backward reads in[0] (and in[1] for mul) */
+    int train_w;         /* main layer's kernel/bias train */
+    int train_bn;        /* the (absorbed or own) BN's gamma/beta train */
+    size_t derived;      /* offset in the derived arena, or KILN_NONE */
+    size_t ws;           /* workspace floats this node needs */
+} Node;
+
+typedef enum { STEP_FWD = 0, STEP_LOSS, STEP_BWD, STEP_UPDATE } StepKind;
+
+typedef struct { StepKind kind; int node; } Step;
+
+/* A run of trainable parameters sharing an LR group. */
+typedef struct { size_t begin, end; int group; } PlanSegment;
+
+typedef struct {
+    int batch;
+    int fuse, fold;
+} PlanOptions;
+
+typedef struct {
+    const Graph *g;
+    PlanOptions opt;
+    Node *nodes; int n_nodes;
+    Tensor *tensors; int n_tensors;
+    Step *steps; int n_steps;
+    int *layer_node;     /* layer -> node that computes its output (or absorbs it) */
+    int *layer_tensor;   /* layer -> tensor holding its output, -1 if internal */
+    size_t *param_off;   /* graph param -> offset in the param arena */
+    size_t *grad_off;    /* graph param -> offset in grads/momentum, or KILN_NONE */
+    PlanSegment *segs; int n_segs;
+    int input_tensor, logits_tensor, labels_tensor, loss_node;
+    /* arena sizes in floats */
+    size_t param_floats, grad_floats, opt_floats, act_floats, derived_floats, ws_floats;
+    size_t trainable_floats;
+    int64_t train_flops;  /* per image, forward + backward as planned */
+} Plan;
+
+/* Build the plan. Returns 0, or 1 when out of memory (err says so). */
+int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_t errlen);
+void plan_free(Plan *p);
+
+/* Is graph parameter i trained under the graph's flags? */
+int param_trainable(const Graph *g, int i);
+
+/* Bytes the backend allocates: all arenas (labels included). */
+size_t plan_bytes(const Plan *p);
+/* Bytes of each arena: params, grads, optimizer, activations, derived, workspace. */
+void plan_arena_bytes(const Plan *p, size_t out[6]);
+extern const char *const PLAN_ARENA_NAMES[6];
+
+/* "conv stem_conv+stem_bn+stem_act" style label of a node. */
+void plan_node_label(const Plan *p, int node, char *buf, size_t len);
+
+#endif

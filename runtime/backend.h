@@ -1,0 +1,51 @@
+/* runtime/backend.h — the one small interface between the training loop and
+ * whatever executes a plan (the CPU executor here, the CUDA executor later).
+ *
+ * Contract: a backend owns the arenas the plan sized, and nothing else of
+ * size. Batches are n <= plan batch images; kernels run with n so a short
+ * last batch needs no padding. Parameters cross the interface as the plan's
+ * param arena (plan->param_off gives each tensor's place).
+ */
+#ifndef KILN_BACKEND_H
+#define KILN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codegen/plan.h"
+
+typedef struct Backend Backend;
+
+typedef struct {
+    const float *group_lr;   /* LR of each LR group (index = Layer.lr_group) */
+    int n_groups;
+    float momentum, weight_decay;
+} StepConfig;
+
+struct Backend {
+    const char *name;
+    const Plan *plan;
+    void *impl;
+    /* Copy a batch in: x (n, H, W, C) normalized floats, y (n) labels. */
+    void (*upload)(Backend *b, const float *x, const int32_t *y, int n);
+    /* Forward, loss, backward, update. Returns 0, or 1 when the loss or a
+     * gradient is not finite (then nothing is updated). */
+    int (*train_step)(Backend *b, int n, const StepConfig *cfg, double *loss, int *correct);
+    /* Forward in inference mode (BN on running statistics, no dropout). */
+    void (*evaluate)(Backend *b, int n, double *loss, int *correct);
+    /* The logits of the last forward pass: (n, K). */
+    const float *(*logits)(Backend *b);
+    /* Parameters (the whole param arena, plan->param_floats) out and in. */
+    void (*read_params)(Backend *b, float *dst);
+    void (*write_params)(Backend *b, const float *src);
+    /* Momentum (plan->opt_floats) out and in, for checkpoints. */
+    void (*read_momentum)(Backend *b, float *dst);
+    void (*write_momentum)(Backend *b, const float *src);
+    void (*destroy)(Backend *b);
+};
+
+/* The CPU executor. Returns NULL with a message in err when the arenas cannot
+ * be allocated (the message gives the bytes asked for). */
+Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,145 @@
+/* tools/cmd_bench.c — `kiln bench`: times the training step (forward,
+ * backward, update) of one arch, fused and unfused side by side in one run,
+ * on random data. Prints images/s of each, the ratio, achieved GFLOP/s (the
+ * planned training FLOPs over the measured time), and the planner's predicted
+ * bytes against the measured growth of peak resident memory.
+ *
+ * Fairness: the two plans alternate in rounds and the best round of each is
+ * reported, so a slow moment of the machine hits both. Peak memory is taken
+ * per plan from /proc/self/status (VmHWM) after resetting it through
+ * /proc/self/clear_refs, relative to the resident size before the backend was
+ * created.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/params.h"
+#include "runtime/train.h"
+#include "tools/cmds.h"
+
+/* A field of /proc/self/status in bytes, or 0 where unavailable. */
+static size_t status_bytes(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0, n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') { kb = strtoull(line + n + 1, NULL, 10); break; }
+    fclose(f);
+    return kb * 1024;
+}
+
+static void reset_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) { fputs("5", f); fclose(f); }
+}
+
+typedef struct {
+    Plan plan;
+    Backend *be;
+    double best;          /* seconds per step, best round */
+    size_t measured;      /* peak RSS growth */
+} Config;
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: kiln bench --arch FILE [--batch N] [--steps N] [--rounds N]\n"
+               "                  [--freeze-until LAYER] [--bn train|infer|frozen]\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    ModelOptions m;
+    model_options_default(&m);
+    int steps = 10, rounds = 3;
+    for (int i = 1; i < argc; i++) {
+        int r = model_option(&m, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help")) { bench_usage(stdout); return 0; }
+        if (!strcmp(a, "--steps") && v && !parse_int_arg(v, &steps) && steps > 0) { i++; continue; }
+        if (!strcmp(a, "--rounds") && v && !parse_int_arg(v, &rounds) && rounds > 0) { i++; continue; }
+        fprintf(stderr, "kiln bench: unknown option or bad value '%s'\n", a);
+        bench_usage(stderr);
+        return 2;
+    }
+    Graph g;
+    int rc = model_load(&m, &g);
+    if (rc) return rc;
+    int B = m.batch, K = g.layers[g.n_layers - 1].out.c;
+    const Layer *in = &g.layers[0];
+    size_t img = (size_t)in->out.h * in->out.w * in->out.c;
+    float *x = malloc(sizeof(float) * img * (size_t)B);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
+    Config cf[2];
+    memset(cf, 0, sizeof cf);
+    char err[512];
+    rc = 1;
+    if (!x || !y) goto out;
+    uint64_t st = 7;
+    for (size_t i = 0; i < img * (size_t)B; i++) x[i] = (float)(2 * kiln_rand_uniform(&st) - 1);
+    for (int i = 0; i < B; i++) y[i] = i % K;
+    float lr = 1e-3f;
+    StepConfig sc = {&lr, 1, 0.9f, 0.0f};
+    double loss;
+    int correct;
+    for (int k = 0; k < 2; k++) {
+        PlanOptions po = {B, k == 0, m.fold};
+        if (plan_build(&cf[k].plan, &g, &po, err, sizeof err)) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
+        /* memory: this plan alone */
+        reset_peak();
+        size_t before = status_bytes("VmRSS");
+        Backend *be = cpu_backend_create(&cf[k].plan, err, sizeof err);
+        if (!be) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
+        float *params = calloc(cf[k].plan.param_floats + 1, sizeof(float));
+        if (!params) { be->destroy(be); goto out; }
+        params_init(&cf[k].plan, params, 1, 0, g.n_layers - 1);
+        be->write_params(be, params);
+        free(params);
+        be->upload(be, x, y, B);
+        be->train_step(be, B, &sc, &loss, &correct);
+        size_t peak = status_bytes("VmHWM");
+        cf[k].measured = peak > before ? peak - before : 0;
+        cf[k].be = be;
+        cf[k].best = 1e30;
+    }
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < 2; k++) {
+            Backend *be = cf[k].be;
+            be->upload(be, x, y, B);
+            be->train_step(be, B, &sc, &loss, &correct);     /* warm-up */
+            double t0 = kiln_now();
+            for (int s = 0; s < steps; s++) {
+                be->upload(be, x, y, B);
+                be->train_step(be, B, &sc, &loss, &correct);
+            }
+            double t = (kiln_now() - t0) / steps;
+            if (t < cf[k].best) cf[k].best = t;
+        }
+    printf("bench %s (%s): batch %d, input %dx%dx%d, %d steps x %d rounds (best round), backend cpu, %d OpenMP threads\n",
+           g.name, g.path, B, in->out.h, in->out.w, in->out.c, steps, rounds, omp_get_max_threads());
+    printf("%-9s %10s %10s %10s %16s %16s\n", "plan", "img/s", "ms/step", "GFLOP/s", "predicted bytes", "measured bytes");
+    for (int k = 0; k < 2; k++) {
+        double flops = (double)cf[k].plan.train_flops * B;
+        printf("%-9s %10.1f %10.2f %10.2f %16zu %16zu\n", k == 0 ? "fused" : "unfused", B / cf[k].best,
+               1e3 * cf[k].best, flops / cf[k].best * 1e-9, plan_bytes(&cf[k].plan), cf[k].measured);
+    }
+    printf("fused/unfused speed ratio %.3f; fused/unfused predicted memory ratio %.3f\n",
+           cf[1].best / cf[0].best, (double)plan_bytes(&cf[0].plan) / (double)plan_bytes(&cf[1].plan));
+    printf("(measured bytes: growth of peak resident memory over one step, arenas plus the BLAS's and OpenMP's own buffers;\n"
+           " pages never touched are not counted)\n");
+    rc = 0;
+out:
+    for (int k = 0; k < 2; k++) {
+        if (cf[k].be) cf[k].be->destroy(cf[k].be);
+        plan_free(&cf[k].plan);
+    }
+    free(x); free(y);
+    graph_free(&g);
+    return rc;
+}

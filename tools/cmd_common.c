@@ -1,0 +1,75 @@
+/* tools/cmd_common.c — option helpers shared by the subcommands. */
+#include "tools/cmds.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int parse_int_arg(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < -2147483647L || v > 2147483647L) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int parse_float_arg(const char *s, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end) return -1;
+    *out = (float)v;
+    return 0;
+}
+
+void model_options_default(ModelOptions *m)
+{
+    memset(m, 0, sizeof *m);
+    m->batch = 32;
+    m->fuse = 1;
+    m->fold = 1;
+}
+
+int model_option(ModelOptions *m, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!strcmp(a, "--no-fuse")) { m->fuse = 0; return 1; }
+    if (!strcmp(a, "--no-fold")) { m->fold = 0; return 1; }
+    if (strcmp(a, "--arch") && strcmp(a, "--freeze-until") && strcmp(a, "--batch") && strcmp(a, "--bn"))
+        return 0;
+    if (!v) { fprintf(stderr, "kiln: %s needs a value\n", a); return -1; }
+    (*i)++;
+    if (!strcmp(a, "--arch")) m->arch = v;
+    else if (!strcmp(a, "--freeze-until")) m->freeze_until = v;
+    else if (!strcmp(a, "--bn")) {
+        if (strcmp(v, "train") && strcmp(v, "infer") && strcmp(v, "frozen")) {
+            fprintf(stderr, "kiln: --bn takes train, infer or frozen, not '%s'\n", v);
+            return -1;
+        }
+        m->bn = v;
+    } else if (parse_int_arg(v, &m->batch) || m->batch < 1 || m->batch > 65536) {
+        fprintf(stderr, "kiln: --batch takes an integer 1..65536, not '%s'\n", v);
+        return -1;
+    }
+    return 1;
+}
+
+int model_load(const ModelOptions *m, Graph *g)
+{
+    char err[1024];
+    if (!m->arch) { fprintf(stderr, "kiln: --arch FILE is required\n"); return 2; }
+    int rc = graph_load(g, m->arch, err, sizeof err);
+    if (rc) { fprintf(stderr, "kiln: %s\n", err); return rc; }
+    BnMode bm = !m->bn || !strcmp(m->bn, "train") ? BN_TRAIN : !strcmp(m->bn, "infer") ? BN_INFER : BN_FROZEN;
+    graph_flags_all(g, 1, bm);
+    if (m->freeze_until && graph_freeze_until(g, m->freeze_until)) {
+        fprintf(stderr, "kiln: %s: --freeze-until: no layer named '%s'\n", m->arch, m->freeze_until);
+        graph_free(g);
+        return 2;
+    }
+    return 0;
+}

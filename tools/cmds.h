@@ -1,0 +1,36 @@
+/* tools/cmds.h — the kiln subcommands, one tools/cmd_<name>.c each, and the
+ * option helpers they share. Every command returns the process exit code:
+ * 0 success, 1 failure while running, 2 bad usage or bad input. */
+#ifndef KILN_CMDS_H
+#define KILN_CMDS_H
+
+#include "codegen/graph.h"
+#include "codegen/plan.h"
+
+int cmd_plan(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+
+/* Options every command that builds a plan understands. */
+typedef struct {
+    const char *arch;
+    const char *freeze_until;   /* layer name, or NULL */
+    const char *bn;             /* train | infer | frozen, or NULL (train) */
+    int batch;
+    int fuse, fold;
+} ModelOptions;
+
+void model_options_default(ModelOptions *m);
+/* If argv[*i] is a model option, consume it (and its value) and return 1;
+ * return 0 if it is not one; return -1 (message printed) on a bad value. */
+int model_option(ModelOptions *m, int argc, char **argv, int *i);
+/* Load the arch and set its flags. Returns 0, or the exit code after
+ * printing the error. */
+int model_load(const ModelOptions *m, Graph *g);
+
+/* Parse a whole-string number; returns 0 or -1. */
+int parse_int_arg(const char *s, int *out);
+int parse_float_arg(const char *s, float *out);
+
+#endif
