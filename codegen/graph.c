@@ -382,6 +382,7 @@ int graph_parse(Graph *g, const char *text, size_t len, const char *path,
     }
     if (g->n_layers == 0) { cx.line = 1; fail(&cx, 1, "no layers"); goto bad; }
     if (g->layers[g->n_layers - 1].op != OP_LOSS) {
+        cx.line = g->layers[g->n_layers - 1].line;
         fail(&cx, 1, "the last layer must be softmax_ce");
         goto bad;
     }

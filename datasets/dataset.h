@@ -72,6 +72,43 @@ int dataset_resize_all(Dataset *ds, int h, int w, int c);
 void image_resize(uint8_t *dst, int dh, int dw, int dc,
                   const uint8_t *src, int sh, int sw, int sc);
 
+/* Pick at most per_class images of each class, reproducibly from seed:
+ * keep[i] = 1 for the images kept. The first n - n_fixed_test images and the
+ * last n_fixed_test are picked separately. Per class (and part), the indices
+ * of that class in table order are shuffled with a state derived from
+ * (seed, class, part) and the first per_class kept. Returns 0, or 1 when out
+ * of memory. dataset_take_per_class and the ImageFolder loaders (which pick
+ * before decoding) share it, so both choose the same images. */
+int dataset_pick_per_class(const int32_t *labels, int n, int n_fixed_test,
+                           int num_classes, int per_class, uint64_t seed,
+                           uint8_t *keep);
+
+/* ---- caps against hostile input (datasets/README.md) ------------------------ */
+
+typedef struct {
+    uint64_t max_entry_bytes;  /* one file or zip entry, declared and actual */
+    uint64_t max_total_bytes;  /* all image entries read from one archive or
+                                  tree; one IDX payload */
+    uint64_t max_pixels;       /* width*height claimed by one image header */
+} DataLimits;
+
+#define KILN_MAX_ENTRY_BYTES (64ull << 20)  /* 64 MiB */
+#define KILN_MAX_TOTAL_BYTES (16ull << 30)  /* 16 GiB */
+#define KILN_MAX_PIXELS      (64ull << 20)  /* 64 Mpixel */
+
+/* The caps in force (the defaults above unless set). */
+void dataset_get_limits(DataLimits *lim);
+/* Replace the caps (NULL: back to the defaults). For tests; not thread-safe
+ * against a load in progress. */
+void dataset_set_limits(const DataLimits *lim);
+
+/* Copy len bytes of s into dst (at most dstlen bytes, always NUL-terminated)
+ * for printing: control bytes, DEL and bytes that are not part of valid
+ * UTF-8 are written as \xNN, a backslash as \\. A result cut short by dstlen
+ * ends in "...". Returns dst. Class and entry names go through this wherever
+ * they are printed. */
+const char *dataset_escape(char *dst, size_t dstlen, const char *s, size_t len);
+
 /* Allocate the table for n images of h*w*c and num_classes classes (names
  * NULL). Returns 0, or 1 when out of memory. */
 int dataset_alloc(Dataset *ds, int n, int h, int w, int c, int num_classes);

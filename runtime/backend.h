@@ -33,7 +33,9 @@ struct Backend {
     int (*train_step)(Backend *b, int n, const StepConfig *cfg, double *loss, int *correct);
     /* Forward in inference mode (BN on running statistics, no dropout). */
     void (*evaluate)(Backend *b, int n, double *loss, int *correct);
-    /* The logits of the last forward pass: (n, K). */
+    /* The logits of the last evaluate() call: (n, K). (A training step
+     * reuses their memory for gradients, and the batch's too: upload before
+     * every step.) */
     const float *(*logits)(Backend *b);
     /* Parameters (the whole param arena, plan->param_floats) out and in. */
     void (*read_params)(Backend *b, float *dst);
@@ -41,6 +43,8 @@ struct Backend {
     /* Momentum (plan->opt_floats) out and in, for checkpoints. */
     void (*read_momentum)(Backend *b, float *dst);
     void (*write_momentum)(Backend *b, const float *src);
+    /* Gradients of the last step (plan->grad_floats), for tests and tools. */
+    void (*read_grads)(Backend *b, float *dst);
     void (*destroy)(Backend *b);
 };
 

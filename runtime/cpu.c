@@ -192,7 +192,7 @@ static void forward_node(Cpu *c, int ni, int training)
                       n, xs.h * xs.w * xs.c, l->out.c);
         break;
     case OP_DROPOUT:
-        if (training) dropout_forward(out, x, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)ni);
+        if (training) dropout_forward(out, x, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)nd->layer);
         else grad_pass(out, x, xin, 0);
         break;
     case OP_LOSS:
@@ -234,7 +234,9 @@ static void backward_node(Cpu *c, int ni)
                               b >= 0 && nd->train_bn ? G(c, b, 1) : NULL,
                               T(c, nd->din[1]), nd->din_acc[1], dout,
                               nd->save_z ? T(c, nd->z) : NULL, mean, invstd,
-                              b >= 0 ? P(c, b, 0) : NULL, der, der ? der + K : NULL, &e, M, K);
+                              b >= 0 ? P(c, b, 0) : NULL, der,
+                              /* batch-statistics BN takes beta where the others take shift */
+                              e.bn == EPI_BN_TRAIN ? P(c, b, 1) : der ? der + K : NULL, &e, M, K);
             d = dz;
         }
         float *dw = nd->train_w ? G(c, nd->layer, 0) : NULL;
@@ -286,7 +288,7 @@ static void backward_node(Cpu *c, int ni)
                        P(c, nd->layer, 0), n, xs.h * xs.w * xs.c, l->out.c, acc);
         break;
     case OP_DROPOUT:
-        if (dx) dropout_backward(dx, dout, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)ni, acc);
+        if (dx) dropout_backward(dx, dout, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)nd->layer, acc);
         break;
     case OP_INPUT: case OP_LOSS: case OP_COUNT:
         break;
@@ -395,6 +397,12 @@ static void cpu_write_momentum(Backend *be, const float *src)
     memcpy(c->mom, src, sizeof(float) * c->p->opt_floats);
 }
 
+static void cpu_read_grads(Backend *be, float *dst)
+{
+    Cpu *c = be->impl;
+    memcpy(dst, c->grads, sizeof(float) * c->p->grad_floats);
+}
+
 static void cpu_destroy(Backend *be)
 {
     if (!be) return;
@@ -439,6 +447,7 @@ Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen)
     be->write_params = cpu_write_params;
     be->read_momentum = cpu_read_momentum;
     be->write_momentum = cpu_write_momentum;
+    be->read_grads = cpu_read_grads;
     be->destroy = cpu_destroy;
     return be;
 }

@@ -30,6 +30,14 @@
 #endif
 typedef KILN_REAL real;
 
+/* KILN_REAL_IS_DOUBLE: 1 when `real` is double, 0 when float, usable in #if
+ * (KILN_REAL must be spelled `float` or `double`). */
+#define KILN_REAL_IS_float 0
+#define KILN_REAL_IS_double 1
+#define KILN_PASTE_(a, b) a##b
+#define KILN_PASTE(a, b) KILN_PASTE_(a, b)
+#define KILN_REAL_IS_DOUBLE KILN_PASTE(KILN_REAL_IS_, KILN_REAL)
+
 /* ---- activations ------------------------------------------------------- */
 
 typedef enum { ACT_NONE = 0, ACT_RELU, ACT_RELU6, ACT_SWISH, ACT_SIGMOID } Act;

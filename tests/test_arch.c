@@ -1,0 +1,191 @@
+/* tests/test_arch.c — the architecture language: shape inference and counts
+ * on archs/tiny.arch, and every kind of bad file failing with file:line and,
+ * through the command line, exit code 2. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "codegen/graph.h"
+
+static char tiny_path[1024];
+
+static void setup(void)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    snprintf(tiny_path, sizeof tiny_path, "%s/archs/tiny.arch", src ? src : ".");
+}
+
+START_TEST(tiny_shapes_and_counts)
+{
+    Graph g;
+    char err[512];
+    ck_assert_msg(graph_load(&g, tiny_path, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(g.name, "tiny");
+    ck_assert_int_eq(g.n_layers, 25);
+    int i = graph_find(&g, "b2_conv");
+    ck_assert_int_ge(i, 0);
+    /* zeropad 8x8 -> 10x10, 3x3 stride 2 valid -> 4x4 */
+    ck_assert_int_eq(g.layers[i].out.h, 4);
+    ck_assert_int_eq(g.layers[i].out.w, 4);
+    ck_assert_int_eq(g.layers[i].out.c, 32);
+    /* 3*3*16*32 = 4608 kernel, no bias */
+    ck_assert_int_eq((int)g.params[g.layers[i].first_param].numel, 4608);
+    ck_assert_int_eq(g.layers[i].n_params, 1);
+    /* counted by hand: stem 432, 4 BN x 2C (16,16,16,32) = 160, dw 144,
+     * se_reduce 64+4, se_expand 64+16, proj 256, b2 4608, head 128+4 */
+    ck_assert_int_eq((int)graph_learnable(&g), 432 + 160 + 144 + 68 + 80 + 256 + 4608 + 132);
+    ck_assert_int_eq((int)graph_bn_stats(&g), 160);
+    /* stem: 2 * 16*16 outputs * 16 filters * 27 = 221184 FLOPs */
+    ck_assert_int_eq((int)g.layers[graph_find(&g, "stem")].flops, 221184);
+    /* same padding, stride 2, odd input: TensorFlow's split */
+    graph_free(&g);
+}
+END_TEST
+
+START_TEST(same_padding_follows_tensorflow)
+{
+    const char *txt = "input in size=7x7x1\nconv c filters=2 kernel=3 stride=2 padding=same\n"
+                      "conv d filters=2 kernel=4 stride=1 padding=same\ngap g\ndense h units=2\nsoftmax_ce l\n";
+    Graph g;
+    char err[512];
+    ck_assert_msg(graph_parse(&g, txt, strlen(txt), "t.arch", err, sizeof err) == 0, "%s", err);
+    const Layer *c = &g.layers[1], *d = &g.layers[2];
+    ck_assert_int_eq(c->out.h, 4);
+    ck_assert_int_eq(c->a.conv.pt, 1);
+    ck_assert_int_eq(c->a.conv.pb, 1);
+    /* k=4, s=1: total 3 -> top 1, bottom 2 */
+    ck_assert_int_eq(d->out.h, 4);
+    ck_assert_int_eq(d->a.conv.pt, 1);
+    ck_assert_int_eq(d->a.conv.pb, 2);
+    graph_free(&g);
+}
+END_TEST
+
+/* ---- bad files ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *what;
+    const char *text;
+    int line;             /* expected line in the message */
+    const char *needle;   /* expected words in the message */
+} BadCase;
+
+static const BadCase BAD[] = {
+    {"unknown op", "input in size=8x8x3\nconvolution c filters=4 kernel=3\n", 2, "unknown op 'convolution'"},
+    {"missing input", "input in size=8x8x3\nconv c filters=4 kernel=3\nadd a from=c,nothere\n", 3, "unknown input 'nothere'"},
+    {"shape mismatch at add", "input in size=8x8x3\nconv c filters=4 kernel=3 padding=same\n"
+     "conv d filters=5 kernel=3 padding=same from=in\nadd a from=c,d\n", 4, "add of mismatched shapes"},
+    {"negative channels", "input in size=8x8x3\nconv c filters=-4 kernel=3\n", 2, "filters must be positive"},
+    {"kernel larger than input", "input in size=4x4x3\nconv c filters=4 kernel=5\n", 2, "larger than its input"},
+    {"non-number", "input in size=8x8x3\nconv c filters=four kernel=3\n", 2, "expected an integer for filters"},
+    {"CRLF", "input in size=8x8x3\r\nconv c filters=4 kernel=3\r\n", 1, "CRLF"},
+    {"unknown key", "input in size=8x8x3\nconv c filters=4 kernel=3 dilation=2\n", 2, "unknown key 'dilation'"},
+    {"duplicate name", "input in size=8x8x3\nconv c filters=4 kernel=3\nrelu c\n", 3, "defined twice"},
+    {"bad size", "input in size=8x8\n", 1, "expected size=HxWxC"},
+    {"loss not last", "input in size=8x8x3\ngap g\nsoftmax_ce l\nrelu r\n", 4, "softmax_ce must be the last"},
+    {"no loss", "input in size=8x8x3\ngap g\n", 2, "last layer must be softmax_ce"},
+    {"mul needs 1x1xC", "input in size=8x8x3\nconv c filters=4 kernel=1\nmul m from=c,c\n", 3, "must be 1x1x4"},
+};
+
+START_TEST(bad_file_parse)
+{
+    const BadCase *bc = &BAD[_i];
+    Graph g;
+    char err[1024], want[64];
+    int rc = graph_parse(&g, bc->text, strlen(bc->text), "bad.arch", err, sizeof err);
+    ck_assert_msg(rc == 2, "%s: expected rc 2, got %d", bc->what, rc);
+    snprintf(want, sizeof want, "bad.arch:%d:", bc->line);
+    ck_assert_msg(strstr(err, want) == err, "%s: message '%s' does not start with '%s'", bc->what, err, want);
+    ck_assert_msg(strstr(err, bc->needle) != NULL, "%s: message '%s' lacks '%s'", bc->what, err, bc->needle);
+}
+END_TEST
+
+START_TEST(overlong_line)
+{
+    char *txt = malloc(3000);
+    strcpy(txt, "input in size=8x8x3 ");
+    size_t n = strlen(txt);
+    memset(txt + n, 'x', 2000);
+    strcpy(txt + n + 2000, "\n");
+    Graph g;
+    char err[1024];
+    ck_assert_int_eq(graph_parse(&g, txt, strlen(txt), "long.arch", err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "long.arch:1:") && strstr(err, "longer than"), "%s", err);
+    free(txt);
+}
+END_TEST
+
+/* Run `kiln plan --arch FILE` and return its exit code; stderr into err. */
+static int run_plan(const char *file, char *err, size_t errlen)
+{
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_msg(bin != NULL, "KILN_BIN not set");
+    char cmd[2048], errfile[] = "/tmp/kiln-test-err-XXXXXX";
+    int fd = mkstemp(errfile);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "'%s' plan --arch '%s' >/dev/null 2>'%s'", bin, file, errfile);
+    int st = system(cmd);
+    FILE *f = fopen(errfile, "r");
+    size_t r = f ? fread(err, 1, errlen - 1, f) : 0;
+    err[r] = 0;
+    if (f) fclose(f);
+    unlink(errfile);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(bad_file_cli_exit_2)
+{
+    const BadCase *bc = &BAD[_i];
+    char path[] = "/tmp/kiln-bad-XXXXXX", err[2048], want[128];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq((int)write(fd, bc->text, strlen(bc->text)), (int)strlen(bc->text));
+    close(fd);
+    int rc = run_plan(path, err, sizeof err);
+    snprintf(want, sizeof want, "%s:%d:", path, bc->line);
+    unlink(path);
+    ck_assert_msg(rc == 2, "%s: exit %d, stderr '%s'", bc->what, rc, err);
+    ck_assert_msg(strstr(err, want) != NULL, "%s: stderr '%s' lacks '%s'", bc->what, err, want);
+}
+END_TEST
+
+START_TEST(missing_file_cli_exit_2)
+{
+    char err[1024];
+    ck_assert_int_eq(run_plan("/nonexistent/x.arch", err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "/nonexistent/x.arch") != NULL, "%s", err);
+}
+END_TEST
+
+START_TEST(good_file_cli_exit_0)
+{
+    char err[1024];
+    ck_assert_msg(run_plan(tiny_path, err, sizeof err) == 0, "%s", err);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("arch");
+    TCase *tc = tcase_create("arch");
+    tcase_add_unchecked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, tiny_shapes_and_counts);
+    tcase_add_test(tc, same_padding_follows_tensorflow);
+    int nbad = (int)(sizeof BAD / sizeof BAD[0]);
+    tcase_add_loop_test(tc, bad_file_parse, 0, nbad);
+    tcase_add_test(tc, overlong_line);
+    tcase_add_loop_test(tc, bad_file_cli_exit_2, 0, nbad);
+    tcase_add_test(tc, missing_file_cli_exit_2);
+    tcase_add_test(tc, good_file_cli_exit_0);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
