@@ -985,11 +985,16 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
         ok++;
     }
     for (int k = 0; k < ncls && !rc; k++) {
-        if (!per_class[k]) {
-            snprintf(err, errlen, "%s: class '%s': none of its images could be decoded", s->path,
-                     ESC(esc, classes[k]));
-            rc = 2;
-        }
+        if (per_class[k])
+            continue;
+        int first = 0;
+        while (it[first].label != k)
+            first++;
+        char esc2[256];
+        snprintf(err, errlen, "%s: class '%s': none of its images could be decoded (first: %s "
+                 "'%s': %s)", s->path, ESC(esc, classes[k]), s->z ? "entry" : "file",
+                 ESC(esc2, it[first].e->name), it[first].why ? it[first].why : "?");
+        rc = 2;
     }
     /* Stored size: the one asked for, else the most common one. */
     int th = cfg.th, tw = cfg.tw, tc = opt && opt->c > 0 ? opt->c : maxc;
@@ -1079,11 +1084,12 @@ int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt, char *err
     if (!s.z) {
         zip_error_t ze;
         zip_error_init_with_code(&ze, zerr);
+        const int sys = zerr == ZIP_ER_NOENT || zerr == ZIP_ER_OPEN || zerr == ZIP_ER_READ;
         const char *why = zerr == ZIP_ER_NOZIP ? "not a zip archive (no end of central directory)"
-                        : zerr == ZIP_ER_INCONS ? "damaged or truncated zip (central directory "
-                                                  "inconsistent)"
+                        : zerr == ZIP_ER_INCONS ? "inconsistent zip archive (damaged or truncated "
+                                                  "central directory, or an invalid entry name)"
                         : zip_error_strerror(&ze);
-        snprintf(err, errlen, "%s: %s", path, why);
+        snprintf(err, errlen, "%s: %s%s", path, sys ? "cannot open: " : "", why);
         zip_error_fini(&ze);
         return 2;
     }

@@ -1092,6 +1092,38 @@ START_TEST(null_epilogue_dz)
 }
 END_TEST
 
+/* Inputs a backward does not need may be NULL: x when no weight gradient is
+ * wanted (conv, depthwise, dense), z for an epilogue without BN statistics,
+ * activation or dgamma. Results equal those computed with the inputs given. */
+START_TEST(null_inputs_unread)
+{
+    size_t nx = 2 * 7 * 5 * 3;
+    real *a = vec(nx), *b = vec(nx), *db1 = vec(8), *db2 = vec(8);
+    conv2d_backward(a, NULL, NULL, fx_.dout, fx_.x, fx_.w, fx_.ws, &fx_.cs, 0);
+    conv2d_backward(b, NULL, db1, fx_.dout, NULL, fx_.w, fx_.ws, &fx_.cs, 0);
+    ck_assert_msg(worst_close(b, a, nx, 1e-12, 1e-12) <= 1, "conv2d_backward: dx changed with x NULL");
+    conv2d_backward(a, NULL, NULL, fx_.dout1, fx_.x, fx_.w1, NULL, &fx_.cs1, 0);
+    conv2d_backward(b, NULL, NULL, fx_.dout1, NULL, fx_.w1, NULL, &fx_.cs1, 0);
+    ck_assert_msg(worst_close(b, a, 90, 1e-12, 1e-12) <= 1, "conv2d_backward 1x1: dx changed with x NULL");
+    dwconv2d_backward(a, NULL, db1, fx_.doutd, fx_.x, fx_.wd, &fx_.ds, 0);
+    dwconv2d_backward(b, NULL, db2, fx_.doutd, NULL, fx_.wd, &fx_.ds, 0);
+    ck_assert_msg(worst_close(b, a, nx, 1e-12, 1e-12) <= 1, "dwconv2d_backward: dx changed with x NULL");
+    ck_assert_msg(worst_close(db2, db1, 3, 1e-12, 1e-12) <= 1, "dwconv2d_backward: dbias changed with x NULL");
+    dense_backward(a, NULL, db1, fx_.fdout, fx_.fx, fx_.fw, 3, fx_.F, fx_.K, 0);
+    dense_backward(b, NULL, db2, fx_.fdout, NULL, fx_.fw, 3, fx_.F, fx_.K, 0);
+    ck_assert_msg(worst_close(b, a, 18, 1e-12, 1e-12) <= 1, "dense_backward: dx changed with x NULL");
+    ck_assert_msg(worst_close(db2, db1, 5, 1e-12, 1e-12) <= 1, "dense_backward: dbias changed with x NULL");
+    Epilogue e = {EPI_BN_AFFINE, ACT_NONE, 0, 1e-3, 0.9};
+    epilogue_backward(a, NULL, db1, NULL, 0, fx_.bdout, fx_.bx, fx_.mean, fx_.invstd, fx_.gamma,
+                      fx_.scale, fx_.shift, &e, fx_.M, fx_.C);
+    epilogue_backward(b, NULL, db2, NULL, 0, fx_.bdout, NULL, NULL, NULL, NULL, fx_.scale, NULL,
+                      &e, fx_.M, fx_.C);
+    ck_assert_msg(worst_close(b, a, 60, 1e-12, 1e-12) <= 1, "epilogue_backward affine: dz changed with z NULL");
+    ck_assert_msg(worst_close(db2, db1, 4, 1e-12, 1e-12) <= 1, "epilogue_backward affine: dbeta changed with z NULL");
+    free(a); free(b); free(db1); free(db2);
+}
+END_TEST
+
 /* ---- optimizer ---------------------------------------------------------------------- */
 
 /* Two steps by hand. Segment 0 = [0,2): lr 0.1, wd 0.01; segment 1 = [2,4):
@@ -1219,6 +1251,7 @@ static Suite *grad_suite(void)
     tcase_add_loop_test(tk, acc_semantics, 0, N_ACC);
     tcase_add_loop_test(tk, null_grads, 0, N_NULL);
     tcase_add_test(tk, null_epilogue_dz);
+    tcase_add_test(tk, null_inputs_unread);
     tcase_add_test(tk, bn_running_stats);
     tcase_add_test(tk, maxpool_ties);
     tcase_add_test(tk, sgd_two_steps);

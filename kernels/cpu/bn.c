@@ -183,7 +183,7 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
     double *sums = KILN_KMALLOC(2 * (size_t)C * sizeof *sums);
     double *sa = sums, *sx = sums + C;
     if (e->bn == EPI_BN_TRAIN || dgamma || dbeta) {
-        kiln_chan_sums(sa, dgamma || e->bn == EPI_BN_TRAIN ? sx : NULL, dz, z, mean, invstd, M, C);
+        kiln_chan_sums(sa, (dgamma || e->bn == EPI_BN_TRAIN) ? sx : NULL, dz, z, mean, invstd, M, C);
         for (int c = 0; c < C; c++) {
             if (dgamma) dgamma[c] = (real)sx[c];
             if (dbeta) dbeta[c] = (real)sa[c];

@@ -226,6 +226,7 @@ void dwconv2d_backward(real *dx, real *dw, real *dbias, const real *dout,
                     for (int q = 0; q < Q; q++) {
                         const real *g = dout + (((size_t)n * P + p) * Q + q) * C + c0;
                         for (int c = 0; c < cb; c++) ab[c] += g[c];
+                        if (!dw) continue; /* x may be NULL when only dbias is wanted */
                         for (int r = 0; r < R; r++) {
                             int h = p * s->stride_h - s->pad_t + r;
                             if (h < 0 || h >= H) continue;

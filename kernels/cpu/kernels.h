@@ -66,7 +66,8 @@ size_t conv2d_workspace(const ConvShape *s);
 void conv2d_forward(real *out, const real *x, const real *w, const real *bias,
                     real *ws, const ConvShape *s);
 /* dx (N,H,W,C) or NULL, dw (R,S,C,K) or NULL, dbias (K) or NULL,
- * dout (N,P,Q,K). */
+ * dout (N,P,Q,K). x is read only for dw (may be NULL otherwise); the same
+ * holds for dwconv2d_backward and dense_backward. */
 void conv2d_backward(real *dx, real *dw, real *dbias, const real *dout,
                      const real *x, const real *w, real *ws,
                      const ConvShape *s, int acc);
@@ -151,7 +152,12 @@ void epilogue_forward(real *out, real *mean, real *invstd, const real *z,
  * (C) for EPI_BN_TRAIN, or for EPI_BN_AFFINE with trainable gamma (then
  * mean/invstd are the running mean and 1/sqrt(var+eps), and gamma given);
  * NULL when not trained. dres (M,C) gets dout (acc: added), NULL if none.
- * For EPI_BN_TRAIN mean/invstd are the saved batch statistics. */
+ * For EPI_BN_TRAIN mean/invstd are the saved batch statistics, scale is
+ * unused and `shift` must carry beta (C) whenever act != ACT_NONE: the
+ * activation's derivative needs the pre-activation gamma*xhat + beta, and
+ * there is no beta parameter. For EPI_BN_AFFINE mean/invstd are needed only
+ * when dgamma is wanted. z is read only for EPI_BN_TRAIN, for an activation
+ * other than ACT_NONE, or for dgamma; otherwise it may be NULL. */
 void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres_acc,
                        const real *dout, const real *z,
                        const real *mean, const real *invstd,
