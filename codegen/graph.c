@@ -452,6 +452,58 @@ int graph_find_param(const Graph *g, const char *name)
     return -1;
 }
 
+/* ---- reshaping -------------------------------------------------------------- */
+
+/* Run shape inference over every layer again (after an attribute changed). */
+static int graph_reinfer(Graph *g, char *err, size_t errlen)
+{
+    g->n_params = 0;
+    for (int i = 0; i < g->n_layers; i++) {
+        char msg[400];
+        int rc = op_infer(g, &g->layers[i], msg, sizeof msg);
+        if (rc) {
+            snprintf(err, errlen, "%s:%d: %s: %s", g->path, g->layers[i].line, g->layers[i].name, msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int graph_set_input_size(Graph *g, int h, int w, char *err, size_t errlen)
+{
+    if (h <= 0 || w <= 0 || h > 4096 || w > 4096) {
+        snprintf(err, errlen, "input size %dx%d out of range (1..4096)", h, w);
+        return 2;
+    }
+    g->layers[0].a.input.h = h;
+    g->layers[0].a.input.w = w;
+    return graph_reinfer(g, err, errlen);
+}
+
+int graph_head(const Graph *g)
+{
+    int i = g->layers[g->n_layers - 1].in[0];
+    while (i > 0 && g->layers[i].op != OP_DENSE && g->layers[i].n_in == 1 &&
+           (g->layers[i].op == OP_DROPOUT || g->layers[i].op == OP_GAP))
+        i = g->layers[i].in[0];
+    return g->layers[i].op == OP_DENSE ? i : -1;
+}
+
+int graph_set_num_classes(Graph *g, int classes, char *err, size_t errlen)
+{
+    int h = graph_head(g);
+    if (h < 0) {
+        snprintf(err, errlen, "%s: no dense head before softmax_ce to resize", g->path);
+        return 2;
+    }
+    if (classes < 2) {
+        snprintf(err, errlen, "%s: a head needs at least 2 classes, got %d", g->path, classes);
+        return 2;
+    }
+    g->layers[h].a.dense.units = classes;
+    return graph_reinfer(g, err, errlen);
+}
+
 /* ---- counts and flags ------------------------------------------------------- */
 
 size_t graph_learnable(const Graph *g)

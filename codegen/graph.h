@@ -121,6 +121,15 @@ void graph_free(Graph *g);
 int graph_find(const Graph *g, const char *name);   /* layer index or -1 */
 int graph_find_param(const Graph *g, const char *name);
 
+/* Change the input's height and width, or the head's class count (the units
+ * of the dense layer that feeds softmax_ce), and infer every shape again.
+ * Returns 0, or 2 with a message when a layer no longer fits. Parameters are
+ * listed anew, in the same order. */
+int graph_set_input_size(Graph *g, int h, int w, char *err, size_t errlen);
+int graph_set_num_classes(Graph *g, int classes, char *err, size_t errlen);
+/* The layer index of the head (dense before the loss), or -1. */
+int graph_head(const Graph *g);
+
 /* Counts: learnable parameters, BN statistics, forward FLOPs per image. */
 size_t graph_learnable(const Graph *g);
 size_t graph_bn_stats(const Graph *g);
