@@ -391,6 +391,16 @@ int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_
         }
         free(written);
     }
+    if (opt->keep > 0 && opt->keep < L) {
+        /* keep the layer's output (not absorbed by a fused node) to the end */
+        int t = p->layer_tensor[opt->keep];
+        if (t < 0) {
+            snprintf(err, errlen, "layer '%s' is fused into another node; plan with fusion off to keep it",
+                     g->layers[opt->keep].name);
+            goto oom2_msg;
+        }
+        touch(p, t, p->n_steps);
+    }
     for (int t = 0; t < p->n_tensors; t++)
         if (p->tensors[t].first < 0) p->tensors[t].first = p->tensors[t].last = 0;
     p->act_floats = assign_offsets(p);
@@ -419,7 +429,13 @@ int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_
     free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);
     return 0;
 oom2:
+    snprintf(err, errlen, "out of memory while planning");
+oom2_msg:
     free(fold_of); free(bn_of); free(act_of); free(add_of); free(main_at);
+    free(fwd_step); free(bwd_step);
+    free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);
+    plan_free(p);
+    return 1;
 oom:
     free(fwd_step); free(bwd_step);
     free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);

@@ -70,6 +70,8 @@ typedef struct { size_t begin, end; int group; } PlanSegment;
 typedef struct {
     int batch;
     int fuse, fold;
+    int keep;            /* a layer whose output stays readable after a
+                            forward pass (for tests and inspection); 0: none */
 } PlanOptions;
 
 typedef struct {

@@ -37,6 +37,9 @@ struct Backend {
      * reuses their memory for gradients, and the batch's too: upload before
      * every step.) */
     const float *(*logits)(Backend *b);
+    /* The output of layer l after the last forward pass, valid only for the
+     * final layer's input (the logits) and for PlanOptions.keep. */
+    const float *(*layer_output)(Backend *b, int layer);
     /* Parameters (the whole param arena, plan->param_floats) out and in. */
     void (*read_params)(Backend *b, float *dst);
     void (*write_params)(Backend *b, const float *src);

@@ -372,6 +372,12 @@ static const float *cpu_logits(Backend *be)
     return T(c, c->p->logits_tensor);
 }
 
+static const float *cpu_layer_output(Backend *be, int layer)
+{
+    Cpu *c = be->impl;
+    return T(c, c->p->layer_tensor[layer]);
+}
+
 static void cpu_read_params(Backend *be, float *dst)
 {
     Cpu *c = be->impl;
@@ -443,6 +449,7 @@ Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen)
     be->train_step = cpu_train_step;
     be->evaluate = cpu_evaluate;
     be->logits = cpu_logits;
+    be->layer_output = cpu_layer_output;
     be->read_params = cpu_read_params;
     be->write_params = cpu_write_params;
     be->read_momentum = cpu_read_momentum;

@@ -24,7 +24,7 @@ static void plan_with(Plan *p, const char *freeze, int fuse, int batch)
     char err[256];
     graph_flags_all(&g, 1, BN_TRAIN);
     if (freeze) ck_assert_int_eq(graph_freeze_until(&g, freeze), 0);
-    PlanOptions po = {batch, fuse, 1};
+    PlanOptions po = {.batch = batch, .fuse = fuse, .fold = 1};
     ck_assert_msg(plan_build(p, &g, &po, err, sizeof err) == 0, "%s", err);
 }
 

@@ -47,7 +47,7 @@ typedef struct { Plan p; Backend *be; float *params; } Run;
 static void run_open(Run *r, int batch, int fuse, int fold)
 {
     char err[256];
-    PlanOptions po = {batch, fuse, fold};
+    PlanOptions po = {.batch = batch, .fuse = fuse, .fold = fold};
     ck_assert_msg(plan_build(&r->p, &g, &po, err, sizeof err) == 0, "%s", err);
     r->be = cpu_backend_create(&r->p, err, sizeof err);
     ck_assert_msg(r->be != NULL, "%s", err);

@@ -89,7 +89,7 @@ int cmd_bench(int argc, char **argv)
     double loss;
     int correct;
     for (int k = 0; k < 2; k++) {
-        PlanOptions po = {B, k == 0, m.fold};
+        PlanOptions po = {.batch = B, .fuse = k == 0, .fold = m.fold};
         if (plan_build(&cf[k].plan, &g, &po, err, sizeof err)) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
         /* memory: this plan alone */
         reset_peak();

@@ -47,7 +47,7 @@ int cmd_plan(int argc, char **argv)
     if (rc) return rc;
     Plan p;
     char err[512], a[32], b[32], c[32], d[32];
-    PlanOptions po = {m.batch, m.fuse, m.fold};
+    PlanOptions po = {.batch = m.batch, .fuse = m.fuse, .fold = m.fold};
     if (plan_build(&p, &g, &po, err, sizeof err)) {
         fprintf(stderr, "kiln plan: %s\n", err);
         graph_free(&g);

@@ -71,7 +71,7 @@ int cmd_train(int argc, char **argv)
     }
     Split sp;
     Plan p;
-    PlanOptions po = {m.batch, m.fuse, m.fold};
+    PlanOptions po = {.batch = m.batch, .fuse = m.fuse, .fold = m.fold};
     Backend *be = NULL;
     float *params = NULL;
     rc = 1;
