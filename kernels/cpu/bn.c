@@ -120,18 +120,39 @@ void bn_fold(real *wout, real *bout, const real *w, const real *bias,
 
 /* ---- the fused epilogue ----------------------------------------------------------- */
 
-/* The BN part of the epilogue for one value: z itself, batch-stat BN, or the affine. */
-static inline real epi_pre(real z, int c, const Epilogue *e, const real *mean,
-                           const real *invstd, const real *gamma, const real *beta,
-                           const real *scale, const real *shift)
+/* The epilogue's BN as one per-channel form for every mode, so the element
+ * loops below have no mode switch: pre = (z - m[c]) * a[c] + b[c], with
+ * (m, a, b) = (mean, invstd*gamma, beta) for batch statistics (the very
+ * expression of kiln_bn), (0, scale, shift) for the affine, (0, 1, 0) for
+ * none. Fills k (3C reals). beta/shift may be NULL where no activation
+ * reads pre (backward without activation). */
+static void epi_coeffs(real *k, const Epilogue *e, const real *mean, const real *invstd,
+                       const real *gamma, const real *beta, const real *scale,
+                       const real *shift, int C)
 {
-    switch (e->bn) {
-    case EPI_BN_TRAIN:  return kiln_bn(z, mean[c], invstd[c], gamma[c], beta[c]);
-    case EPI_BN_AFFINE: return z * scale[c] + shift[c];
-    case EPI_BN_NONE:   break;
+    real *m = k, *a = k + C, *b = k + 2 * C;
+    for (int c = 0; c < C; c++) {
+        switch (e->bn) {
+        case EPI_BN_TRAIN:  m[c] = mean[c]; a[c] = invstd[c] * gamma[c]; b[c] = beta ? beta[c] : 0; break;
+        case EPI_BN_AFFINE: m[c] = 0; a[c] = scale[c]; b[c] = shift ? shift[c] : 0; break;
+        case EPI_BN_NONE:   m[c] = 0; a[c] = 1; b[c] = 0; break;
+        }
     }
-    return z;
 }
+
+/* One element loop per activation: ACT is a constant there, so kiln_act's
+ * switch folds away and the loop vectorizes. */
+#define EPI_FWD_LOOP(ACT)                                                         \
+    _Pragma("omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)") \
+    for (size_t r_ = 0; r_ < M; r_++) {                                           \
+        const real *zr = z + r_ * C;                                              \
+        real *o = out + r_ * C;                                                   \
+        const real *rr = r ? r + r_ * C : NULL;                                   \
+        for (int c = 0; c < C; c++) {                                             \
+            real v = kiln_act((zr[c] - m[c]) * a[c] + b[c], ACT);                 \
+            o[c] = rr ? v + rr[c] : v;                                            \
+        }                                                                         \
+    }
 
 /* out = act(bn(z)) (+ res): batch statistics first (train), then one pass. */
 void epilogue_forward(real *out, real *mean, real *invstd, const real *z,
@@ -142,16 +163,31 @@ void epilogue_forward(real *out, real *mean, real *invstd, const real *z,
 {
     if (e->bn == EPI_BN_TRAIN)
         kiln_bn_batch_stats(mean, invstd, run_mean, run_var, z, e->momentum, e->eps, M, C);
+    real *k = KILN_KMALLOC(3 * (size_t)C * sizeof *k);
+    epi_coeffs(k, e, mean, invstd, gamma, beta, scale, shift, C);
+    const real *m = k, *a = k + C, *b = k + 2 * C;
     const real *r = e->residual ? res : NULL;
-    #pragma omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)
-    for (size_t m = 0; m < M; m++)
-        for (int c = 0; c < C; c++) {
-            size_t i = m * C + c;
-            real v = kiln_act(epi_pre(z[i], c, e, mean, invstd, gamma, beta, scale, shift),
-                              e->act);
-            out[i] = r ? v + r[i] : v;
-        }
+    switch (e->act) {
+    case ACT_NONE:    EPI_FWD_LOOP(ACT_NONE) break;
+    case ACT_RELU:    EPI_FWD_LOOP(ACT_RELU) break;
+    case ACT_RELU6:   EPI_FWD_LOOP(ACT_RELU6) break;
+    case ACT_SWISH:   EPI_FWD_LOOP(ACT_SWISH) break;
+    case ACT_SIGMOID: EPI_FWD_LOOP(ACT_SIGMOID) break;
+    }
+    free(k);
 }
+
+/* dz = dout * act'(pre), per activation as above; dres gets dout. */
+#define EPI_BWD_LOOP(ACT)                                                         \
+    _Pragma("omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)") \
+    for (size_t r_ = 0; r_ < M; r_++)                                             \
+        for (int c = 0; c < C; c++) {                                             \
+            size_t i = r_ * C + c;                                                \
+            real g = dout[i];                                                     \
+            if (dr) dr[i] = dres_acc ? dr[i] + g : g;                             \
+            dz[i] = ACT == ACT_NONE ? g                                           \
+                  : g * kiln_act_grad((z[i] - m[c]) * a[c] + b[c], ACT);          \
+        }
 
 /* Pass 1: dres and dz = dout*act'(pre); pass 2: column sums (BN); pass 3: the
  * BN input gradient in place in dz. For EPI_BN_TRAIN `shift` carries beta. */
@@ -165,18 +201,17 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
     KILN_KCHECK(e->bn != EPI_BN_TRAIN || e->act == ACT_NONE || beta != NULL,
                 "epilogue_backward: EPI_BN_TRAIN with an activation needs beta in `shift`");
     real *dr = e->residual ? dres : NULL;
-
-    #pragma omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)
-    for (size_t m = 0; m < M; m++)
-        for (int c = 0; c < C; c++) {
-            size_t i = m * C + c;
-            real g = dout[i];
-            if (dr) dr[i] = dres_acc ? dr[i] + g : g;
-            if (e->act != ACT_NONE)
-                g *= kiln_act_grad(epi_pre(z[i], c, e, mean, invstd, gamma, beta, scale, shift),
-                                   e->act);
-            dz[i] = g;
-        }
+    real *k = KILN_KMALLOC(3 * (size_t)C * sizeof *k);
+    epi_coeffs(k, e, mean, invstd, gamma, beta, scale, shift, C);
+    const real *m = k, *a = k + C, *b = k + 2 * C;
+    switch (e->act) {
+    case ACT_NONE:    EPI_BWD_LOOP(ACT_NONE) break;
+    case ACT_RELU:    EPI_BWD_LOOP(ACT_RELU) break;
+    case ACT_RELU6:   EPI_BWD_LOOP(ACT_RELU6) break;
+    case ACT_SWISH:   EPI_BWD_LOOP(ACT_SWISH) break;
+    case ACT_SIGMOID: EPI_BWD_LOOP(ACT_SIGMOID) break;
+    }
+    free(k);
 
     if (e->bn == EPI_BN_NONE) return;
 
@@ -193,8 +228,8 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
         kiln_bn_train_dx(dz, dz, z, mean, invstd, gamma, sa, sx, M, C, 0);
     } else {
         #pragma omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)
-        for (size_t m = 0; m < M; m++)
-            for (int c = 0; c < C; c++) dz[m * C + c] *= scale[c];
+        for (size_t row = 0; row < M; row++)
+            for (int c = 0; c < C; c++) dz[row * C + c] *= scale[c];
     }
     free(sums);
 }
