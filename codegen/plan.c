@@ -482,3 +482,38 @@ void plan_node_label(const Plan *p, int node, char *buf, size_t len)
             n += snprintf(buf + n, len - (size_t)n, "%s%s", k == 0 && nd->fold ? "+fold:" : "+",
                           g->layers[parts[k]].name);
 }
+
+size_t plan_layer_floats(const Plan *p, int layer)
+{
+    Shape o = p->g->layers[layer].out;
+    return (size_t)o.h * o.w * o.c;
+}
+
+int plan_find_cut(const Plan *p)
+{
+    const Graph *g = p->g;
+    int best = -1;
+    /* walk nodes in order while the prefix stays frozen and deterministic */
+    for (int ni = 1; ni < p->n_nodes; ni++) {
+        const Node *nd = &p->nodes[ni];
+        const Layer *l = &g->layers[nd->layer];
+        if (nd->bwd || l->op == OP_LOSS || l->op == OP_DROPOUT) break;
+        int b = l->op == OP_BN ? nd->layer : nd->bn;
+        if (b >= 0 && g->layers[b].bn_mode == BN_TRAIN) break;
+        int t = nd->out;
+        /* later nodes may read only t from this prefix */
+        int ok = 1;
+        for (int nj = ni + 1; nj < p->n_nodes && ok; nj++)
+            for (int k = 0; k < p->nodes[nj].n_in; k++) {
+                int u = p->nodes[nj].in[k];
+                if (u != t && u >= 0 && p->tensors[u].node <= ni) ok = 0;
+            }
+        if (!ok) continue;
+        int layer = -1;
+        for (int j = 0; j < g->n_layers; j++)
+            if (p->layer_tensor[j] == t) layer = j;
+        if (layer < 0) continue;
+        if (best < 0 || plan_layer_floats(p, layer) <= plan_layer_floats(p, best)) best = layer;
+    }
+    return best;
+}

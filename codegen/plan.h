@@ -99,11 +99,26 @@ void plan_free(Plan *p);
 /* Is graph parameter i trained under the graph's flags? */
 int param_trainable(const Graph *g, int i);
 
+/* The best layer at which cached features can enter the plan: the frozen,
+ * forward-only, deterministic prefix ends there (no backward step, no BN on
+ * batch statistics, no dropout up to it) and nothing after it reads any
+ * earlier tensor but its output. Among such layers, the one whose output is
+ * smallest (per image) and latest. Returns the layer, or -1 when there is no
+ * frozen prefix to cache. */
+int plan_find_cut(const Plan *p);
+/* Floats per image of layer l's output. */
+size_t plan_layer_floats(const Plan *p, int layer);
+
 /* Bytes the backend allocates: all arenas (labels included). */
 size_t plan_bytes(const Plan *p);
 /* Bytes of each arena: params, grads, optimizer, activations, derived, workspace. */
 void plan_arena_bytes(const Plan *p, size_t out[6]);
 extern const char *const PLAN_ARENA_NAMES[6];
+
+/* The plan as text (codegen/plan_print.c): header, counts and arenas always;
+ * the per-layer table and the step list when asked. */
+#include <stdio.h>
+void plan_print(FILE *f, const Plan *p, int layers, int steps);
 
 /* "conv stem_conv+stem_bn+stem_act" style label of a node. */
 void plan_node_label(const Plan *p, int node, char *buf, size_t len);

@@ -25,14 +25,19 @@
  * Caps are in dataset.h (64 MiB an entry, 16 GiB an archive, 64 Mpixel an
  * image) and can be lowered by tests through dataset_set_limits.
  *
+ * The listing, the name checks, the caps and the escaping are in listing.c;
+ * this file classifies, reads, decodes and builds the table.
+ *
  * Parallelism: one thread reads entries serially (libzip handles are not
  * shared) and hands chunks of compressed bytes to OpenMP tasks that decode
- * (and resize, when a size is asked for) while it reads on.
+ * (and resize, when a size is asked for) while it reads on. The table is
+ * allocated at the first readable JPEG header, and images of its size decode
+ * straight into their slot; others wait in their own buffer until the final
+ * size is known.
  */
 #include "datasets/dataset.h"
+#include "datasets/listing.h"
 
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -46,320 +51,6 @@
 #include <jpeglib.h>
 #include <zip.h>
 
-/* ---- caps and escaping ------------------------------------------------------------ */
-
-static DataLimits g_limits = {KILN_MAX_ENTRY_BYTES, KILN_MAX_TOTAL_BYTES, KILN_MAX_PIXELS};
-
-void dataset_get_limits(DataLimits *lim) { *lim = g_limits; }
-
-void dataset_set_limits(const DataLimits *lim)
-{
-    const DataLimits def = {KILN_MAX_ENTRY_BYTES, KILN_MAX_TOTAL_BYTES, KILN_MAX_PIXELS};
-    g_limits = lim ? *lim : def;
-}
-
-/* Length of the valid UTF-8 sequence at s (2..4), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        n = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        n = 3;
-        if (s[0] == 0xE0)
-            lo = 0xA0;
-        if (s[0] == 0xED)
-            hi = 0x9F; /* no surrogates */
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        n = 4;
-        if (s[0] == 0xF0)
-            lo = 0x90;
-        if (s[0] == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if (s[k] < 0x80 || s[k] > 0xBF)
-            return 0;
-    return n;
-}
-
-const char *dataset_escape(char *dst, size_t dstlen, const char *s, size_t len)
-{
-    if (!dstlen)
-        return dst;
-    const unsigned char *u = (const unsigned char *)s;
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        char piece[8];
-        size_t pl = 1, adv = 1;
-        if (u[i] == '\\') {
-            memcpy(piece, "\\\\", 2);
-            pl = 2;
-        } else if (u[i] < 0x20 || u[i] == 0x7f) {
-            snprintf(piece, sizeof piece, "\\x%02x", u[i]);
-            pl = 4;
-        } else if (u[i] < 0x80) {
-            piece[0] = (char)u[i];
-        } else if ((adv = utf8_seq(u + i, len - i)) > 0) {
-            memcpy(piece, u + i, adv);
-            pl = adv;
-        } else {
-            snprintf(piece, sizeof piece, "\\x%02x", u[i]);
-            pl = 4;
-            adv = 1;
-        }
-        if (o + pl + 4 > dstlen) { /* no room for this piece and "..." */
-            if (dstlen >= 4) {
-                o = o + 4 > dstlen ? dstlen - 4 : o;
-                memcpy(dst + o, "...", 3);
-                o += 3;
-            }
-            break;
-        }
-        memcpy(dst + o, piece, pl);
-        o += pl;
-        i += adv;
-    }
-    dst[o < dstlen ? o : dstlen - 1] = 0;
-    return dst;
-}
-
-/* Escaped copy of a C string into a caller buffer, for messages. */
-#define ESC(buf, str) dataset_escape(buf, sizeof buf, str, strlen(str))
-
-/* ---- the listing: every entry of the archive or tree ----------------------------- */
-
-typedef struct {
-    char *name;        /* as stored: zip entry name, or path relative to the root */
-    int is_dir;
-    int special;       /* dir source: not a regular file (fifo, device, link to dir) */
-    int64_t zindex;    /* libzip index, -1 for a tree */
-    uint64_t size;     /* declared (zip) or stat (tree) size */
-    int32_t comp;      /* zip compression method */
-    uint16_t enc;      /* zip encryption method */
-} Entry;
-
-typedef struct {
-    Entry *v;
-    size_t n, cap;
-} EntryVec;
-
-static int entries_push(EntryVec *ev, const Entry *e)
-{
-    if (ev->n == ev->cap) {
-        size_t cap = ev->cap ? 2 * ev->cap : 256;
-        Entry *v = realloc(ev->v, cap * sizeof *v);
-        if (!v)
-            return 1;
-        ev->v = v;
-        ev->cap = cap;
-    }
-    ev->v[ev->n++] = *e;
-    return 0;
-}
-
-static void entries_free(EntryVec *ev)
-{
-    for (size_t i = 0; i < ev->n; i++)
-        free(ev->v[i].name);
-    free(ev->v);
-    memset(ev, 0, sizeof *ev);
-}
-
-/* Why an entry name is unsafe, or NULL. Names never become paths in kiln, but
- * a name that could escape an extraction directory marks a hostile archive. */
-static const char *unsafe_name(const char *name)
-{
-    if (!*name)
-        return "empty name";
-    if (name[0] == '/')
-        return "absolute path";
-    if (isalpha((unsigned char)name[0]) && name[1] == ':')
-        return "absolute path (drive letter)";
-    if (strchr(name, '\\'))
-        return "backslash in name";
-    for (const char *p = name; *p;) {
-        const char *q = strchr(p, '/');
-        size_t l = q ? (size_t)(q - p) : strlen(p);
-        if (l == 2 && p[0] == '.' && p[1] == '.')
-            return "'..' component (path traversal)";
-        p += l + (q != NULL);
-    }
-    return NULL;
-}
-
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-
-static int read_at(FILE *fp, uint64_t off, void *dst, size_t len)
-{
-    return fseeko(fp, (off_t)off, SEEK_SET) != 0 || fread(dst, 1, len, fp) != len;
-}
-
-/* libzip turns a NUL inside an entry name into a space, so the raw central
- * directory is walked here (zip format: EOCD record, zip64 locator and record,
- * central file headers) to find names that contain a NUL byte. */
-static int zip_raw_names(const char *path, char *err, size_t errlen)
-{
-    char esc[256];
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 2;
-    }
-    int rc = 2;
-    uint8_t *tail = NULL, *cd = NULL;
-    if (fseeko(fp, 0, SEEK_END) != 0)
-        goto bad;
-    const uint64_t fsz = (uint64_t)ftello(fp);
-    const size_t tl = fsz < 22 + 65535 + 20 ? (size_t)fsz : 22 + 65535 + 20;
-    tail = malloc(tl + 1);
-    if (!tail || tl < 22 || read_at(fp, fsz - tl, tail, tl))
-        goto bad;
-    long e = (long)tl - 22;
-    for (; e >= 0; e--)
-        if (rd32(tail + e) == 0x06054b50u && (size_t)e + 22 + rd16(tail + e + 20) <= tl)
-            break;
-    if (e < 0)
-        goto bad;
-    uint64_t count = rd16(tail + e + 10), cdsize = rd32(tail + e + 12), cdoff = rd32(tail + e + 16);
-    if (count == 0xFFFF || cdsize == 0xFFFFFFFFu || cdoff == 0xFFFFFFFFu) {
-        uint8_t z64[56];
-        if (e < 20 || rd32(tail + e - 20) != 0x07064b50u ||
-            read_at(fp, rd64(tail + e - 20 + 8), z64, sizeof z64) || rd32(z64) != 0x06064b50u)
-            goto bad;
-        count = rd64(z64 + 32);
-        cdsize = rd64(z64 + 40);
-        cdoff = rd64(z64 + 48);
-    }
-    if (cdoff > fsz || cdsize > fsz - cdoff)
-        goto bad;
-    cd = malloc(cdsize + 1);
-    if (!cd || read_at(fp, cdoff, cd, cdsize))
-        goto bad;
-    uint64_t off = 0;
-    for (uint64_t i = 0; i < count; i++) {
-        if (cdsize - off < 46 || rd32(cd + off) != 0x02014b50u)
-            goto bad;
-        const uint64_t nl = rd16(cd + off + 28), xl = rd16(cd + off + 30), cl = rd16(cd + off + 32);
-        if (cdsize - off - 46 < nl + xl + cl)
-            goto bad;
-        const char *name = (const char *)cd + off + 46;
-        if (memchr(name, 0, nl)) {
-            snprintf(err, errlen, "%s: entry '%s': NUL byte in name", path,
-                     dataset_escape(esc, sizeof esc, name, nl));
-            goto out;
-        }
-        off += 46 + nl + xl + cl;
-    }
-    rc = 0;
-    goto out;
-bad:
-    snprintf(err, errlen, "%s: damaged or truncated zip central directory", path);
-out:
-    free(tail);
-    free(cd);
-    fclose(fp);
-    return rc;
-}
-
-/* List a zip: every name checked, sizes and methods from the central directory. */
-static int list_zip(zip_t *z, const char *path, EntryVec *ev, char *err, size_t errlen)
-{
-    char esc[256];
-    const zip_int64_t ne = zip_get_num_entries(z, 0);
-    for (zip_int64_t i = 0; i < ne; i++) {
-        const char *name = zip_get_name(z, (zip_uint64_t)i, 0);
-        zip_stat_t st;
-        if (!name || zip_stat_index(z, (zip_uint64_t)i, 0, &st) != 0) {
-            snprintf(err, errlen, "%s: entry %lld: %s", path, (long long)i, zip_strerror(z));
-            return 2;
-        }
-        const char *why = unsafe_name(name);
-        if (why) {
-            snprintf(err, errlen, "%s: entry '%s': %s", path, ESC(esc, name), why);
-            return 2;
-        }
-        Entry en = {0};
-        en.name = strdup(name);
-        en.is_dir = name[strlen(name) - 1] == '/';
-        en.zindex = i;
-        en.size = (st.valid & ZIP_STAT_SIZE) ? st.size : 0;
-        en.comp = (st.valid & ZIP_STAT_COMP_METHOD) ? st.comp_method : ZIP_CM_STORE;
-        en.enc = (st.valid & ZIP_STAT_ENCRYPTION_METHOD) ? st.encryption_method : ZIP_EM_NONE;
-        if (!en.name || entries_push(ev, &en)) {
-            free(en.name);
-            snprintf(err, errlen, "%s: out of memory", path);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* List a directory tree (symlinks to files followed, to folders not). */
-static int list_dir(const char *root, const char *rel, int depth, EntryVec *ev,
-                    char *err, size_t errlen)
-{
-    char full[PATH_MAX];
-    snprintf(full, sizeof full, "%s%s%s", root, rel ? "/" : "", rel ? rel : "");
-    DIR *d = opendir(full);
-    if (!d) {
-        snprintf(err, errlen, "%s: cannot open directory: %s", full, strerror(errno));
-        return 2;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (!rc && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char relc[PATH_MAX], fc[PATH_MAX];
-        if ((size_t)snprintf(relc, sizeof relc, "%s%s%s", rel ? rel : "", rel ? "/" : "",
-                             de->d_name) >= sizeof relc ||
-            (size_t)snprintf(fc, sizeof fc, "%s/%s", root, relc) >= sizeof fc) {
-            snprintf(err, errlen, "%s: path too long under '%s'", root, rel ? rel : ".");
-            rc = 2;
-            break;
-        }
-        struct stat st;
-        Entry en = {0};
-        en.zindex = -1;
-        if (lstat(fc, &st) != 0) {
-            snprintf(err, errlen, "%s: cannot stat: %s", fc, strerror(errno));
-            rc = 2;
-            break;
-        }
-        if (S_ISLNK(st.st_mode) && (stat(fc, &st) != 0 || S_ISDIR(st.st_mode)))
-            en.special = 1;
-        else if (S_ISDIR(st.st_mode))
-            en.is_dir = 1;
-        else if (!S_ISREG(st.st_mode))
-            en.special = 1;
-        en.size = en.special ? 0 : (uint64_t)st.st_size;
-        en.name = strdup(relc);
-        if (!en.name || entries_push(ev, &en)) {
-            free(en.name);
-            snprintf(err, errlen, "%s: out of memory", root);
-            rc = 1;
-            break;
-        }
-        if (en.is_dir) {
-            if (depth >= 32) {
-                snprintf(err, errlen, "%s: folders nested more than 32 deep at '%s'", root, relc);
-                rc = 2;
-                break;
-            }
-            rc = list_dir(root, relc, depth + 1, ev, err, errlen);
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
 /* ---- classification: entries -> images with classes --------------------------------- */
 
 enum { ST_PENDING, ST_OK, ST_CORRUPT, ST_OVERCAP, ST_READERR, ST_NOMEM };
@@ -370,7 +61,8 @@ typedef struct {
     int label;
     uint8_t *data;     /* compressed bytes while in flight */
     size_t len;
-    uint8_t *px;       /* decoded (and resized) pixels (h, w, c) */
+    int in_table;      /* decoded into its slot of the table */
+    uint8_t *px;       /* else: decoded pixels (h, w, c), placed when assembling */
     int h, w, c;
     int status;
     char *why;         /* reason for a non-OK status */
@@ -684,20 +376,43 @@ static int read_item(const Source *s, Item *it)
 
 /* ---- decoding ---------------------------------------------------------------------- */
 
+/* The table being filled: n slots of th*tw*tc bytes, slot i for item i. Made
+ * from the first readable JPEG header (or the size asked for), so that
+ * images of that size decode straight into their slot. */
 typedef struct {
-    int th, tw, tc;        /* resize to this (0: keep the decoded size/channels) */
+    uint8_t *px;
+    int th, tw, tc;
+} Table;
+
+typedef struct {
+    int fix_hw, fix_c;     /* the options fixed the size / the channels */
     uint64_t max_pixels;
     int stop;              /* set (atomically) on a fatal error: the rest is skipped */
 } DecodeCfg;
 
+/* A progressive JPEG can hold thousands of scans, each a pass over every
+ * coefficient: a cheap file that costs seconds. More than this is treated as
+ * corrupt (what libjpeg-turbo's own fuzzers and TurboJPEG's scan limit do). */
+#define MAX_SCANS 500
+
 typedef struct {
-    struct jpeg_error_mgr pub;
+    struct jpeg_error_mgr pub;  /* first: libjpeg hands back &pub */
+    struct jpeg_progress_mgr prog;
     jmp_buf jb;
-    int warnings;
+    int warnings, too_many_scans;
     char last[JMSG_LENGTH_MAX];
 } JErr;
 
 static void jerr_exit(j_common_ptr ci) { longjmp(((JErr *)ci->err)->jb, 1); }
+
+static void jerr_progress(j_common_ptr ci)
+{
+    JErr *je = (JErr *)ci->err;
+    if (ci->is_decompressor && ((j_decompress_ptr)ci)->input_scan_number > MAX_SCANS) {
+        je->too_many_scans = 1;
+        longjmp(je->jb, 1);
+    }
+}
 
 static void jerr_emit(j_common_ptr ci, int level)
 {
@@ -708,23 +423,78 @@ static void jerr_emit(j_common_ptr ci, int level)
 
 static void jerr_output(j_common_ptr ci) { (void)ci; }
 
+/* A decompressor whose errors longjmp to je->jb instead of exiting (the
+ * caller sets je->jb around this: creating can run out of memory). */
+static void jpeg_open(struct jpeg_decompress_struct *ci, JErr *je)
+{
+    jpeg_create_decompress(ci);
+    je->prog.progress_monitor = jerr_progress;
+    ci->progress = &je->prog;
+}
+
+static void jpeg_setup(struct jpeg_decompress_struct *ci, JErr *je)
+{
+    memset(je, 0, sizeof *je);
+    ci->err = jpeg_std_error(&je->pub);
+    je->pub.error_exit = jerr_exit;
+    je->pub.emit_message = jerr_emit;
+    je->pub.output_message = jerr_output;
+}
+
 static void set_status(Item *it, int st, const char *why)
 {
     it->status = st;
     it->why = why ? strdup(why) : NULL;
 }
 
-/* Decode it->data into it->px (RGB or gray; CMYK converted to RGB), then
- * resize to the target when one is set. */
-static void decode_one(struct jpeg_decompress_struct *ci, JErr *je, Item *it, const DecodeCfg *cfg)
+/* Size and channels (1 gray, 3 colour) a JPEG header claims; 0 if readable. */
+static int jpeg_probe(struct jpeg_decompress_struct *ci, JErr *je, const uint8_t *buf,
+                      size_t len, int *h, int *w, int *c)
 {
-    uint8_t *volatile px = NULL;
-    je->warnings = 0;
+    if (setjmp(je->jb)) {
+        jpeg_abort_decompress(ci);
+        return 1;
+    }
+    jpeg_mem_src(ci, buf, (unsigned long)len);
+    jpeg_read_header(ci, TRUE);
+    *h = (int)ci->image_height;
+    *w = (int)ci->image_width;
+    *c = ci->num_components == 1 ? 1 : 3;
+    jpeg_abort_decompress(ci);
+    return 0;
+}
+
+/* Scratch space of one decoding task. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+} Scratch;
+
+static uint8_t *scratch(Scratch *s, size_t n)
+{
+    if (n > s->cap) {
+        free(s->buf);
+        s->buf = malloc(n);
+        s->cap = s->buf ? n : 0;
+    }
+    return s->buf;
+}
+
+/* Decode one item. An image of the table's size goes straight into its slot;
+ * one that the options resize (or gray into a colour table) goes through
+ * scratch into its slot; any other keeps its own buffer (it->px) until the
+ * table's final size is known. CMYK is converted to RGB. */
+static void decode_one(struct jpeg_decompress_struct *ci, JErr *je, Item *it, size_t slot,
+                       const Table *t, const DecodeCfg *cfg, Scratch *sc)
+{
+    je->warnings = je->too_many_scans = 0;
     if (setjmp(je->jb)) {
         char msg[JMSG_LENGTH_MAX];
-        ci->err->format_message((j_common_ptr)ci, msg);
+        if (je->too_many_scans)
+            snprintf(msg, sizeof msg, "more than %d scans (progressive JPEG)", MAX_SCANS);
+        else
+            ci->err->format_message((j_common_ptr)ci, msg);
         jpeg_abort_decompress(ci);
-        free(px);
         set_status(it, ST_CORRUPT, msg);
         return;
     }
@@ -743,69 +513,67 @@ static void decode_one(struct jpeg_decompress_struct *ci, JErr *je, Item *it, co
     const int cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
     ci->out_color_space = ci->num_components == 1 ? JCS_GRAYSCALE : cmyk ? JCS_CMYK : JCS_RGB;
     jpeg_start_decompress(ci);
-    int w = (int)ci->output_width, h = (int)ci->output_height;
-    const int oc = ci->output_components;
-    px = malloc((size_t)w * h * oc);
+    const int w = (int)ci->output_width, h = (int)ci->output_height, oc = ci->output_components;
+    const int c = oc == 4 ? 3 : oc;
+    uint8_t *dst = t->px ? t->px + slot * (size_t)t->th * t->tw * t->tc : NULL;
+    const int direct = t->px && h == t->th && w == t->tw && oc == t->tc;
+    uint8_t *px = direct ? dst : scratch(sc, (size_t)w * h * oc);
     if (!px) {
         jpeg_abort_decompress(ci);
         set_status(it, ST_NOMEM, "out of memory");
         return;
     }
     while (ci->output_scanline < ci->output_height) {
-        JSAMPROW row = px + (size_t)ci->output_scanline * w * oc;
-        jpeg_read_scanlines(ci, &row, 1);
+        JSAMPROW rows[16];
+        const JDIMENSION y = ci->output_scanline, left = ci->output_height - y;
+        const JDIMENSION k = left < 16 ? left : 16;
+        for (JDIMENSION r = 0; r < k; r++)
+            rows[r] = px + (size_t)(y + r) * w * oc;
+        jpeg_read_scanlines(ci, rows, k);
     }
     const int adobe = ci->saw_Adobe_marker;
     jpeg_finish_decompress(ci);
     if (je->warnings) {
-        free(px);
         set_status(it, ST_CORRUPT, je->last);
         return;
     }
-    uint8_t *img = px;
-    int c = oc;
+    it->status = ST_OK;
+    it->in_table = 1;
+    if (direct)
+        return;
     if (oc == 4) { /* CMYK: Adobe writes it inverted */
         for (size_t p = 0; p < (size_t)w * h; p++) {
-            int k = adobe ? img[4 * p + 3] : 255 - img[4 * p + 3];
+            int k = adobe ? px[4 * p + 3] : 255 - px[4 * p + 3];
             for (int j = 0; j < 3; j++) {
-                int v = adobe ? img[4 * p + j] : 255 - img[4 * p + j];
-                img[3 * p + j] = (uint8_t)((v * k + 127) / 255);
+                int v = adobe ? px[4 * p + j] : 255 - px[4 * p + j];
+                px[3 * p + j] = (uint8_t)((v * k + 127) / 255);
             }
         }
-        c = 3;
     }
-    const int tc = cfg->tc > 0 ? cfg->tc : c;
-    if (cfg->th > 0 && (cfg->th != h || cfg->tw != w || tc != c)) {
-        uint8_t *r = malloc((size_t)cfg->th * cfg->tw * tc);
-        if (!r) {
-            free(img);
-            set_status(it, ST_NOMEM, "out of memory");
-            return;
-        }
-        image_resize(r, cfg->th, cfg->tw, tc, img, h, w, c);
-        free(img);
-        img = r;
-        h = cfg->th;
-        w = cfg->tw;
-        c = tc;
+    if (t->px && (cfg->fix_hw || (h == t->th && w == t->tw)) && (cfg->fix_c || c <= t->tc)) {
+        image_resize(dst, t->th, t->tw, t->tc, px, h, w, c);
+        return;
     }
-    it->px = img;
+    /* Another size than the table's: kept aside, placed when assembling. */
+    it->in_table = 0;
+    it->px = malloc((size_t)w * h * c);
+    if (!it->px) {
+        set_status(it, ST_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(it->px, px, (size_t)w * h * c);
     it->h = h;
     it->w = w;
     it->c = c;
-    it->status = ST_OK;
 }
 
 /* Decode items [lo, hi) with one decompressor; frees their compressed bytes. */
-static void decode_range(Item *it, int lo, int hi, DecodeCfg *cfg)
+static void decode_range(Item *it, int lo, int hi, Table t, DecodeCfg *cfg)
 {
     struct jpeg_decompress_struct ci;
     JErr je;
-    memset(&je, 0, sizeof je);
-    ci.err = jpeg_std_error(&je.pub);
-    je.pub.error_exit = jerr_exit;
-    je.pub.emit_message = jerr_emit;
-    je.pub.output_message = jerr_output;
+    Scratch sc = {NULL, 0};
+    jpeg_setup(&ci, &je);
     if (setjmp(je.jb)) { /* jpeg_create_decompress ran out of memory */
         for (int i = lo; i < hi; i++) {
             set_status(&it[i], ST_NOMEM, "out of memory");
@@ -814,13 +582,13 @@ static void decode_range(Item *it, int lo, int hi, DecodeCfg *cfg)
         }
         return;
     }
-    jpeg_create_decompress(&ci);
+    jpeg_open(&ci, &je);
     for (int i = lo; i < hi; i++) {
         int stop;
 #pragma omp atomic read
         stop = cfg->stop;
         if (!stop)
-            decode_one(&ci, &je, &it[i], cfg);
+            decode_one(&ci, &je, &it[i], (size_t)i, &t, cfg, &sc);
         free(it[i].data);
         it[i].data = NULL;
         if (it[i].status == ST_OVERCAP || it[i].status == ST_NOMEM) {
@@ -829,25 +597,49 @@ static void decode_range(Item *it, int lo, int hi, DecodeCfg *cfg)
         }
     }
     jpeg_destroy_decompress(&ci);
+    free(sc.buf);
 }
 
 #define CHUNK_ITEMS 32
 #define CHUNK_BYTES (4u << 20)
 #define PENDING_BYTES (256u << 20)
 
-/* Read every item serially and decode in parallel. Statuses tell the rest. */
-static void read_and_decode(const Source *s, Item *it, int n, DecodeCfg *cfg)
+/* Read every item serially and decode in parallel; make the table (through
+ * dataset_alloc, n slots) at the first readable header. want is the size the
+ * options ask for (0s: none). Statuses tell the rest; returns 1 if the table
+ * could not be allocated. */
+static int read_and_decode(const Source *s, Item *it, int n, int ncls, const int want[3],
+                           Dataset *ds, Table *table, DecodeCfg *cfg)
 {
+    int rc = 0;
+    struct jpeg_decompress_struct probe;
+    JErr pje;
+    jpeg_setup(&probe, &pje);
+    if (setjmp(pje.jb))
+        return 1;
+    jpeg_open(&probe, &pje);
 #pragma omp parallel
 #pragma omp single
     {
         int lo = 0;
         size_t chunk = 0, pending = 0;
         for (int i = 0; i < n; i++) {
-            int stop;
+            int stop, h, w, c;
 #pragma omp atomic read
             stop = cfg->stop;
-            const int failed = stop || read_item(s, &it[i]) != 0;
+            int failed = stop || read_item(s, &it[i]) != 0;
+            if (!failed && !table->px && !jpeg_probe(&probe, &pje, it[i].data, it[i].len, &h, &w, &c)) {
+                table->th = want[0] > 0 ? want[0] : h;
+                table->tw = want[1] > 0 ? want[1] : w;
+                table->tc = want[2] > 0 ? want[2] : c;
+                if ((uint64_t)table->th * table->tw <= cfg->max_pixels) {
+                    if (dataset_alloc(ds, n, table->th, table->tw, table->tc, ncls)) {
+                        set_status(&it[i], ST_NOMEM, "out of memory for the image table");
+                        rc = failed = 1;
+                    }
+                    table->px = ds->pixels;
+                }
+            }
             if (failed) {
 #pragma omp atomic write
                 cfg->stop = 1;
@@ -858,8 +650,9 @@ static void read_and_decode(const Source *s, Item *it, int n, DecodeCfg *cfg)
             const int end = failed ? i : i + 1;
             if (end > lo && (failed || end - lo >= CHUNK_ITEMS || chunk >= CHUNK_BYTES || end == n)) {
                 const int a = lo, b = end;
-#pragma omp task firstprivate(a, b)
-                decode_range(it, a, b, cfg);
+                const Table t = *table;
+#pragma omp task firstprivate(a, b, t)
+                decode_range(it, a, b, t, cfg);
                 lo = end;
                 chunk = 0;
                 if (pending >= PENDING_BYTES) {
@@ -872,6 +665,8 @@ static void read_and_decode(const Source *s, Item *it, int n, DecodeCfg *cfg)
         }
 #pragma omp taskwait
     }
+    jpeg_destroy_decompress(&probe);
+    return rc;
 }
 
 /* ---- assembling the table ----------------------------------------------------------- */
@@ -893,6 +688,96 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* The stored size: the most common one among the decoded images (table
+ * slots count as the table's size), the most channels. */
+static int final_size(const Item *it, int n, const Table *t, int *fh, int *fw, int *fc)
+{
+    SizeCount *sizes = calloc((size_t)(unsigned)n + 1, sizeof *sizes);
+    if (!sizes)
+        return 1;
+    int m = 0;
+    *fc = t->tc;
+    for (int i = 0; i < n; i++) {
+        if (it[i].status != ST_OK)
+            continue;
+        sizes[m].h = it[i].in_table ? t->th : it[i].h;
+        sizes[m++].w = it[i].in_table ? t->tw : it[i].w;
+        if (!it[i].in_table && it[i].c > *fc)
+            *fc = it[i].c;
+    }
+    qsort(sizes, (size_t)m, sizeof *sizes, cmp_size);
+    int best = 0;
+    for (int i = 0; i < m;) {
+        int j = i;
+        while (j < m && !cmp_size(&sizes[j], &sizes[i]))
+            j++;
+        /* Ties go to the table's size, then to the larger. */
+        const int is_t = sizes[i].h == t->th && sizes[i].w == t->tw;
+        if (j - i > best || (j - i == best && is_t)) {
+            best = j - i;
+            *fh = sizes[i].h;
+            *fw = sizes[i].w;
+        }
+        i = j;
+    }
+    free(sizes);
+    return 0;
+}
+
+/* Put the decoded images, in item order, into ds as n_ok images of
+ * (fh, fw, fc): in place when the table already has that size, else into a
+ * new buffer. */
+static int assemble(Dataset *ds, const Item *it, int n, int n_ok, const Table *t, int fh, int fw,
+                    int fc)
+{
+    const size_t tsz = (size_t)t->th * t->tw * t->tc, fsz = (size_t)fh * fw * fc;
+    int *slot = malloc(((size_t)(unsigned)n + 1) * sizeof *slot);
+    if (!slot)
+        return 1;
+    for (int i = 0, m = 0; i < n; i++)
+        slot[i] = it[i].status == ST_OK ? m++ : -1;
+    if (fsz == tsz && fh == t->th && fw == t->tw && fc == t->tc) {
+        /* Compact over the skipped slots (in order: m <= i), then place the
+         * ones kept aside. */
+        for (int i = 0; i < n; i++)
+            if (slot[i] >= 0 && slot[i] != i && it[i].in_table)
+                memmove(t->px + tsz * slot[i], t->px + tsz * i, tsz);
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int i = 0; i < n; i++)
+            if (slot[i] >= 0 && !it[i].in_table)
+                image_resize(t->px + tsz * slot[i], fh, fw, fc, it[i].px, it[i].h, it[i].w, it[i].c);
+        uint8_t *px = realloc(ds->pixels, fsz * (size_t)(n_ok > 0 ? n_ok : 1));
+        if (px)
+            ds->pixels = px;
+    } else {
+        uint8_t *px = malloc(fsz * (size_t)(n_ok > 0 ? n_ok : 1));
+        if (!px) {
+            free(slot);
+            return 1;
+        }
+#pragma omp parallel for schedule(dynamic, 64)
+        for (int i = 0; i < n; i++) {
+            if (slot[i] < 0)
+                continue;
+            if (it[i].in_table)
+                image_resize(px + fsz * slot[i], fh, fw, fc, t->px + tsz * i, t->th, t->tw, t->tc);
+            else
+                image_resize(px + fsz * slot[i], fh, fw, fc, it[i].px, it[i].h, it[i].w, it[i].c);
+        }
+        free(ds->pixels);
+        ds->pixels = px;
+    }
+    for (int i = 0; i < n; i++)
+        if (slot[i] >= 0)
+            ds->labels[slot[i]] = it[i].label;
+    free(slot);
+    ds->n = n_ok;
+    ds->h = fh;
+    ds->w = fw;
+    ds->c = fc;
+    return 0;
+}
+
 /* The whole ImageFolder load once the listing exists. */
 static int load_listing(Dataset *ds, const Source *s, const char *kind, const EntryVec *ev,
                         const DataOptions *opt, double t0, char *err, size_t errlen)
@@ -904,7 +789,7 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
     int rc = classify(ev, s->path, &it, &n, &classes, &ncls, &nonimage, err, errlen);
     if (rc)
         return rc;
-    char esc[256];
+    char esc[256], esc2[256];
 
     /* --per-class picks before anything is read (same choice as
      * dataset_take_per_class on the full table). */
@@ -938,12 +823,22 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
 
     DecodeCfg cfg = {0};
     cfg.max_pixels = s->lim.max_pixels;
+    int want[3] = {0, 0, 0};
     if (opt && opt->h > 0 && opt->w > 0) {
-        cfg.th = opt->h;
-        cfg.tw = opt->w;
-        cfg.tc = opt->c > 0 ? opt->c : 0; /* 0: channels settled when assembling */
+        want[0] = opt->h;
+        want[1] = opt->w;
+        cfg.fix_hw = 1;
     }
-    read_and_decode(s, it, n, &cfg);
+    if (opt && opt->c > 0) {
+        want[2] = opt->c;
+        cfg.fix_c = 1;
+    }
+    Table table = {NULL, 0, 0, 0};
+    if (read_and_decode(s, it, n, ncls, want, ds, &table, &cfg)) {
+        snprintf(err, errlen, "%s: out of memory", s->path);
+        rc = 1;
+        goto out;
+    }
 
     /* The first fatal problem, in table order. */
     for (int i = 0; i < n; i++) {
@@ -962,27 +857,19 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
     long corrupt = 0;
     int first_bad = -1, ok = 0;
     int *per_class = calloc((size_t)ncls, sizeof *per_class);
-    SizeCount *sizes = calloc((size_t)(unsigned)n + 1, sizeof *sizes);
-    if (!per_class || !sizes) {
-        free(per_class);
-        free(sizes);
+    if (!per_class) {
         snprintf(err, errlen, "%s: out of memory", s->path);
         rc = 1;
         goto out;
     }
-    int maxc = 1;
     for (int i = 0; i < n; i++) {
         if (it[i].status != ST_OK) {
             corrupt++;
-            if (first_bad < 0)
-                first_bad = i;
-            continue;
+            first_bad = first_bad < 0 ? i : first_bad;
+        } else {
+            per_class[it[i].label]++;
+            ok++;
         }
-        per_class[it[i].label]++;
-        sizes[ok].h = it[i].h;
-        sizes[ok].w = it[i].w;
-        maxc = it[i].c > maxc ? it[i].c : maxc;
-        ok++;
     }
     for (int k = 0; k < ncls && !rc; k++) {
         if (per_class[k])
@@ -990,64 +877,34 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
         int first = 0;
         while (it[first].label != k)
             first++;
-        char esc2[256];
         snprintf(err, errlen, "%s: class '%s': none of its images could be decoded (first: %s "
                  "'%s': %s)", s->path, ESC(esc, classes[k]), s->z ? "entry" : "file",
                  ESC(esc2, it[first].e->name), it[first].why ? it[first].why : "?");
         rc = 2;
     }
-    /* Stored size: the one asked for, else the most common one. */
-    int th = cfg.th, tw = cfg.tw, tc = opt && opt->c > 0 ? opt->c : maxc;
-    if (!rc && th == 0) {
-        qsort(sizes, (size_t)ok, sizeof *sizes, cmp_size);
-        int best = 0;
-        for (int i = 0; i < ok;) {
-            int j = i;
-            while (j < ok && !cmp_size(&sizes[j], &sizes[i]))
-                j++;
-            if (j - i > best) {
-                best = j - i;
-                th = sizes[i].h;
-                tw = sizes[i].w;
-            }
-            i = j;
-        }
-    }
     free(per_class);
-    free(sizes);
     if (rc)
         goto out;
-    if (dataset_alloc(ds, ok, th, tw, tc, ncls)) {
-        snprintf(err, errlen, "%s: out of memory for %d images of %dx%dx%d", s->path, ok, th, tw, tc);
-        rc = 1;
-        goto out;
-    }
-    int *slot = malloc((size_t)n * sizeof *slot);
-    if (!slot) {
+    /* Every class has a decoded image, so the table exists. */
+    int fh = table.th, fw = table.tw, fc = table.tc;
+    if ((!cfg.fix_hw || !cfg.fix_c) && final_size(it, n, &table, &fh, &fw, &fc)) {
         snprintf(err, errlen, "%s: out of memory", s->path);
         rc = 1;
         goto out;
     }
-    for (int i = 0, m = 0; i < n; i++)
-        slot[i] = it[i].status == ST_OK ? m++ : -1;
-    const size_t isz = (size_t)th * tw * tc;
-#pragma omp parallel for schedule(dynamic, 64)
-    for (int i = 0; i < n; i++) {
-        if (slot[i] < 0)
-            continue;
-        image_resize(ds->pixels + isz * slot[i], th, tw, tc, it[i].px, it[i].h, it[i].w, it[i].c);
-        ds->labels[slot[i]] = it[i].label;
+    fh = cfg.fix_hw ? table.th : fh;
+    fw = cfg.fix_hw ? table.tw : fw;
+    fc = cfg.fix_c ? table.tc : fc;
+    if (assemble(ds, it, n, ok, &table, fh, fw, fc)) {
+        snprintf(err, errlen, "%s: out of memory for %d images of %dx%dx%d", s->path, ok, fh, fw, fc);
+        rc = 1;
+        goto out;
     }
-    free(slot);
     for (int k = 0; k < ncls; k++) {
         ds->class_names[k] = classes[k];
         classes[k] = NULL;
     }
     snprintf(ds->source, sizeof ds->source, "%s:%s", kind, s->path);
-    ds->n = ok;
-    ds->h = th;
-    ds->w = tw;
-    ds->c = tc;
     ds->num_classes = ncls;
     ds->n_fixed_test = 0;
     ds->skipped_nonimage = nonimage;
@@ -1094,12 +951,12 @@ int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt, char *err
         return 2;
     }
     EntryVec ev = {0};
-    int rc = zip_raw_names(path, err, errlen);
+    int rc = listing_zip_raw_names(path, err, errlen);
     if (!rc)
-        rc = list_zip(s.z, path, &ev, err, errlen);
+        rc = listing_zip(s.z, path, &ev, err, errlen);
     if (!rc)
         rc = load_listing(ds, &s, "zip", &ev, opt, t0, err, errlen);
-    entries_free(&ev);
+    listing_free(&ev);
     zip_discard(s.z);
     if (rc) {
         dataset_free(ds);
@@ -1124,10 +981,10 @@ int dataset_dir(Dataset *ds, const char *path, const DataOptions *opt, char *err
         return 2;
     }
     EntryVec ev = {0};
-    int rc = list_dir(path, NULL, 0, &ev, err, errlen);
+    int rc = listing_dir(path, NULL, 0, &ev, err, errlen);
     if (!rc)
         rc = load_listing(ds, &s, "dir", &ev, opt, t0, err, errlen);
-    entries_free(&ev);
+    listing_free(&ev);
     if (rc) {
         dataset_free(ds);
         memset(ds, 0, sizeof *ds);

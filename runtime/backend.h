@@ -46,6 +46,16 @@ struct Backend {
     /* Momentum (plan->opt_floats) out and in, for checkpoints. */
     void (*read_momentum)(Backend *b, float *dst);
     void (*write_momentum)(Backend *b, const float *src);
+    /* Feature caching for a frozen prefix (plan_find_cut): extract runs the
+     * inference forward pass of the uploaded images up to layer `cut` and
+     * copies its output, (n, floats per image), to dst. set_entry(cut) makes
+     * later uploads carry such features, entering the plan after `cut`
+     * (set_entry(0): images again). */
+    void (*extract)(Backend *b, int n, int cut, float *dst);
+    void (*set_entry)(Backend *b, int cut);
+    /* The dropout seed counter, saved in checkpoints for exact resumption. */
+    uint64_t (*get_step)(Backend *b);
+    void (*set_step)(Backend *b, uint64_t step);
     /* Gradients of the last step (plan->grad_floats), for tests and tools. */
     void (*read_grads)(Backend *b, float *dst);
     void (*destroy)(Backend *b);

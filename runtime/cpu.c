@@ -22,6 +22,8 @@ typedef struct {
     int n;                  /* images in the current batch */
     int derived_dirty;      /* frozen derived constants need recomputing */
     uint64_t step;          /* dropout seed counter */
+    int entry_node;         /* batches enter after this node (0: the input) */
+    int entry_tensor;       /* where upload() writes */
 } Cpu;
 
 /* ---- pointers into the arenas ------------------------------------------------ */
@@ -302,17 +304,21 @@ static void cpu_upload(Backend *be, const float *x, const int32_t *y, int n)
     Cpu *c = be->impl;
     const Plan *p = c->p;
     c->n = n;
-    memcpy(T(c, p->input_tensor), x, sizeof(float) * p->tensors[p->input_tensor].floats / (size_t)p->opt.batch * (size_t)n);
+    int t = c->entry_tensor;
+    memcpy(T(c, t), x, sizeof(float) * p->tensors[t].floats / (size_t)p->opt.batch * (size_t)n);
     memcpy(T(c, p->labels_tensor), y, sizeof(int32_t) * (size_t)n);
 }
 
-/* Forward steps (and the loss). Returns the mean loss. */
-static double run_forward(Cpu *c, int training, int *correct)
+/* Forward steps (and the loss) after the entry node, up to node `last`
+ * (-1: all). Returns the mean loss. */
+static double run_forward(Cpu *c, int training, int *correct, int last)
 {
     const Plan *p = c->p;
     double loss = 0;
     for (int s = 0; s < p->n_steps; s++) {
         const Step *st = &p->steps[s];
+        if (st->kind == STEP_FWD && st->node <= c->entry_node) continue;
+        if (last >= 0 && st->node > last) break;
         if (st->kind == STEP_FWD) {
             forward_node(c, st->node, training);
         } else if (st->kind == STEP_LOSS) {
@@ -341,7 +347,7 @@ static int cpu_train_step(Backend *be, int n, const StepConfig *cfg, double *los
     c->n = n;
     c->step++;
     *correct = 0;
-    *loss = run_forward(c, 1, correct);
+    *loss = run_forward(c, 1, correct, -1);
     if (!isfinite(*loss)) return 1;
     for (int s = 0; s < p->n_steps; s++)
         if (p->steps[s].kind == STEP_BWD) backward_node(c, p->steps[s].node);
@@ -363,8 +369,28 @@ static void cpu_evaluate(Backend *be, int n, double *loss, int *correct)
     Cpu *c = be->impl;
     c->n = n;
     *correct = 0;
-    *loss = run_forward(c, 0, correct);
+    *loss = run_forward(c, 0, correct, -1);
 }
+
+static void cpu_extract(Backend *be, int n, int cut, float *dst)
+{
+    Cpu *c = be->impl;
+    const Plan *p = c->p;
+    int correct = 0, t = p->layer_tensor[cut];
+    c->n = n;
+    run_forward(c, 0, &correct, p->layer_node[cut]);
+    memcpy(dst, T(c, t), sizeof(float) * plan_layer_floats(p, cut) * (size_t)n);
+}
+
+static void cpu_set_entry(Backend *be, int cut)
+{
+    Cpu *c = be->impl;
+    c->entry_node = cut > 0 ? c->p->layer_node[cut] : 0;
+    c->entry_tensor = cut > 0 ? c->p->layer_tensor[cut] : c->p->input_tensor;
+}
+
+static uint64_t cpu_get_step(Backend *be) { return ((Cpu *)be->impl)->step; }
+static void cpu_set_step(Backend *be, uint64_t step) { ((Cpu *)be->impl)->step = step; }
 
 static const float *cpu_logits(Backend *be)
 {
@@ -438,6 +464,7 @@ Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen)
     c->derived = arena(p->derived_floats);
     c->ws = arena(p->ws_floats);
     c->derived_dirty = 1;
+    c->entry_tensor = p->input_tensor;
     if (!c->params || !c->grads || !c->mom || !c->act || !c->derived || !c->ws) {
         snprintf(err, errlen, "cannot allocate the plan's %zu bytes of arenas", plan_bytes(p));
         cpu_destroy(be);
@@ -455,6 +482,10 @@ Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen)
     be->read_momentum = cpu_read_momentum;
     be->write_momentum = cpu_write_momentum;
     be->read_grads = cpu_read_grads;
+    be->extract = cpu_extract;
+    be->set_entry = cpu_set_entry;
+    be->get_step = cpu_get_step;
+    be->set_step = cpu_set_step;
     be->destroy = cpu_destroy;
     return be;
 }

@@ -8,8 +8,10 @@
  * size checked for overflow and equal to end - begin, offsets sorted,
  * contiguous, in bounds and covering the whole data section.
  *
- * Loaded tensors are float32 in memory: F32 as is, F16 and BF16 converted;
- * other known dtypes are refused for weights. NaN or Inf is an error.
+ * Loaded tensors are float32 in memory, in the file's data order: F32 as is,
+ * F16 and BF16 converted; other known dtypes are refused for weights. NaN or
+ * Inf is an error. Trailing spaces after the JSON (padding) are accepted. The
+ * host must be little-endian (checked).
  * Writing goes to PATH.tmp.XXXXXX, fsync, rename: an existing file is either
  * the old or the new one, never half of each.
  */
@@ -44,7 +46,10 @@ const StTensor *st_find(const StFile *f, const char *name);
 const char *st_meta(const StFile *f, const char *key);   /* NULL if absent */
 
 /* Write n F32 tensors (in the given order) and metadata pairs atomically.
- * Returns 0, 2 on bad arguments (duplicate name, bad shape), 1 on I/O. */
+ * The header is padded with spaces to a multiple of 8 bytes (as the
+ * reference writer does). Returns 0, 2 on bad arguments (duplicate name, bad
+ * shape, shape not matching numel, a NaN or Inf value), 1 on I/O (then PATH
+ * is untouched and no temporary file is left). */
 int st_save(const char *path, const StTensor *tensors, int n,
             const char *const *meta_keys, const char *const *meta_values, int n_meta,
             char *err, size_t errlen);

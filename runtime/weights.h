@@ -20,15 +20,20 @@
 
 typedef struct {
     int loaded;          /* tensors copied */
-    int head_replaced;   /* 1: the head's shape differed and was freshly initialized */
+    int head_replaced;   /* 1: the head's shape differed (or the file has no head)
+                            and it keeps the caller's fresh values */
     int extra;           /* tensors in the file that the arch does not have (warned) */
+    int head_from;       /* when replaced: the file head's class count, 0 if it had none */
 } WeightsReport;
 
 /* Load PATH into the plan's param arena (`arena`, plan->param_off layout).
  * Every parameter of the graph must be in the file with its exact shape,
- * except the head (graph_head): when its shape differs (another class count)
- * it keeps the values already in the arena (the caller initialized them) and
- * head_replaced is set. Extra tensors are listed on `warn` (may be NULL).
+ * except the head (graph_head): when its shape differs in the class count
+ * only, or the file has none of its tensors (a "notop" export), it keeps the
+ * values already in the arena (the caller initialized them) and head_replaced
+ * is set. Extra tensors are listed on `warn` (may be NULL), as is a file
+ * without kiln metadata (accepted; its preprocessing cannot be checked).
+ * Nothing is written to the arena unless the whole load succeeds.
  * Returns 0, or 2 with a message naming the file and the tensor (missing
  * tensor, shape mismatch with both shapes, other preprocessing, a file that
  * is not safetensors: a .pth or .h5 file is named as such with the importer
@@ -37,7 +42,8 @@ int weights_load(const Plan *p, float *arena, const char *path, WeightsReport *r
                  FILE *warn, char *err, size_t errlen);
 
 /* Write every parameter of the plan's graph from `arena` to PATH, with the
- * metadata above, atomically. Returns 0, or 1 with a message. */
+ * metadata above, atomically. Returns 0, or 1 with a message (also when a
+ * value is NaN or Inf: such a file could not be loaded back). */
 int weights_save(const Plan *p, const float *arena, const char *path,
                  char *err, size_t errlen);
 

@@ -38,7 +38,8 @@ static const char *tpath(char *buf, const char *name)
 
 /* ---- files: JPEG, zip, tree ------------------------------------------------------- */
 
-/* Compress (h, w, c) pixels to a JPEG in memory. */
+/* Compress (h, w, c) pixels to a JPEG in memory (c 4: CMYK, with libjpeg's
+ * Adobe marker). */
 static uint8_t *jpeg_encode(const uint8_t *px, int w, int h, int c, int quality, size_t *len)
 {
     struct jpeg_compress_struct ci;
@@ -51,7 +52,7 @@ static uint8_t *jpeg_encode(const uint8_t *px, int w, int h, int c, int quality,
     ci.image_width = (JDIMENSION)w;
     ci.image_height = (JDIMENSION)h;
     ci.input_components = c;
-    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    ci.in_color_space = c == 1 ? JCS_GRAYSCALE : c == 4 ? JCS_CMYK : JCS_RGB;
     jpeg_set_defaults(&ci);
     jpeg_set_quality(&ci, quality, TRUE);
     jpeg_start_compress(&ci, TRUE);
@@ -959,6 +960,63 @@ START_TEST(bad_jpeg_pixel_cap)
 }
 END_TEST
 
+/* A solid w x w JPEG of c channels, every pixel v[0..c). */
+static uint8_t *solid_any(int w, int c, const uint8_t *v, size_t *len)
+{
+    uint8_t *px = malloc((size_t)w * w * c);
+    for (int i = 0; i < w * w; i++)
+        memcpy(px + (size_t)c * i, v, (size_t)c);
+    uint8_t *j = jpeg_encode(px, w, w, c, 95, len);
+    free(px);
+    return j;
+}
+
+START_TEST(zip_mixed_images_in_place)
+{
+    /* The first image read (data/A/a1.jpg, 16x16 RGB) sets the table; the
+     * rest: a corrupt one sorted first (the slots close up over it), an 8x8
+     * (placed when assembling), a gray and a CMYK one (converted to RGB). */
+    char zp[PATH_MAX], err[1024];
+    size_t l0, l1, l2, l3;
+    const uint8_t gray = 77, cmyk[4] = {200, 100, 50, 255}; /* Adobe-inverted: RGB 200,100,50 */
+    uint8_t *j8 = solid_jpeg(8, 8, CLS_RGB[4], &l0);
+    uint8_t *jg = solid_any(16, 1, &gray, &l1);
+    uint8_t *jc = solid_any(16, 4, cmyk, &l2);
+    uint8_t *jx = gradient_jpeg(64, 64, &l3);
+    const ZEntry x[4] = {
+        {"data/A/a0.jpg", jx, 100, 0}, /* header cut: no size to take from it */
+        {"data/B/b0.jpg", j8, l0, 0},
+        {"data/B/b2.jpg", jg, l1, 0},
+        {"data/B/b3.jpg", jc, l2, 0},
+    };
+    Dataset ds;
+    const DataOptions opt = {0, 0, 0, 0, 0};
+    ck_assert_int_eq(dataset_zip(&ds, small_zip(zp, "mixed.zip", x, 4), &opt, err, sizeof err), 0);
+    ck_assert_int_eq(ds.n, 6);
+    ck_assert_int_eq(ds.skipped_corrupt, 1);
+    ck_assert_int_eq(ds.h, 16);
+    ck_assert_int_eq(ds.w, 16);
+    ck_assert_int_eq(ds.c, 3);
+    /* a1, a2, b0 (8x8 upscaled), b1, b2 (gray), b3 (CMYK) */
+    const uint8_t want[6][3] = {
+        {200, 40, 90}, {200, 40, 90}, {240, 230, 20}, {30, 160, 40}, {77, 77, 77}, {200, 100, 50},
+    };
+    const int32_t labels[6] = {0, 0, 1, 1, 1, 1};
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(ds.labels[i], labels[i]);
+        for (int q = 0; q < 16 * 16 * 3; q++)
+            ck_assert_msg(abs((int)ds.pixels[(size_t)i * 768 + q] - want[i][q % 3]) <= 4,
+                          "image %d byte %d: %d, want %d", i, q, ds.pixels[(size_t)i * 768 + q],
+                          want[i][q % 3]);
+    }
+    dataset_free(&ds);
+    free(j8);
+    free(jg);
+    free(jc);
+    free(jx);
+}
+END_TEST
+
 START_TEST(corrupt_jpegs_skipped_and_counted)
 {
     char zp[PATH_MAX], err[1024];
@@ -985,6 +1043,86 @@ START_TEST(corrupt_jpegs_skipped_and_counted)
     const ZEntry y = {"data/C/only.jpg", j, l / 3, 0};
     expect_bad(small_zip(zp, "allbad.zip", &y, 1), "'C'", "none of its images");
     free(j);
+}
+END_TEST
+
+/* A 16x16 gray progressive JPEG with 11 scans for DC and 11 for each AC
+ * coefficient 1..last (successive approximation one bit at a time, Al 10
+ * down to 0): 11 * (1 + last) scans. */
+static uint8_t *many_scans_jpeg(int last, size_t *len, int *nscans)
+{
+    uint8_t px[256];
+    for (int i = 0; i < 256; i++)
+        px[i] = (uint8_t)(i * 37 % 251);
+    static jpeg_scan_info sc[11 * 64];
+    int n = 0;
+    for (int k = 0; k <= last; k++)
+        for (int al = 10; al >= 0; al--) {
+            memset(&sc[n], 0, sizeof sc[n]);
+            sc[n].comps_in_scan = 1;
+            sc[n].Ss = sc[n].Se = k;
+            sc[n].Ah = al == 10 ? 0 : al + 1;
+            sc[n].Al = al;
+            n++;
+        }
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr jerr;
+    ci.err = jpeg_std_error(&jerr);
+    jpeg_create_compress(&ci);
+    unsigned char *out = NULL;
+    unsigned long outlen = 0;
+    jpeg_mem_dest(&ci, &out, &outlen);
+    ci.image_width = ci.image_height = 16;
+    ci.input_components = 1;
+    ci.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&ci);
+    ci.scan_info = sc;
+    ci.num_scans = n;
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < 16) {
+        JSAMPROW row = px + 16 * ci.next_scanline;
+        jpeg_write_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    *len = outlen;
+    *nscans = n;
+    return out;
+}
+
+START_TEST(jpeg_scan_limit)
+{
+    char zp[PATH_MAX], err[1024];
+    size_t la, lb;
+    int na, nb;
+    uint8_t *ja = many_scans_jpeg(35, &la, &na), *jb = many_scans_jpeg(63, &lb, &nb);
+    ck_assert_int_eq(na, 396); /* under the limit of 500: decodes */
+    ck_assert_int_eq(nb, 704); /* over it: skipped as corrupt */
+    const ZEntry x[2] = {{"data/A/scans396.jpg", ja, la, 0}, {"data/B/scans704.jpg", jb, lb, 0}};
+    Dataset ds;
+    const DataOptions opt = {16, 16, 1, 0, 0};
+    ck_assert_int_eq(dataset_zip(&ds, small_zip(zp, "scans.zip", x, 2), &opt, err, sizeof err), 0);
+    ck_assert_int_eq(ds.n, 4);
+    ck_assert_int_eq(ds.skipped_corrupt, 1);
+    /* data/A/scans396.jpg is third (after a1, a2); it matches plain libjpeg. */
+    struct jpeg_decompress_struct ci;
+    struct jpeg_error_mgr jerr;
+    ci.err = jpeg_std_error(&jerr);
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, ja, (unsigned long)la);
+    jpeg_read_header(&ci, TRUE);
+    jpeg_start_decompress(&ci);
+    uint8_t ref[256];
+    while (ci.output_scanline < 16) {
+        JSAMPROW row = ref + 16 * ci.output_scanline;
+        jpeg_read_scanlines(&ci, &row, 1);
+    }
+    jpeg_finish_decompress(&ci);
+    jpeg_destroy_decompress(&ci);
+    ck_assert_mem_eq(ds.pixels + 2 * 256, ref, 256);
+    dataset_free(&ds);
+    free(ja);
+    free(jb);
 }
 END_TEST
 
@@ -1310,10 +1448,12 @@ static Suite *data_suite(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, zip_eurosat_layout);
     tcase_add_test(t, zip_native_size_is_most_common);
+    tcase_add_test(t, zip_mixed_images_in_place);
     tcase_add_test(t, zip_wrappers_and_tree_agree);
     tcase_add_test(t, zip_per_class_before_decode);
     tcase_add_test(t, split_stratified_and_reproducible);
     tcase_add_test(t, corrupt_jpegs_skipped_and_counted);
+    tcase_add_test(t, jpeg_scan_limit);
     suite_add_tcase(s, t);
     t = tcase_create("bad_input");
     tcase_set_timeout(t, 60);

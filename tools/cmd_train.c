@@ -1,113 +1,159 @@
-/* tools/cmd_train.c — `kiln train`: load an arch and a data set, plan, train
- * on the CPU backend, print per-epoch loss and accuracy, then test accuracy
- * and the train time (loading and planning reported apart). */
+/* tools/cmd_train.c — `kiln train`: the command line of one training run.
+ * Parses options into a RunConfig (strategy defaults first, then every
+ * override), installs the Ctrl-C handler (a checkpoint is written and the run
+ * stops cleanly), and calls run_train. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#include "datasets/dataset.h"
-#include "runtime/params.h"
-#include "runtime/train.h"
+#include "runtime/run.h"
 #include "tools/cmds.h"
 
 static void train_usage(FILE *f)
 {
-    fprintf(f, "usage: kiln train --arch FILE --data SPEC [--epochs N] [--batch N] [--lr X]\n"
-               "                  [--momentum X] [--wd X] [--seed N] [--per-class N]\n"
-               "                  [--freeze-until LAYER] [--bn train|infer|frozen] [--no-fuse] [--no-fold]\n");
+    fprintf(f,
+        "usage: kiln train --arch FILE --data SPEC [options]\n"
+        "  --strategy S        random | naive | naive-bn-frozen | frozen | freeze-finetune |\n"
+        "                      layerwise | warmup | auto   (default naive)\n"
+        "  --weights FILE|none pretrained weights (default: weights/<arch>.safetensors when it\n"
+        "                      exists; none = random init, which `random` always uses)\n"
+        "  --out DIR           run folder (default runs/<arch>-<strategy>[-N]); --no-out for none\n"
+        "  --resume DIR        continue the run in DIR from its last checkpoint\n"
+        "  --save FILE         also write the final weights here\n"
+        "  --epochs N (100) --batch N (32) --lr X (0.01) --momentum X (0.9) --wd X (0)\n"
+        "  --patience N (20) --plateau-patience N (8) --plateau-factor X (0.1) --min-lr X (1e-6)\n"
+        "  --warmup-epochs N (5 for warmup/auto) --warmup-start X (lr/100)\n"
+        "  --finetune-factor X (0.1)  --bn train|infer|frozen (strategy's)\n"
+        "  --lr-groups 'A..B=lr,C..=lr,head=lr'  --layer-decay X (0.7 for layerwise) --depth-groups N (5)\n"
+        "  --on-diverge stop|rollback (stop; rollback for auto) --max-rollbacks N (3)\n"
+        "  --seed N (1) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
+        "  --no-fuse --no-fold --no-cache --no-progress\n");
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    kiln_interrupted = 1;
+}
+
+/* A free run folder name: runs/BASE, runs/BASE-2, ... */
+static void default_out(char *buf, size_t n, const char *arch, const char *strategy)
+{
+    const char *b = strrchr(arch, '/');
+    b = b ? b + 1 : arch;
+    int len = (int)strcspn(b, ".");
+    struct stat st;
+    snprintf(buf, n, "runs/%.*s-%s", len, b, strategy);
+    for (int k = 2; stat(buf, &st) == 0 && k < 10000; k++)
+        snprintf(buf, n, "runs/%.*s-%s-%d", len, b, strategy, k);
 }
 
 int cmd_train(int argc, char **argv)
 {
-    ModelOptions m;
-    model_options_default(&m);
-    const char *data = NULL;
-    TrainConfig tc = {10, 0.01f, 0.9f, 0.0f, NULL, 0, 1};
-    int per_class = 0, seed = 1;
+    RunConfig c;
+    run_config_default(&c);
+    const char *strategy = "naive", *weights = NULL;
+    int no_out = 0;
+    /* pass 1: the strategy, whose defaults the other options override */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--strategy")) strategy = argv[i + 1];
+    int s = strategy_parse(strategy);
+    if (s < 0) {
+        fprintf(stderr, "kiln train: unknown strategy '%s'\n", strategy);
+        train_usage(stderr);
+        return 2;
+    }
+    strategy_defaults(&c.spec, (Strategy)s);
+    TrainSpec *t = &c.spec;
     for (int i = 1; i < argc; i++) {
-        int r = model_option(&m, argc, argv, &i);
-        if (r < 0) return 2;
-        if (r) continue;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0, flag = 1;
         if (!strcmp(a, "--help")) { train_usage(stdout); return 0; }
-        int bad = 0;
-        if (!strcmp(a, "--data") && v) data = v;
-        else if (!strcmp(a, "--epochs") && v) bad = parse_int_arg(v, &tc.epochs) || tc.epochs < 1;
-        else if (!strcmp(a, "--lr") && v) bad = parse_float_arg(v, &tc.lr) || !(tc.lr > 0);
-        else if (!strcmp(a, "--momentum") && v) bad = parse_float_arg(v, &tc.momentum) || !(tc.momentum >= 0 && tc.momentum < 1);
-        else if (!strcmp(a, "--wd") && v) bad = parse_float_arg(v, &tc.weight_decay) || !(tc.weight_decay >= 0);
-        else if (!strcmp(a, "--seed") && v) bad = parse_int_arg(v, &seed) || seed < 0;
-        else if (!strcmp(a, "--per-class") && v) bad = parse_int_arg(v, &per_class) || per_class < 1;
+        else if (!strcmp(a, "--no-fuse")) c.fuse = 0;
+        else if (!strcmp(a, "--no-fold")) c.fold = 0;
+        else if (!strcmp(a, "--no-cache")) c.cache = 0;
+        else if (!strcmp(a, "--no-out")) no_out = 1;
+        else if (!strcmp(a, "--no-progress")) c.progress = 0;
+        else flag = 0;
+        if (flag) continue;
+        if (!v) { fprintf(stderr, "kiln train: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--strategy")) ;
+        else if (!strcmp(a, "--arch")) c.arch = v;
+        else if (!strcmp(a, "--data")) c.data = v;
+        else if (!strcmp(a, "--weights")) weights = v;
+        else if (!strcmp(a, "--out")) c.out = v;
+        else if (!strcmp(a, "--resume")) c.resume = v;
+        else if (!strcmp(a, "--save")) c.save = v;
+        else if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &t->max_epochs) || t->max_epochs < 1;
+        else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &t->batch) || t->batch < 1 || t->batch > 65536;
+        else if (!strcmp(a, "--lr")) bad = parse_float_arg(v, &t->lr) || !(t->lr > 0);
+        else if (!strcmp(a, "--momentum")) bad = parse_float_arg(v, &t->momentum) || !(t->momentum >= 0 && t->momentum < 1);
+        else if (!strcmp(a, "--wd")) bad = parse_float_arg(v, &t->weight_decay) || !(t->weight_decay >= 0);
+        else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &t->patience) || t->patience < 0;
+        else if (!strcmp(a, "--plateau-patience")) bad = parse_int_arg(v, &t->plateau_patience) || t->plateau_patience < 0;
+        else if (!strcmp(a, "--plateau-factor")) bad = parse_float_arg(v, &t->plateau_factor) || !(t->plateau_factor > 0 && t->plateau_factor < 1);
+        else if (!strcmp(a, "--min-lr")) bad = parse_float_arg(v, &t->min_lr) || !(t->min_lr >= 0);
+        else if (!strcmp(a, "--warmup-epochs")) bad = parse_int_arg(v, &t->warmup_epochs) || t->warmup_epochs < 0;
+        else if (!strcmp(a, "--warmup-start")) bad = parse_float_arg(v, &t->warmup_start) || !(t->warmup_start > 0);
+        else if (!strcmp(a, "--finetune-factor")) bad = parse_float_arg(v, &t->finetune_factor) || !(t->finetune_factor > 0);
+        else if (!strcmp(a, "--bn")) {
+            t->bn_override = !strcmp(v, "train") ? BN_TRAIN : !strcmp(v, "infer") ? BN_INFER : !strcmp(v, "frozen") ? BN_FROZEN : -1;
+            bad = t->bn_override < 0;
+        }
+        else if (!strcmp(a, "--lr-groups")) { bad = strlen(v) >= sizeof t->lr_groups; if (!bad) strcpy(t->lr_groups, v); }
+        else if (!strcmp(a, "--layer-decay")) bad = parse_float_arg(v, &t->layer_decay) || !(t->layer_decay > 0 && t->layer_decay <= 1);
+        else if (!strcmp(a, "--depth-groups")) bad = parse_int_arg(v, &t->n_depth_groups) || t->n_depth_groups < 1 || t->n_depth_groups > KILN_MAX_GROUPS;
+        else if (!strcmp(a, "--on-diverge")) {
+            bad = strcmp(v, "stop") && strcmp(v, "rollback");
+            t->on_diverge = !strcmp(v, "rollback") ? DIVERGE_ROLLBACK : DIVERGE_STOP;
+        }
+        else if (!strcmp(a, "--max-rollbacks")) bad = parse_int_arg(v, &t->max_rollbacks) || t->max_rollbacks < 0;
+        else if (!strcmp(a, "--seed")) { int sd; bad = parse_int_arg(v, &sd) || sd < 0; t->seed = (uint64_t)sd; }
+        else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &c.per_class) || c.per_class < 1;
+        else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
+        else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;
+        else if (!strcmp(a, "--memory-budget")) { double mb; char *end; mb = strtod(v, &end); bad = *end || !(mb > 0); c.memory_budget = (size_t)mb; }
+        else if (!strcmp(a, "--stop-after-steps")) { int n; bad = parse_int_arg(v, &n) || n < 1; c.stop_after_steps = n; }
         else {
-            fprintf(stderr, "kiln train: unknown option or missing value '%s'\n", a);
+            fprintf(stderr, "kiln train: unknown option '%s'\n", a);
             train_usage(stderr);
             return 2;
         }
         if (bad) { fprintf(stderr, "kiln train: bad value '%s' for %s\n", v, a); return 2; }
         i++;
     }
-    if (!data) { fprintf(stderr, "kiln train: --data SPEC is required\n"); train_usage(stderr); return 2; }
-    tc.seed = (uint64_t)seed;
-
-    double t0 = kiln_now();
-    Graph g;
-    int rc = model_load(&m, &g);
-    if (rc) return rc;
-    const InputAttr *in = &g.layers[0].a.input;
-    Dataset ds;
-    DataOptions dopt = {in->h, in->w, in->c, per_class, (uint64_t)seed};
-    char err[1024];
-    if ((rc = dataset_open(&ds, data, &dopt, err, sizeof err))) {
-        fprintf(stderr, "kiln train: %s\n", err);
-        graph_free(&g);
-        return rc;
-    }
-    int K = g.layers[g.n_layers - 1].out.c;
-    if (ds.num_classes > K) {
-        fprintf(stderr, "kiln train: %s has %d classes but %s's head has %d outputs\n", data,
-                ds.num_classes, m.arch, K);
-        dataset_free(&ds); graph_free(&g);
+    if (!c.arch || !c.data) {
+        fprintf(stderr, "kiln train: --arch FILE and --data SPEC are required\n");
+        train_usage(stderr);
         return 2;
     }
-    Split sp;
-    Plan p;
-    PlanOptions po = {.batch = m.batch, .fuse = m.fuse, .fold = m.fold};
-    Backend *be = NULL;
-    float *params = NULL;
-    rc = 1;
-    if (dataset_split(&ds, (uint64_t)seed, &sp)) { fprintf(stderr, "kiln train: out of memory\n"); goto out_ds; }
-    if (plan_build(&p, &g, &po, err, sizeof err)) { fprintf(stderr, "kiln train: %s\n", err); goto out_split; }
-    if (!(be = cpu_backend_create(&p, err, sizeof err))) { fprintf(stderr, "kiln train: %s\n", err); goto out_plan; }
-    if (!(params = malloc(sizeof(float) * (p.param_floats + 1)))) { fprintf(stderr, "kiln train: out of memory\n"); goto out_be; }
-    params_init(&p, params, (uint64_t)seed, 0, g.n_layers - 1);
-    be->write_params(be, params);
-    Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
-                  {in->std[0], in->std[1], in->std[2], in->std[3]}};
-    printf("data %s: %d images %dx%dx%d, %d classes; split train %d / val %d / test %d\n", ds.source,
-           ds.n, ds.h, ds.w, ds.c, ds.num_classes, sp.n_train, sp.n_val, sp.n_test);
-    printf("model %s: %zu learnable parameters (%zu trainable), plan %zu bytes, fusion %s, backend %s\n",
-           g.name, graph_learnable(&g), p.trainable_floats, plan_bytes(&p), m.fuse ? "on" : "off", be->name);
-    printf("setup %.2fs (loading, planning)\n", kiln_now() - t0);
-    fflush(stdout);
-    TrainResult res;
-    if (train_run(be, &ds, &sp, &pp, &tc, &res, stdout)) { fprintf(stderr, "kiln train: out of memory\n"); goto out_params; }
-    if (res.diverged)
-        printf("result: DIVERGED at epoch %d step %d (lr %g); test_acc %.4f of the last good weights, train time %.2fs\n",
-               res.diverged_epoch, res.diverged_step, tc.lr, res.test_acc, res.seconds);
-    else
-        printf("result: test_acc %.4f  val_acc %.4f  train_acc %.4f  epochs %d  train time %.2fs\n",
-               res.test_acc, res.val_acc, res.train_acc, res.epochs, res.seconds);
-    rc = res.diverged ? 1 : 0;
-out_params:
-    free(params);
-out_be:
-    be->destroy(be);
-out_plan:
-    plan_free(&p);
-out_split:
-    split_free(&sp);
-out_ds:
-    dataset_free(&ds);
-    graph_free(&g);
-    return rc;
+    /* weights: explicit, none, or the bootstrap's file for this arch */
+    char wbuf[1024];
+    if (weights && strcmp(weights, "none")) {
+        c.weights = weights;
+    } else if (!weights && t->pretrained) {
+        const char *b = strrchr(c.arch, '/');
+        b = b ? b + 1 : c.arch;
+        snprintf(wbuf, sizeof wbuf, "weights/%.*s.safetensors", (int)strcspn(b, "."), b);
+        struct stat st;
+        if (stat(wbuf, &st) == 0) c.weights = wbuf;
+        else fprintf(stderr, "kiln train: no %s; strategy %s starts from random weights (give --weights FILE)\n",
+                     wbuf, strategy);
+    }
+    if (t->strategy == STRAT_RANDOM) c.weights = NULL;
+    char obuf[1024];
+    if (!no_out && !c.out && !c.resume) {
+        default_out(obuf, sizeof obuf, c.arch, strategy);
+        c.out = obuf;
+    }
+    if (no_out) c.out = NULL;
+    signal(SIGINT, on_sigint);
+    char err[1024];
+    RunResult r;
+    int rc = run_train(&c, NULL, &r, err, sizeof err);
+    if (rc && rc != 130) fprintf(stderr, "kiln train: %s\n", err);
+    if (!rc && (c.out || c.resume)) printf("run folder: %s\n", c.resume ? c.resume : c.out);
+    return rc == 130 ? 130 : rc ? rc : r.diverged ? 1 : 0;
 }

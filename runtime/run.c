@@ -1,0 +1,668 @@
+/* runtime/run.c — one training run from start to end (see run.h): the
+ * orchestration around the loop, the run folder, resumption and the auto
+ * strategy's choices. */
+#include "runtime/run.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/checkpoint.h"
+#include "runtime/params.h"
+#include "runtime/weights.h"
+
+void run_config_default(RunConfig *c)
+{
+    memset(c, 0, sizeof *c);
+    strategy_defaults(&c->spec, STRAT_NAIVE);
+    c->fuse = c->fold = 1;
+    c->cache = 1;
+    c->cache_limit = (size_t)4 << 30;
+    c->progress = 1;
+}
+
+void run_shared_free(RunShared *sh)
+{
+    if (sh->have_ds) dataset_free(&sh->ds);
+    feature_cache_free(&sh->cache);
+    memset(sh, 0, sizeof *sh);
+}
+
+/* ---- files ------------------------------------------------------------------- */
+
+/* mkdir -p; 0 or -1. */
+static int mkdirs(const char *path)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+static void path_in(char *buf, size_t n, const char *dir, const char *file)
+{
+    snprintf(buf, n, "%s/%s", dir, file);
+}
+
+/* Write a JSON object atomically (temp file, fsync, rename). */
+static int write_json(const char *path, json_t *obj)
+{
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    int bad = json_dumpf(obj, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0;
+    bad |= fputc('\n', f) == EOF;
+    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) { unlink(tmp); return -1; }
+    return 0;
+}
+
+static json_t *spec_json(const RunConfig *c, const LrGroups *gr)
+{
+    const TrainSpec *t = &c->spec;
+    json_t *o = json_object();
+    json_object_set_new(o, "arch", json_string(c->arch));
+    json_object_set_new(o, "data", json_string(c->data));
+    json_object_set_new(o, "weights", c->weights ? json_string(c->weights) : json_null());
+    json_object_set_new(o, "strategy", json_string(strategy_name(t->strategy)));
+    json_object_set_new(o, "lr", json_real(t->lr));
+    json_object_set_new(o, "momentum", json_real(t->momentum));
+    json_object_set_new(o, "weight_decay", json_real(t->weight_decay));
+    json_object_set_new(o, "batch", json_integer(t->batch));
+    json_object_set_new(o, "max_epochs", json_integer(t->max_epochs));
+    json_object_set_new(o, "patience", json_integer(t->patience));
+    json_object_set_new(o, "plateau_patience", json_integer(t->plateau_patience));
+    json_object_set_new(o, "plateau_factor", json_real(t->plateau_factor));
+    json_object_set_new(o, "min_lr", json_real(t->min_lr));
+    json_object_set_new(o, "warmup_epochs", json_integer(t->warmup_epochs));
+    json_object_set_new(o, "warmup_start", json_real(t->warmup_start > 0 ? t->warmup_start : t->lr / 100));
+    json_object_set_new(o, "finetune_factor", json_real(t->finetune_factor));
+    json_object_set_new(o, "bn", json_string(t->bn_override < 0 ? "strategy" : bn_mode_name((BnMode)t->bn_override)));
+    json_object_set_new(o, "lr_groups", json_string(t->lr_groups));
+    json_object_set_new(o, "layer_decay", json_real(t->layer_decay));
+    json_object_set_new(o, "on_diverge", json_string(t->on_diverge == DIVERGE_ROLLBACK ? "rollback" : "stop"));
+    json_object_set_new(o, "seed", json_integer((json_int_t)t->seed));
+    json_object_set_new(o, "per_class", json_integer(c->per_class));
+    json_object_set_new(o, "fuse", json_boolean(c->fuse));
+    json_object_set_new(o, "fold", json_boolean(c->fold));
+    json_object_set_new(o, "cache_features", json_boolean(c->cache));
+    if (gr) {
+        json_t *a = json_array();
+        for (int k = 0; k < gr->n; k++) {
+            json_t *g = json_object();
+            json_object_set_new(g, "layers", json_string(gr->name[k]));
+            json_object_set_new(g, "lr_scale", json_real(gr->scale[k]));
+            json_array_append_new(a, g);
+        }
+        json_object_set_new(o, "lr_group_table", a);
+    }
+    return o;
+}
+
+/* ---- hooks: metrics, progress, checkpoints, best weights ------------------------------ */
+
+typedef struct {
+    const RunConfig *c;
+    const Plan *plan;
+    FILE *log;
+    FILE *metrics;
+    int tty;
+    int phase, max_epochs;
+    Checkpoint *ck;             /* template: prev-phase fields filled */
+    char dir[1024];
+    int failed;
+} Hooks;
+
+static void hook_epoch(void *ctx, const EpochStats *st)
+{
+    Hooks *h = ctx;
+    if (h->tty) fprintf(h->log, "\r\033[K");
+    fprintf(h->log, "phase %d epoch %3d  lr %.3g  loss %.4f  train_acc %.4f  val_acc %.4f  %.0f img/s  %.1fs\n",
+            st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+    fflush(h->log);
+    if (h->metrics) {
+        fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
+                st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+        fflush(h->metrics);
+    }
+}
+
+static void hook_step(void *ctx, int epoch, int pos, int steps, double loss, double acc, double img_s)
+{
+    Hooks *h = ctx;
+    if (!h->tty) return;
+    if (pos % 4 && pos != steps) return;
+    int w = 30, done = (int)((double)pos / steps * w);
+    char bar[40];
+    for (int i = 0; i < w; i++) bar[i] = i < done ? '=' : (i == done ? '>' : ' ');
+    bar[w] = 0;
+    double eta = img_s > 0 ? (double)(steps - pos) * h->plan->opt.batch / img_s : 0;
+    fprintf(h->log, "\r\033[Kepoch %d/%d [%s] %3d%%  %.0f img/s  loss %.4f  acc %.4f  ETA %d:%02d",
+            epoch, h->max_epochs, bar, 100 * pos / steps, img_s, loss, acc, (int)eta / 60, (int)eta % 60);
+    fflush(h->log);
+}
+
+static int hook_checkpoint(void *ctx, Backend *be, const LoopState *ls)
+{
+    Hooks *h = ctx;
+    if (!h->c->out) return 0;
+    Checkpoint *ck = h->ck;
+    ck->phase = h->phase;
+    ck->ls = *ls;
+    ck->backend_step = be->get_step(be);
+    be->read_params(be, ck->params);
+    be->read_momentum(be, ck->momentum);
+    char path[1100], err[512];
+    path_in(path, sizeof path, h->dir, "last.ckpt");
+    if (checkpoint_save(path, ck, err, sizeof err)) {
+        fprintf(stderr, "kiln: cannot write the checkpoint: %s\n", err);
+        h->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void hook_best(void *ctx, const float *params, int epoch, double val)
+{
+    Hooks *h = ctx;
+    memcpy(h->ck->best, params, sizeof(float) * h->plan->param_floats);
+    h->ck->has_best = 1;
+    if (!h->c->out) return;
+    char path[1100], err[512];
+    path_in(path, sizeof path, h->dir, "best.safetensors");
+    if (weights_save(h->plan, params, path, err, sizeof err)) {
+        fprintf(stderr, "kiln: cannot write the best weights: %s\n", err);
+        h->failed = 1;
+    }
+}
+
+/* ---- parameters across phases -------------------------------------------------------- */
+
+/* Copy every parameter by name from one plan's arena to another's (the two
+ * plans share a graph whose flags changed, so the arenas are ordered
+ * differently). */
+static void params_remap(const Plan *to, float *dst, const Plan *from, const float *src)
+{
+    const Graph *g = to->g;
+    for (int i = 0; i < g->n_params; i++)
+        memcpy(dst + to->param_off[i], src + from->param_off[i], sizeof(float) * g->params[i].numel);
+}
+
+/* ---- auto: batch from memory, LR from a range test ------------------------------------- */
+
+static int auto_batch(Graph *g, const RunConfig *c, int n_train, FILE *log, char *err, size_t errlen)
+{
+    size_t budget = c->memory_budget;
+    if (!budget) {
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        budget = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 2 : (size_t)1 << 30;
+    }
+    int best = 0;
+    size_t best_bytes = 0;
+    for (int b = 8; b <= 256 && b <= n_train; b *= 2) {
+        Plan p;
+        PlanOptions po = {.batch = b, .fuse = c->fuse, .fold = c->fold};
+        if (plan_build(&p, g, &po, err, errlen)) return -1;
+        size_t bytes = plan_bytes(&p);
+        plan_free(&p);
+        if (bytes > budget) break;
+        best = b;
+        best_bytes = bytes;
+    }
+    if (!best) {
+        snprintf(err, errlen, "auto: even batch 8 needs more than the memory budget of %zu bytes", budget);
+        return -1;
+    }
+    fprintf(log, "auto: batch %d, the largest power of two up to 256 whose plan (%zu bytes) fits the budget of %zu bytes\n",
+            best, best_bytes, budget);
+    return best;
+}
+
+/* An LR range test: from the loaded weights, steps at an LR rising
+ * geometrically from 1e-5 to 1; the loss is smoothed; the pick is a tenth of
+ * the LR at the smoothed minimum (before the loss climbs above 4x it).
+ * Weights and momentum are restored afterwards. */
+static float auto_lr(Backend *be, const DataView *dv, const PhaseConfig *pc, FILE *log)
+{
+    const Plan *p = be->plan;
+    int B = p->opt.batch, n = dv->sp->n_train, steps = 60;
+    float *saved = malloc(sizeof(float) * (p->param_floats + 1)), *mom = malloc(sizeof(float) * (p->opt_floats + 1));
+    size_t rowf = dv->cache ? dv->cache->floats : p->tensors[p->input_tensor].floats / (size_t)B;
+    float *x = malloc(sizeof(float) * rowf * (size_t)B);
+    int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
+    int *order = malloc(sizeof(int) * (size_t)(n + 1));
+    float pick = 0.01f;
+    if (!saved || !mom || !x || !y || !order) goto out;
+    be->read_params(be, saved);
+    be->read_momentum(be, mom);
+    uint64_t step0 = be->get_step(be);
+    memcpy(order, dv->sp->train, sizeof(int) * (size_t)n);
+    uint64_t st = pc->seed ^ 0xA070u;
+    kiln_shuffle(order, n, &st);
+    double smooth = 0, best = INFINITY;
+    float best_lr = 0;
+    int ng = pc->groups ? pc->groups->n : 1;
+    for (int s = 0; s < steps; s++) {
+        float lr = (float)(1e-5 * pow(1e5, (double)s / (steps - 1)));
+        int i = (s * B) % (n > B ? n - B : 1), m = n < B ? n : B, c = 0;
+        double l;
+        if (dv->cache) {
+            for (int k = 0; k < m; k++) {
+                memcpy(x + (size_t)k * rowf, dv->cache->data + (size_t)order[i + k] * rowf, sizeof(float) * rowf);
+                y[k] = dv->ds->labels[order[i + k]];
+            }
+        } else {
+            dataset_batch(x, y, dv->ds, order + i, m, &dv->pp);
+        }
+        be->upload(be, x, y, m);
+        float glr[KILN_MAX_GROUPS];
+        for (int k = 0; k < ng; k++) glr[k] = lr * (pc->groups ? pc->groups->scale[k] : 1.0f);
+        StepConfig sc = {glr, ng, pc->momentum, pc->weight_decay};
+        if (be->train_step(be, m, &sc, &l, &c)) break;
+        smooth = s ? 0.8 * smooth + 0.2 * l : l;
+        if (smooth < best) { best = smooth; best_lr = lr; }
+        if (s > 5 && smooth > 4 * best) break;
+    }
+    if (best_lr > 0) pick = best_lr / 10;
+    fprintf(log, "auto: LR range test over %d steps from 1e-5 to 1: smoothed loss lowest (%.4f) at lr %.3g; chose lr %.3g (a tenth of it)\n",
+            steps, best, best_lr, pick);
+    be->write_params(be, saved);
+    be->write_momentum(be, mom);
+    be->set_step(be, step0);
+out:
+    free(saved); free(mom); free(x); free(y); free(order);
+    return pick;
+}
+
+/* ---- the run ------------------------------------------------------------------------------ */
+
+/* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run. */
+static void metrics_trim(const char *path, int phase, int epoch)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char tmp[1200], line[512];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "w");
+    if (!o) { fclose(f); return; }
+    int first = 1;
+    while (fgets(line, sizeof line, f)) {
+        int e, ph;
+        if (first || (sscanf(line, "%d,%d", &e, &ph) == 2 && (ph - 1 < phase || (ph - 1 == phase && e <= epoch))))
+            fputs(line, o);
+        first = 0;
+    }
+    fclose(f);
+    if (fclose(o) == 0) rename(tmp, path);
+}
+
+int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t errlen)
+{
+    RunShared local = {0};
+    if (!sh) sh = &local;
+    memset(r, 0, sizeof *r);
+    r->cached_layer = -1;
+    FILE *log = c->log ? c->log : stdout;
+    double t0 = kiln_now();
+    TrainSpec spec = c->spec;
+    Graph g;
+    Split sp = {0};
+    Plan plans[2];
+    Backend *be[2] = {NULL, NULL};
+    float *params = NULL;
+    Checkpoint ck = {0}, resume = {0};
+    Hooks hk = {0};
+    int have_resume = 0, nplans = 0, rc;
+    memset(plans, 0, sizeof plans);
+
+    if ((rc = graph_load(&g, c->arch, err, errlen))) return rc;
+    if (c->input_h > 0 && (rc = graph_set_input_size(&g, c->input_h, c->input_w ? c->input_w : c->input_h, err, errlen)))
+        goto out_graph;
+    const InputAttr *in = &g.layers[0].a.input;
+
+    /* the run folder, before anything long happens */
+    const char *dir = c->resume ? c->resume : c->out;
+    if (dir) {
+        snprintf(hk.dir, sizeof hk.dir, "%s", dir);
+        char probe[1100];
+        path_in(probe, sizeof probe, dir, ".write-test");
+        FILE *pf = NULL;
+        if (mkdirs(dir) || !(pf = fopen(probe, "w"))) {
+            snprintf(err, errlen, "%s: cannot write to the run folder: %s", dir, strerror(errno));
+            rc = 2;
+            goto out_graph;
+        }
+        fclose(pf);
+        unlink(probe);
+    }
+    if (c->resume) {
+        char path[1100];
+        path_in(path, sizeof path, c->resume, "last.ckpt");
+        if ((rc = checkpoint_load(path, &resume, err, errlen))) goto out_graph;
+        if (strcmp(resume.arch, g.name)) {
+            snprintf(err, errlen, "%s: a checkpoint of architecture '%s', not '%s'", path, resume.arch, g.name);
+            rc = 2;
+            goto out_graph;
+        }
+        have_resume = 1;
+    }
+
+    /* data, shared across the trials of a sweep */
+    char key[1024];
+    snprintf(key, sizeof key, "%s|%dx%dx%d|%d|%llu", c->data, in->h, in->w, in->c, c->per_class,
+             (unsigned long long)spec.seed);
+    if (!sh->have_ds || strcmp(sh->ds_key, key)) {
+        if (sh->have_ds) dataset_free(&sh->ds);
+        sh->have_ds = 0;
+        feature_cache_free(&sh->cache);
+        sh->cache_key[0] = 0;
+        DataOptions dopt = {in->h, in->w, in->c, c->per_class, spec.seed};
+        if ((rc = dataset_open(&sh->ds, c->data, &dopt, err, errlen))) goto out_graph;
+        sh->have_ds = 1;
+        snprintf(sh->ds_key, sizeof sh->ds_key, "%s", key);
+    }
+    Dataset *ds = &sh->ds;
+    if (c->num_classes && c->num_classes != ds->num_classes) {
+        snprintf(err, errlen, "%s: the data set has %d classes, --num-classes says %d", c->data, ds->num_classes,
+                 c->num_classes);
+        rc = 2;
+        goto out_graph;
+    }
+    if (dataset_split(ds, spec.seed, &sp)) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_graph; }
+    if (sp.n_train < 1 || sp.n_val < 1 || sp.n_test < 1) {
+        snprintf(err, errlen, "%s: too few images to split (train %d, val %d, test %d)", c->data, sp.n_train,
+                 sp.n_val, sp.n_test);
+        rc = 2;
+        goto out_split;
+    }
+    int h = graph_head(&g);
+    if (h >= 0 && g.layers[h].out.c != ds->num_classes &&
+        (rc = graph_set_num_classes(&g, ds->num_classes, err, errlen)))
+        goto out_split;
+    fprintf(log, "data %s: %d images %dx%dx%d, %d classes; split train %d / val %d / test %d\n", ds->source,
+            ds->n, ds->h, ds->w, ds->c, ds->num_classes, sp.n_train, sp.n_val, sp.n_test);
+
+    Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
+                  {in->std[0], in->std[1], in->std[2], in->std[3]}};
+    int phases = strategy_phases(&spec);
+    r->phases = phases;
+    LrGroups groups;
+    if (spec.strategy == STRAT_AUTO && !have_resume) {
+        if ((rc = strategy_apply(&spec, 0, &g, &groups, err, errlen))) goto out_split;
+        int b = auto_batch(&g, c, sp.n_train, log, err, errlen);
+        if (b < 0) { rc = 2; goto out_split; }
+        spec.batch = b;
+    }
+    r->batch = spec.batch;
+
+    /* metrics and config files */
+    if (dir) {
+        char path[1100];
+        path_in(path, sizeof path, dir, "metrics.csv");
+        if (have_resume) metrics_trim(path, resume.phase, resume.ls.epoch);
+        hk.metrics = fopen(path, have_resume ? "a" : "w");
+        if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 2; goto out_split; }
+        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,img_per_s,seconds\n");
+    }
+    r->setup_seconds = kiln_now() - t0;
+
+    DataView dv = {ds, &sp, pp, NULL};
+    for (int ph = 0; ph < phases; ph++) {
+        if ((rc = strategy_apply(&spec, ph, &g, &groups, err, errlen))) goto out_plans;
+        PlanOptions po = {.batch = spec.batch, .fuse = c->fuse, .fold = c->fold};
+        if ((rc = plan_build(&plans[ph], &g, &po, err, errlen))) goto out_plans;
+        nplans = ph + 1;
+        Plan *p = &plans[ph];
+        if (!(be[ph] = cpu_backend_create(p, err, errlen))) { rc = 1; goto out_plans; }
+        free(params);
+        if (!(params = malloc(sizeof(float) * (p->param_floats + 1)))) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_plans; }
+        if (ph == 0) {
+            params_init(p, params, spec.seed, 0, g.n_layers - 1);
+            if (c->weights) {
+                WeightsReport wr;
+                if ((rc = weights_load(p, params, c->weights, &wr, log, err, errlen))) goto out_plans;
+                int hh = graph_head(&g);
+                fprintf(log, "weights %s: %d tensors loaded", c->weights, wr.loaded);
+                if (wr.head_replaced)
+                    fprintf(log, "; head '%s' replaced (%d -> %d classes), fresh He init\n", g.layers[hh].name,
+                            wr.head_from, ds->num_classes);
+                else
+                    fprintf(log, "\n");
+            }
+        } else {
+            float *prev = malloc(sizeof(float) * (plans[0].param_floats + 1));
+            if (!prev) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_plans; }
+            be[0]->read_params(be[0], prev);
+            params_remap(p, params, &plans[0], prev);
+            free(prev);
+            be[0]->destroy(be[0]);
+            be[0] = NULL;
+        }
+        be[ph]->write_params(be[ph], params);
+        if (ph == 0 && dir) {
+            char path[1100];
+            path_in(path, sizeof path, dir, "plan.txt");
+            FILE *f = fopen(path, "w");
+            if (f) { plan_print(f, p, 1, 1); fclose(f); }
+        }
+        r->plan_bytes = plan_bytes(p);
+        r->trainable = p->trainable_floats;
+        fprintf(log, "phase %d: %s, %zu of %zu learnable parameters train, plan %zu bytes, batch %d, backend %s\n",
+                ph + 1, strategy_name(spec.strategy), p->trainable_floats, graph_learnable(&g), plan_bytes(p),
+                spec.batch, be[ph]->name);
+
+        /* resuming into a later phase: skip this one */
+        if (have_resume && resume.phase > ph) {
+            r->epochs[ph] = resume.prev_epochs;
+            r->best_epoch[ph] = resume.prev_best_epoch;
+            r->phase_seconds[ph] = resume.prev_seconds;
+            continue;
+        }
+
+        /* the frozen prefix's features, computed once */
+        double cache_t = 0;
+        dv.cache = NULL;
+        int cut = c->cache ? plan_find_cut(p) : -1;
+        if (cut > 0 && plan_layer_floats(p, cut) * sizeof(float) * (size_t)ds->n <= c->cache_limit) {
+            char ckey[1024];
+            snprintf(ckey, sizeof ckey, "%.400s|%.300s|%.300s|%d", key, c->arch, c->weights ? c->weights : "-", cut);
+            if (ph == 0 && !strcmp(ckey, sh->cache_key)) {
+                fprintf(log, "features of '%s' (%zu floats per image) reused from an earlier trial\n",
+                        g.layers[cut].name, sh->cache.floats);
+            } else {
+                feature_cache_free(&sh->cache);
+                sh->cache_key[0] = 0;
+                if (feature_cache_build(&sh->cache, be[ph], ds, &pp, cut)) {
+                    snprintf(err, errlen, "out of memory building the feature cache");
+                    rc = 1;
+                    goto out_plans;
+                }
+                cache_t = sh->cache.seconds;
+                if (ph == 0) memcpy(sh->cache_key, ckey, sizeof ckey);
+                fprintf(log, "features of '%s' (%zu floats per image) cached for %d images in %.1fs: epochs run only the trainable part\n",
+                        g.layers[cut].name, sh->cache.floats, ds->n, cache_t);
+            }
+            dv.cache = &sh->cache;
+            r->cached_layer = cut;
+        }
+        r->cache_seconds += cache_t;
+
+        PhaseConfig pc = {ph, spec.max_epochs, spec.momentum, spec.weight_decay, &groups, spec.on_diverge,
+                          spec.max_rollbacks, spec.warmup_epochs > 0, spec.seed, c->stop_after_steps, NULL};
+        float lr = ph == 1 ? spec.lr * spec.finetune_factor : spec.lr;
+        if (spec.strategy == STRAT_AUTO && !have_resume) {
+            be[ph]->set_entry(be[ph], dv.cache ? dv.cache->cut : 0);
+            lr = auto_lr(be[ph], &dv, &pc, log);
+            spec.lr = lr;
+        }
+        r->lr = lr;
+        int steps = (sp.n_train + spec.batch - 1) / spec.batch;
+        LoopState ls;
+        memset(&ls, 0, sizeof ls);
+        schedule_init(&ls.sched, lr, spec.warmup_start, (long)spec.warmup_epochs * steps, spec.plateau_patience,
+                      spec.plateau_factor, spec.min_lr, spec.patience);
+        ls.seconds = cache_t;
+        ck.param_floats = p->param_floats;
+        ck.opt_floats = p->opt_floats;
+        snprintf(ck.arch, sizeof ck.arch, "%s", g.name);
+        free(ck.params); free(ck.momentum); free(ck.best);
+        ck.params = malloc(sizeof(float) * (p->param_floats + 1));
+        ck.momentum = malloc(sizeof(float) * (p->opt_floats + 1));
+        ck.best = malloc(sizeof(float) * (p->param_floats + 1));
+        ck.has_best = 0;
+        if (!ck.params || !ck.momentum || !ck.best) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_plans; }
+        if (ph == 1) {
+            ck.prev_epochs = r->epochs[0];
+            ck.prev_best_epoch = r->best_epoch[0];
+            ck.prev_seconds = r->phase_seconds[0];
+        }
+        if (have_resume && resume.phase == ph) {
+            if (resume.param_floats != p->param_floats || resume.opt_floats != p->opt_floats) {
+                snprintf(err, errlen, "%s/last.ckpt: its state (%zu parameters, %zu momentum) does not fit this plan (%zu, %zu): another configuration?",
+                         c->resume, resume.param_floats, resume.opt_floats, p->param_floats, p->opt_floats);
+                rc = 2;
+                goto out_plans;
+            }
+            be[ph]->write_params(be[ph], resume.params);
+            be[ph]->write_momentum(be[ph], resume.momentum);
+            be[ph]->set_step(be[ph], resume.backend_step);
+            Schedule cfg = ls.sched;
+            ls = resume.ls;
+            /* configuration comes from the command line, state from the file */
+            ls.sched.plateau_patience = cfg.plateau_patience;
+            ls.sched.plateau_factor = cfg.plateau_factor;
+            ls.sched.min_lr = cfg.min_lr;
+            ls.sched.patience = cfg.patience;
+            if (resume.has_best) { memcpy(ck.best, resume.best, sizeof(float) * p->param_floats); ck.has_best = 1; pc.resume_best = ck.best; }
+            ck.prev_epochs = resume.prev_epochs;
+            ck.prev_best_epoch = resume.prev_best_epoch;
+            ck.prev_seconds = resume.prev_seconds;
+            fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
+        }
+        hk.c = c; hk.plan = p; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
+        hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
+        LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
+        PhaseResult pr;
+        if (train_phase(be[ph], &dv, &pc, &ls, &hooks, &pr)) {
+            snprintf(err, errlen, "%s", hk.failed ? "writing the run folder failed" : "out of memory in the training loop");
+            rc = 1;
+            goto out_plans;
+        }
+        if (hk.tty) fprintf(log, "\r\033[K");
+        r->epochs[ph] = pr.epochs;
+        r->best_epoch[ph] = pr.best_epoch;
+        r->phase_seconds[ph] = pr.seconds;
+        r->rollbacks += pr.rollbacks;
+        r->val_acc = pr.best_val;
+        if (pr.interrupted) {
+            r->interrupted = 1;
+            fprintf(log, "interrupted at phase %d epoch %d step %d%s%s%s\n", ph + 1, ls.epoch + 1, ls.pos,
+                    dir ? ": checkpoint written; continue with --resume " : "", dir ? dir : "", "");
+            rc = 130;
+            goto out_plans;
+        }
+        if (pr.diverged) {
+            r->diverged = 1;
+            r->div_epoch = pr.div_epoch;
+            r->div_step = pr.div_step;
+            r->div_lr = pr.div_lr;
+            phases = ph + 1;
+            r->phases = phases;
+        }
+    }
+    {
+        int last = r->phases - 1;
+        Backend *b = be[last];
+        r->train_seconds = r->phase_seconds[0] + (r->phases > 1 ? r->phase_seconds[1] : 0);
+        r->test_acc = evaluate_set(b, &dv, sp.test, sp.n_test, NULL);
+        if (c->save) {
+            float *fin = malloc(sizeof(float) * (plans[last].param_floats + 1));
+            if (fin) {
+                b->read_params(b, fin);
+                if (weights_save(&plans[last], fin, c->save, err, errlen)) { free(fin); rc = 1; goto out_plans; }
+                free(fin);
+            }
+        }
+        if (r->diverged)
+            fprintf(log, "result: DIVERGED at epoch %d step %d (lr %g); test_acc %.4f of the last good weights, train time %.2fs\n",
+                    r->div_epoch, r->div_step, r->div_lr, r->test_acc, r->train_seconds);
+        else
+        {
+            char ep[32];
+            if (r->phases > 1) snprintf(ep, sizeof ep, "%d+%d", r->epochs[0], r->epochs[1]);
+            else snprintf(ep, sizeof ep, "%d", r->epochs[0]);
+            fprintf(log, "result: test_acc %.4f  val_acc %.4f  epochs %s  train time %.2fs (setup %.2fs apart%s)\n",
+                    r->test_acc, r->val_acc, ep, r->train_seconds, r->setup_seconds,
+                    r->cache_seconds > 0 ? ", feature caching included" : "");
+        }
+    }
+    if (dir) {
+        char path[1100];
+        json_t *cfg = spec_json(c, &groups);
+        json_object_set_new(cfg, "batch", json_integer(spec.batch));
+        json_object_set_new(cfg, "lr", json_real(r->lr));
+        path_in(path, sizeof path, dir, "config.json");
+        int bad = write_json(path, cfg);
+        json_decref(cfg);
+        json_t *s = json_object();
+        json_object_set_new(s, "arch", json_string(g.name));
+        json_object_set_new(s, "strategy", json_string(strategy_name(spec.strategy)));
+        json_object_set_new(s, "data", json_string(ds->source));
+        json_object_set_new(s, "lr", json_real(r->lr));
+        json_object_set_new(s, "batch", json_integer(spec.batch));
+        json_object_set_new(s, "diverged", json_boolean(r->diverged));
+        if (r->diverged) {
+            json_object_set_new(s, "diverged_epoch", json_integer(r->div_epoch));
+            json_object_set_new(s, "diverged_step", json_integer(r->div_step));
+            json_object_set_new(s, "diverged_lr", json_real(r->div_lr));
+        }
+        json_object_set_new(s, "test_acc", json_real(r->test_acc));
+        json_object_set_new(s, "val_acc", json_real(r->val_acc));
+        json_object_set_new(s, "train_seconds", json_real(r->train_seconds));
+        json_object_set_new(s, "setup_seconds", json_real(r->setup_seconds));
+        json_object_set_new(s, "cache_seconds", json_real(r->cache_seconds));
+        json_t *pa = json_array();
+        for (int k = 0; k < r->phases; k++) {
+            json_t *o = json_object();
+            json_object_set_new(o, "epochs", json_integer(r->epochs[k]));
+            json_object_set_new(o, "best_epoch", json_integer(r->best_epoch[k]));
+            json_object_set_new(o, "seconds", json_real(r->phase_seconds[k]));
+            json_array_append_new(pa, o);
+        }
+        json_object_set_new(s, "phases", pa);
+        json_object_set_new(s, "rollbacks", json_integer(r->rollbacks));
+        json_object_set_new(s, "plan_bytes", json_integer((json_int_t)r->plan_bytes));
+        json_object_set_new(s, "trainable_parameters", json_integer((json_int_t)r->trainable));
+        json_object_set_new(s, "cached_layer", r->cached_layer >= 0 ? json_string(g.layers[r->cached_layer].name) : json_null());
+        path_in(path, sizeof path, dir, "summary.json");
+        bad |= write_json(path, s);
+        json_decref(s);
+        if (bad) { snprintf(err, errlen, "%s: cannot write config.json or summary.json", dir); rc = 1; goto out_plans; }
+    }
+    rc = 0;
+out_plans:
+    for (int k = 0; k < 2; k++)
+        if (be[k]) be[k]->destroy(be[k]);
+    for (int k = 0; k < nplans; k++) plan_free(&plans[k]);
+    free(params);
+    checkpoint_free(&ck);
+    if (hk.metrics) fclose(hk.metrics);
+out_split:
+    split_free(&sp);
+out_graph:
+    checkpoint_free(&resume);
+    graph_free(&g);
+    if (sh == &local) run_shared_free(&local);
+    return rc;
+}
