@@ -134,6 +134,10 @@ static int classify(const EntryVec *ev, const char *src, Item **items_out, int *
     char esc[256];
     int rc = 0;
     *nonimage = 0;
+    if (ev->n >= (size_t)INT_MAX / 2) {
+        snprintf(err, errlen, "%s: %zu entries: more than kiln handles", src, ev->n);
+        return 2;
+    }
     /* The wrapper: one first component shared by every kept entry, with an
      * image two folders below it. */
     const char *wrap = NULL;
@@ -391,8 +395,8 @@ typedef struct {
 } DecodeCfg;
 
 /* A progressive JPEG can hold thousands of scans, each a pass over every
- * coefficient: a cheap file that costs seconds. More than this is treated as
- * corrupt (what libjpeg-turbo's own fuzzers and TurboJPEG's scan limit do). */
+ * coefficient: a small file that costs seconds to decode. More scans than
+ * this is treated as corrupt. */
 #define MAX_SCANS 500
 
 typedef struct {
@@ -423,15 +427,9 @@ static void jerr_emit(j_common_ptr ci, int level)
 
 static void jerr_output(j_common_ptr ci) { (void)ci; }
 
-/* A decompressor whose errors longjmp to je->jb instead of exiting (the
- * caller sets je->jb around this: creating can run out of memory). */
-static void jpeg_open(struct jpeg_decompress_struct *ci, JErr *je)
-{
-    jpeg_create_decompress(ci);
-    je->prog.progress_monitor = jerr_progress;
-    ci->progress = &je->prog;
-}
-
+/* A decompressor whose errors longjmp to je->jb instead of exiting: first
+ * jpeg_setup, then (with je->jb set: creating can run out of memory)
+ * jpeg_open, which also installs the scan limit. */
 static void jpeg_setup(struct jpeg_decompress_struct *ci, JErr *je)
 {
     memset(je, 0, sizeof *je);
@@ -439,6 +437,13 @@ static void jpeg_setup(struct jpeg_decompress_struct *ci, JErr *je)
     je->pub.error_exit = jerr_exit;
     je->pub.emit_message = jerr_emit;
     je->pub.output_message = jerr_output;
+}
+
+static void jpeg_open(struct jpeg_decompress_struct *ci, JErr *je)
+{
+    jpeg_create_decompress(ci);
+    je->prog.progress_monitor = jerr_progress;
+    ci->progress = &je->prog;
 }
 
 static void set_status(Item *it, int st, const char *why)
@@ -817,6 +822,14 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
             goto out;
         }
     }
+    if (opt && ((opt->c < 0 || opt->c > 4) ||
+                (opt->h > 0 && opt->w > 0 && (uint64_t)opt->h * (uint64_t)opt->w > s->lim.max_pixels))) {
+        snprintf(err, errlen, "%s: size %dx%dx%d asked for: over the pixel cap of %llu or more "
+                 "than 4 channels", s->path, opt->h, opt->w, opt->c,
+                 (unsigned long long)s->lim.max_pixels);
+        rc = 2;
+        goto out;
+    }
     rc = check_items(s, it, n, err, errlen);
     if (rc)
         goto out;
@@ -885,7 +898,11 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
     free(per_class);
     if (rc)
         goto out;
-    /* Every class has a decoded image, so the table exists. */
+    if (!table.px) { /* cannot happen: a decoded image had a readable header */
+        snprintf(err, errlen, "%s: no image table was made", s->path);
+        rc = 1;
+        goto out;
+    }
     int fh = table.th, fw = table.tw, fc = table.tc;
     if ((!cfg.fix_hw || !cfg.fix_c) && final_size(it, n, &table, &fh, &fw, &fc)) {
         snprintf(err, errlen, "%s: out of memory", s->path);
@@ -937,7 +954,12 @@ int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt, char *err
     Source s = {path, NULL, {0, 0, 0}};
     dataset_get_limits(&s.lim);
     int zerr = 0;
-    s.z = zip_open(path, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
+    /* No ZIP_CHECKCONS: it re-reads every local header (a second pass over a
+     * 27,000-entry archive) to compare it with the central directory, and
+     * kiln trusts only the central directory: names, sizes and methods come
+     * from it, nothing is extracted, and whatever bytes an entry yields go
+     * through the size caps and the JPEG decoder. */
+    s.z = zip_open(path, ZIP_RDONLY, &zerr);
     if (!s.z) {
         zip_error_t ze;
         zip_error_init_with_code(&ze, zerr);

@@ -434,9 +434,12 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
                 if ((rc = weights_load(p, params, c->weights, &wr, log, err, errlen))) goto out_plans;
                 int hh = graph_head(&g);
                 fprintf(log, "weights %s: %d tensors loaded", c->weights, wr.loaded);
-                if (wr.head_replaced)
-                    fprintf(log, "; head '%s' replaced (%d -> %d classes), fresh He init\n", g.layers[hh].name,
+                if (wr.head_replaced && wr.head_from)
+                    fprintf(log, "; head '%s' replaced: %d -> %d classes, fresh He init\n", g.layers[hh].name,
                             wr.head_from, ds->num_classes);
+                else if (wr.head_replaced)
+                    fprintf(log, "; head '%s' not in the file: fresh He init for %d classes\n", g.layers[hh].name,
+                            ds->num_classes);
                 else
                     fprintf(log, "\n");
             }

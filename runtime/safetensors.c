@@ -302,9 +302,14 @@ static int read_header(const char *path, FILE *fp, uint64_t fsize, StFile *out, 
     json_error_t je;
     json_t *root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     free(hdr);
-    if (!root)
+    if (!root) {
+#if JANSSON_VERSION_HEX >= 0x020b00
+        if (json_error_code(&je) == json_error_duplicate_key)
+            return st_fail(err, errlen, 2, "%s: a name appears twice in the header (%s)", path, je.text);
+#endif
         return st_fail(err, errlen, 2, "%s: header is not valid JSON: %s (header byte %d)", path, je.text,
                        je.position);
+    }
     int rc = 0;
     if (!json_is_object(root)) {
         rc = st_fail(err, errlen, 2, "%s: header is JSON but not a JSON object", path);

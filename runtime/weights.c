@@ -106,7 +106,7 @@ static int check_list(const char *path, const char *key, const char *val, const 
         if (!close_enough(v[n == 1 ? 0 : i], want[i])) {
             char arch[128];
             size_t o = 0;
-            for (int k = 0; k < c; k++)
+            for (int k = 0; k < c && o < sizeof arch; k++)
                 o += (size_t)snprintf(arch + o, sizeof arch - o, "%s%.9g", k ? "," : "", want[k]);
             return w_fail(err, errlen, 2, "%s: weights made for other preprocessing: %s is %s in the file, "
                           "%s in the arch", path, key, val, arch);
@@ -306,7 +306,7 @@ int weights_save(const Plan *p, const float *arena, const char *path, char *err,
     snprintf(input, sizeof input, "%dx%dx%d", in->h, in->w, in->c);
     snprintf(scale, sizeof scale, "%.9g", in->scale);
     size_t om = 0, os = 0;
-    for (int c = 0; c < in->c; c++) {
+    for (int c = 0; c < in->c && c < 4; c++) {   /* 4 numbers of <= 16 bytes each: no truncation */
         om += (size_t)snprintf(mean + om, sizeof mean - om, "%s%.9g", c ? "," : "", in->mean[c]);
         os += (size_t)snprintf(std + os, sizeof std - os, "%s%.9g", c ? "," : "", in->std[c]);
     }

@@ -209,13 +209,14 @@ static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
 
-enum { PATCH_FLAGS_OR, PATCH_METHOD, PATCH_USIZE, PATCH_NAME_BYTE };
+enum { PATCH_FLAGS_OR, PATCH_METHOD, PATCH_USIZE, PATCH_NAME_BYTE, PATCH_DATA_XOR };
 
 /* Patch a field of every entry whose name starts with prefix, in both the
  * central and the local header (zip format offsets: central flags +8,
  * method +10, uncompressed size +24, name +46, local header offset +42;
- * local flags +6, method +8, uncompressed size +22, name +30). For
- * PATCH_NAME_BYTE, arg is the byte index in the name. Returns entries hit. */
+ * local flags +6, method +8, uncompressed size +22, name +30, data after the
+ * name and the extra field). For PATCH_NAME_BYTE and PATCH_DATA_XOR, arg is
+ * the byte index in the name or the stored data. Returns entries hit. */
 static int zip_patch(const char *path, const char *prefix, int what, uint32_t value, int arg)
 {
     size_t len;
@@ -249,6 +250,9 @@ static int zip_patch(const char *path, const char *prefix, int what, uint32_t va
             case PATCH_NAME_BYTE:
                 c[46 + arg] = (uint8_t)value;
                 l[30 + arg] = (uint8_t)value;
+                break;
+            case PATCH_DATA_XOR:
+                l[30 + le16(l + 26) + le16(l + 28) + arg] ^= (uint8_t)value;
                 break;
             }
         }
@@ -886,6 +890,17 @@ START_TEST(bad_archive_total_over_cap)
 }
 END_TEST
 
+START_TEST(bad_entry_data_damaged)
+{
+    /* A flipped byte in an entry's stored data: the archive is damaged (CRC
+     * or inflate error), which is bad input, not a corrupt image. */
+    char zp[PATH_MAX];
+    small_zip(zp, "damaged.zip", NULL, 0);
+    ck_assert_int_eq(zip_patch(zp, "data/A/a2.jpg", PATCH_DATA_XOR, 0x5a, 40), 1);
+    expect_bad(zp, "data/A/a2.jpg", "data unreadable");
+}
+END_TEST
+
 START_TEST(bad_encrypted_entry)
 {
     char zp[PATH_MAX];
@@ -956,6 +971,12 @@ START_TEST(bad_jpeg_pixel_cap)
     dataset_set_limits(&lim);
     expect_bad(small_zip(zp, "cap256.zip", NULL, 0), "data/A/a1.jpg", "over the cap of 255");
     dataset_set_limits(NULL);
+    /* A size asked for over the cap (10000 x 10000 = 100 Mpixel) is refused too. */
+    char err[1024];
+    Dataset ds;
+    const DataOptions big = {10000, 10000, 3, 0, 0};
+    ck_assert_int_eq(dataset_zip(&ds, zp, &big, err, sizeof err), 2);
+    ck_assert_ptr_nonnull(strstr(err, "10000x10000x3"));
     free(j);
 }
 END_TEST
@@ -1467,6 +1488,7 @@ static Suite *data_suite(void)
     tcase_add_test(t, bad_entry_actual_over_declared);
     tcase_add_test(t, bad_entry_actual_over_cap);
     tcase_add_test(t, bad_archive_total_over_cap);
+    tcase_add_test(t, bad_entry_data_damaged);
     tcase_add_test(t, bad_encrypted_entry);
     tcase_add_test(t, bad_unsupported_compression);
     tcase_add_test(t, bad_class_folder_without_images);

@@ -39,7 +39,8 @@ int model_option(ModelOptions *m, int argc, char **argv, int *i)
     const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
     if (!strcmp(a, "--no-fuse")) { m->fuse = 0; return 1; }
     if (!strcmp(a, "--no-fold")) { m->fold = 0; return 1; }
-    if (strcmp(a, "--arch") && strcmp(a, "--freeze-until") && strcmp(a, "--batch") && strcmp(a, "--bn"))
+    if (strcmp(a, "--arch") && strcmp(a, "--freeze-until") && strcmp(a, "--batch") && strcmp(a, "--bn") &&
+        strcmp(a, "--input-size"))
         return 0;
     if (!v) { fprintf(stderr, "kiln: %s needs a value\n", a); return -1; }
     (*i)++;
@@ -51,6 +52,18 @@ int model_option(ModelOptions *m, int argc, char **argv, int *i)
             return -1;
         }
         m->bn = v;
+    } else if (!strcmp(a, "--input-size")) {
+        /* HxW, or N for NxN */
+        char buf[32], *x;
+        snprintf(buf, sizeof buf, "%s", v);
+        if ((x = strchr(buf, 'x'))) *x = 0;
+        if (strlen(v) >= sizeof buf || parse_int_arg(buf, &m->input_h) ||
+            parse_int_arg(x ? x + 1 : buf, &m->input_w) || m->input_h < 1 || m->input_w < 1 ||
+            m->input_h > 4096 || m->input_w > 4096) {
+            fprintf(stderr, "kiln: --input-size takes HxW (or N), 1..4096 pixels, not '%s'\n", v);
+            m->input_h = m->input_w = 0;
+            return -1;
+        }
     } else if (parse_int_arg(v, &m->batch) || m->batch < 1 || m->batch > 65536) {
         fprintf(stderr, "kiln: --batch takes an integer 1..65536, not '%s'\n", v);
         return -1;
@@ -64,6 +77,11 @@ int model_load(const ModelOptions *m, Graph *g)
     if (!m->arch) { fprintf(stderr, "kiln: --arch FILE is required\n"); return 2; }
     int rc = graph_load(g, m->arch, err, sizeof err);
     if (rc) { fprintf(stderr, "kiln: %s\n", err); return rc; }
+    if (m->input_h && (rc = graph_set_input_size(g, m->input_h, m->input_w, err, sizeof err))) {
+        fprintf(stderr, "kiln: %s: --input-size %dx%d: %s\n", m->arch, m->input_h, m->input_w, err);
+        graph_free(g);
+        return rc;
+    }
     BnMode bm = !m->bn || !strcmp(m->bn, "train") ? BN_TRAIN : !strcmp(m->bn, "infer") ? BN_INFER : BN_FROZEN;
     graph_flags_all(g, 1, bm);
     if (m->freeze_until && graph_freeze_until(g, m->freeze_until)) {

@@ -122,7 +122,7 @@ int cmd_data(int argc, char **argv)
     for (int i = 0; i < ds.n; i++)
         count[2 * ds.labels[i] + (i >= split_at)]++;
     printf("classes:  %d%s\n", ds.num_classes,
-           ds.n_fixed_test > 0 ? " (images: all = source's train + source's test)" : "");
+           ds.n_fixed_test > 0 ? " (images = train part + the source's own test part)" : "");
     for (int k = 0; k < ds.num_classes; k++) {
         char esc[256];
         const char *name = ds.class_names[k] ? ds.class_names[k] : "";

@@ -19,6 +19,7 @@ typedef struct {
     const char *bn;             /* train | infer | frozen, or NULL (train) */
     int batch;
     int fuse, fold;
+    int input_h, input_w;       /* --input-size HxW; 0: the arch's own */
 } ModelOptions;
 
 void model_options_default(ModelOptions *m);
