@@ -418,6 +418,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     r->setup_seconds = kiln_now() - t0;
 
     DataView dv = {ds, &sp, pp, NULL};
+    long steps_done = 0;        /* by this call, for stop_after_steps */
     for (int ph = 0; ph < phases; ph++) {
         if ((rc = strategy_apply(&spec, ph, &g, &groups, err, errlen))) goto out_plans;
         PlanOptions po = {.batch = spec.batch, .fuse = c->fuse, .fold = c->fold};
@@ -502,7 +503,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         r->cache_seconds += cache_t;
 
         PhaseConfig pc = {ph, spec.max_epochs, spec.momentum, spec.weight_decay, &groups, spec.on_diverge,
-                          spec.max_rollbacks, spec.warmup_epochs > 0, spec.seed, c->stop_after_steps, NULL};
+                          spec.max_rollbacks, spec.warmup_epochs > 0, spec.seed,
+                          c->stop_after_steps ? c->stop_after_steps - steps_done : 0, NULL};
         float lr = ph == 1 ? spec.lr * spec.finetune_factor : spec.lr;
         if (spec.strategy == STRAT_AUTO && !have_resume) {
             be[ph]->set_entry(be[ph], dv.cache ? dv.cache->cut : 0);
@@ -563,6 +565,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             goto out_plans;
         }
         if (hk.tty) fprintf(log, "\r\033[K");
+        steps_done += pr.steps_run;
         r->epochs[ph] = pr.epochs;
         r->best_epoch[ph] = pr.best_epoch;
         r->phase_seconds[ph] = pr.seconds;

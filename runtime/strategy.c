@@ -58,22 +58,23 @@ static int last_with(const Graph *g, const char *p, size_t n)
 }
 
 /* Explicit groups "A..B=lr,C..=lr,head=lr": group 0 is every layer no range
- * names, at the base LR; each entry adds a group with scale lr/base. */
+ * names, at the base LR; each entry adds a group with scale lr/base. A..B
+ * runs from the first layer whose name starts with A to the last whose name
+ * starts with B; "A.." to the end, "..B" from the start, "A" alone is A..A,
+ * "head" the head to the end. Where ranges overlap, the later one wins. */
 static int explicit_groups(const TrainSpec *t, Graph *g, LrGroups *gr, char *err, size_t errlen)
 {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", t->lr_groups);
-    int *owner = calloc((size_t)g->n_layers, sizeof(int));
-    if (!owner) { snprintf(err, errlen, "out of memory"); return 1; }
     char *save = NULL;
     for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
         char *eq = strrchr(e, '='), *end;
-        if (!eq) { snprintf(err, errlen, "--lr-groups: '%s' is not RANGE=LR", e); free(owner); return 2; }
+        if (!eq) { snprintf(err, errlen, "--lr-groups: '%s' is not RANGE=LR", e); return 2; }
         *eq = 0;
         double lr = strtod(eq + 1, &end);
         if (end == eq + 1 || *end || !(lr > 0)) {
             snprintf(err, errlen, "--lr-groups: '%s' is not a positive learning rate", eq + 1);
-            free(owner); return 2;
+            return 2;
         }
         int lo, hi;
         char *dots = strstr(e, "..");
@@ -85,27 +86,21 @@ static int explicit_groups(const TrainSpec *t, Graph *g, LrGroups *gr, char *err
             const char *b = dots + 2;
             lo = na ? first_with(g, e, na) : 0;
             hi = *b ? last_with(g, b, strlen(b)) : g->n_layers - 1;
-            if (na && lo < 0) { snprintf(err, errlen, "--lr-groups: no layer name starts with '%.*s'", (int)na, e); free(owner); return 2; }
-            if (*b && hi < 0) { snprintf(err, errlen, "--lr-groups: no layer name starts with '%s'", b); free(owner); return 2; }
+            if (na && lo < 0) { snprintf(err, errlen, "--lr-groups: no layer name starts with '%.*s'", (int)na, e); return 2; }
+            if (*b && hi < 0) { snprintf(err, errlen, "--lr-groups: no layer name starts with '%s'", b); return 2; }
         } else {
             lo = first_with(g, e, strlen(e));
             hi = last_with(g, e, strlen(e));
         }
-        if (lo < 0 || hi < lo) { snprintf(err, errlen, "--lr-groups: range '%s' names no layers", e); free(owner); return 2; }
-        if (gr->n == KILN_MAX_GROUPS) { snprintf(err, errlen, "--lr-groups: more than %d groups", KILN_MAX_GROUPS - 1); free(owner); return 2; }
+        if (lo < 0 || hi < lo) { snprintf(err, errlen, "--lr-groups: range '%s' names no layers", e); return 2; }
+        if (gr->n == KILN_MAX_GROUPS) { snprintf(err, errlen, "--lr-groups: more than %d groups", KILN_MAX_GROUPS - 1); return 2; }
         int k = gr->n++;
         gr->scale[k] = (float)(lr / t->lr);
         snprintf(gr->name[k], sizeof gr->name[k], "%s..%s", g->layers[lo].name, g->layers[hi].name);
-        for (int i = lo; i <= hi; i++) {
-            if (owner[i]) {
-                snprintf(err, errlen, "--lr-groups: layer '%s' is in two ranges", g->layers[i].name);
-                free(owner); return 2;
-            }
-            owner[i] = k;
+        for (int i = lo; i <= hi; i++) {   /* a later range overrides an earlier one */
             g->layers[i].lr_group = k;
         }
     }
-    free(owner);
     return 0;
 }
 

@@ -72,7 +72,7 @@ typedef struct {
 
 /* Set g's per-layer flags for `phase` (0, or 1 for freeze-finetune's second
  * phase) and fill the LR groups. Returns 0, or 2 with a message (an
- * --lr-groups range naming an unknown layer, overlapping ranges). */
+ * --lr-groups range naming an unknown layer, a bad LR). */
 int strategy_apply(const TrainSpec *t, int phase, Graph *g, LrGroups *groups,
                    char *err, size_t errlen);
 

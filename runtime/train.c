@@ -204,7 +204,8 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                 hooks->step_end(hooks->ctx, e + 1, s + 1, steps, ls->loss_sum / ls->seen,
                                 (double)ls->correct / ls->seen, dt > 0 ? (ls->seen - seen0) / dt : 0);
             }
-            if (kiln_interrupted || (pc->stop_after_steps && ls->sched.step >= pc->stop_after_steps)) {
+            res->steps_run++;
+            if (kiln_interrupted || (pc->stop_after_steps && res->steps_run >= pc->stop_after_steps)) {
                 ls->seconds = kiln_now() - t0;
                 if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
                 res->interrupted = 1;

@@ -48,7 +48,7 @@ typedef struct {
     int max_rollbacks;
     int rollback_warmup;        /* on rollback lengthen the warm-up (else halve the LR) */
     uint64_t seed;
-    long stop_after_steps;      /* testing: return as if killed after this many steps (0: never) */
+    long stop_after_steps;      /* testing: return as if killed after this many steps of this call (0: never) */
     const float *resume_best;   /* resuming: the best weights so far (param arena), or NULL */
 } PhaseConfig;
 
@@ -92,6 +92,7 @@ typedef struct {
     int rollbacks;
     int stopped_early;
     int interrupted;            /* SIGINT, or stop_after_steps reached */
+    long steps_run;             /* steps taken by this call */
 } PhaseResult;
 
 /* Set by a SIGINT handler: the loop writes a checkpoint and returns. */
