@@ -1,6 +1,8 @@
 /* tools/cmd_common.c — option helpers shared by the subcommands. */
 #include "tools/cmds.h"
 
+#include "runtime/strategy.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,4 +92,51 @@ int model_load(const ModelOptions *m, Graph *g)
         return 2;
     }
     return 0;
+}
+
+int spec_option(TrainSpec *t, int argc, char **argv, int *i)
+{
+    static const char *const KEYS[] = {"--epochs", "--batch", "--lr", "--momentum", "--wd", "--patience",
+        "--plateau-patience", "--plateau-factor", "--min-lr", "--warmup-epochs", "--warmup-start",
+        "--finetune-factor", "--bn", "--lr-groups", "--layer-decay", "--depth-groups", "--on-diverge",
+        "--max-rollbacks", "--seed", NULL};
+    const char *a = argv[*i];
+    int k = 0;
+    while (KEYS[k] && strcmp(KEYS[k], a)) k++;
+    if (!KEYS[k]) return 0;
+    const char *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!v) { fprintf(stderr, "kiln: %s needs a value\n", a); return -1; }
+    (*i)++;
+    int bad = 0;
+    if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &t->max_epochs) || t->max_epochs < 1;
+    else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &t->batch) || t->batch < 1 || t->batch > 65536;
+    else if (!strcmp(a, "--lr")) bad = parse_float_arg(v, &t->lr) || !(t->lr > 0);
+    else if (!strcmp(a, "--momentum")) bad = parse_float_arg(v, &t->momentum) || !(t->momentum >= 0 && t->momentum < 1);
+    else if (!strcmp(a, "--wd")) bad = parse_float_arg(v, &t->weight_decay) || !(t->weight_decay >= 0);
+    else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &t->patience) || t->patience < 0;
+    else if (!strcmp(a, "--plateau-patience")) bad = parse_int_arg(v, &t->plateau_patience) || t->plateau_patience < 0;
+    else if (!strcmp(a, "--plateau-factor")) bad = parse_float_arg(v, &t->plateau_factor) || !(t->plateau_factor > 0 && t->plateau_factor < 1);
+    else if (!strcmp(a, "--min-lr")) bad = parse_float_arg(v, &t->min_lr) || !(t->min_lr >= 0);
+    else if (!strcmp(a, "--warmup-epochs")) bad = parse_int_arg(v, &t->warmup_epochs) || t->warmup_epochs < 0;
+    else if (!strcmp(a, "--warmup-start")) bad = parse_float_arg(v, &t->warmup_start) || !(t->warmup_start > 0);
+    else if (!strcmp(a, "--finetune-factor")) bad = parse_float_arg(v, &t->finetune_factor) || !(t->finetune_factor > 0);
+    else if (!strcmp(a, "--bn")) {
+        t->bn_override = !strcmp(v, "train") ? BN_TRAIN : !strcmp(v, "infer") ? BN_INFER : !strcmp(v, "frozen") ? BN_FROZEN : -1;
+        bad = t->bn_override < 0;
+    } else if (!strcmp(a, "--lr-groups")) {
+        bad = strlen(v) >= sizeof t->lr_groups;
+        if (!bad) strcpy(t->lr_groups, v);
+    } else if (!strcmp(a, "--layer-decay")) bad = parse_float_arg(v, &t->layer_decay) || !(t->layer_decay > 0 && t->layer_decay <= 1);
+    else if (!strcmp(a, "--depth-groups")) bad = parse_int_arg(v, &t->n_depth_groups) || t->n_depth_groups < 1 || t->n_depth_groups > KILN_MAX_GROUPS;
+    else if (!strcmp(a, "--on-diverge")) {
+        bad = strcmp(v, "stop") && strcmp(v, "rollback");
+        t->on_diverge = !strcmp(v, "rollback") ? DIVERGE_ROLLBACK : DIVERGE_STOP;
+    } else if (!strcmp(a, "--max-rollbacks")) bad = parse_int_arg(v, &t->max_rollbacks) || t->max_rollbacks < 0;
+    else if (!strcmp(a, "--seed")) {
+        int sd;
+        bad = parse_int_arg(v, &sd) || sd < 0;
+        if (!bad) t->seed = (uint64_t)sd;
+    }
+    if (bad) { fprintf(stderr, "kiln: bad value '%s' for %s\n", v, a); return -1; }
+    return 1;
 }

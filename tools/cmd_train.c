@@ -78,6 +78,9 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--no-progress")) c.progress = 0;
         else flag = 0;
         if (flag) continue;
+        int so = spec_option(t, argc, argv, &i);
+        if (so < 0) return 2;
+        if (so) continue;
         if (!v) { fprintf(stderr, "kiln train: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--strategy")) ;
         else if (!strcmp(a, "--arch")) c.arch = v;
@@ -86,31 +89,6 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--out")) c.out = v;
         else if (!strcmp(a, "--resume")) c.resume = v;
         else if (!strcmp(a, "--save")) c.save = v;
-        else if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &t->max_epochs) || t->max_epochs < 1;
-        else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &t->batch) || t->batch < 1 || t->batch > 65536;
-        else if (!strcmp(a, "--lr")) bad = parse_float_arg(v, &t->lr) || !(t->lr > 0);
-        else if (!strcmp(a, "--momentum")) bad = parse_float_arg(v, &t->momentum) || !(t->momentum >= 0 && t->momentum < 1);
-        else if (!strcmp(a, "--wd")) bad = parse_float_arg(v, &t->weight_decay) || !(t->weight_decay >= 0);
-        else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &t->patience) || t->patience < 0;
-        else if (!strcmp(a, "--plateau-patience")) bad = parse_int_arg(v, &t->plateau_patience) || t->plateau_patience < 0;
-        else if (!strcmp(a, "--plateau-factor")) bad = parse_float_arg(v, &t->plateau_factor) || !(t->plateau_factor > 0 && t->plateau_factor < 1);
-        else if (!strcmp(a, "--min-lr")) bad = parse_float_arg(v, &t->min_lr) || !(t->min_lr >= 0);
-        else if (!strcmp(a, "--warmup-epochs")) bad = parse_int_arg(v, &t->warmup_epochs) || t->warmup_epochs < 0;
-        else if (!strcmp(a, "--warmup-start")) bad = parse_float_arg(v, &t->warmup_start) || !(t->warmup_start > 0);
-        else if (!strcmp(a, "--finetune-factor")) bad = parse_float_arg(v, &t->finetune_factor) || !(t->finetune_factor > 0);
-        else if (!strcmp(a, "--bn")) {
-            t->bn_override = !strcmp(v, "train") ? BN_TRAIN : !strcmp(v, "infer") ? BN_INFER : !strcmp(v, "frozen") ? BN_FROZEN : -1;
-            bad = t->bn_override < 0;
-        }
-        else if (!strcmp(a, "--lr-groups")) { bad = strlen(v) >= sizeof t->lr_groups; if (!bad) strcpy(t->lr_groups, v); }
-        else if (!strcmp(a, "--layer-decay")) bad = parse_float_arg(v, &t->layer_decay) || !(t->layer_decay > 0 && t->layer_decay <= 1);
-        else if (!strcmp(a, "--depth-groups")) bad = parse_int_arg(v, &t->n_depth_groups) || t->n_depth_groups < 1 || t->n_depth_groups > KILN_MAX_GROUPS;
-        else if (!strcmp(a, "--on-diverge")) {
-            bad = strcmp(v, "stop") && strcmp(v, "rollback");
-            t->on_diverge = !strcmp(v, "rollback") ? DIVERGE_ROLLBACK : DIVERGE_STOP;
-        }
-        else if (!strcmp(a, "--max-rollbacks")) bad = parse_int_arg(v, &t->max_rollbacks) || t->max_rollbacks < 0;
-        else if (!strcmp(a, "--seed")) { int sd; bad = parse_int_arg(v, &sd) || sd < 0; t->seed = (uint64_t)sd; }
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &c.per_class) || c.per_class < 1;
         else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
         else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;

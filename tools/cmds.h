@@ -11,6 +11,12 @@ int cmd_plan(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+/* Write results.csv, report.md and scatter.svg of a compare folder
+ * (tools/cmd_report.c); returns an exit code. */
+int report_build(const char *dir);
 
 /* Options every command that builds a plan understands. */
 typedef struct {
@@ -29,6 +35,12 @@ int model_option(ModelOptions *m, int argc, char **argv, int *i);
 /* Load the arch and set its flags. Returns 0, or the exit code after
  * printing the error. */
 int model_load(const ModelOptions *m, Graph *g);
+
+/* The training knobs (--lr, --epochs, --warmup-epochs, ...: the TrainSpec
+ * fields) shared by train, plan --schedule and compare: consume argv[*i]
+ * like model_option. */
+#include "runtime/strategy.h"
+int spec_option(TrainSpec *t, int argc, char **argv, int *i);
 
 /* Parse a whole-string number; returns 0 or -1. */
 int parse_int_arg(const char *s, int *out);
