@@ -15,13 +15,16 @@ static const struct {
     {"train", cmd_train, "train a network on a data set"},
     {"bench", cmd_bench, "time the training step, fused against unfused"},
     {"data",  cmd_data,  "load a data set and describe it"},
+    {"eval",  cmd_eval,  "accuracy, per-class accuracy and confusion matrix of weights on a split"},
+    {"compare", cmd_compare, "compare transfer strategies: trials over an LR x batch grid, then a report"},
+    {"report", cmd_report, "results.csv, report.md and scatter.svg of a compare folder"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: kiln COMMAND [options]   (kiln COMMAND --help for its options)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++)
-        fprintf(f, "  %-6s %s\n", CMDS[i].name, CMDS[i].help);
+        fprintf(f, "  %-8s %s\n", CMDS[i].name, CMDS[i].help);
 }
 
 int main(int argc, char **argv)
