@@ -16,6 +16,7 @@ static int argmax_first(const float *l, int K)
     return arg;
 }
 
+/* Batch by batch: upload, evaluate, argmax of each logits row into cm. */
 int confusion_matrix(Backend *be, const DataView *dv, const int *idx, int n, int K, long *cm)
 {
     int B = be->plan->opt.batch;
@@ -49,6 +50,7 @@ int confusion_matrix(Backend *be, const DataView *dv, const int *idx, int n, int
     return 0;
 }
 
+/* Trace over total. */
 double confusion_accuracy(const long *cm, int K)
 {
     long diag = 0, total = 0;

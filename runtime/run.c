@@ -504,14 +504,14 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
 
         PhaseConfig pc = {ph, spec.max_epochs, spec.momentum, spec.weight_decay, &groups, spec.on_diverge,
                           spec.max_rollbacks, spec.warmup_epochs > 0, spec.seed,
-                          c->stop_after_steps ? c->stop_after_steps - steps_done : 0, NULL};
+                          c->stop_after_steps ? c->stop_after_steps - steps_done : 0, NULL, log};
         float lr = ph == 1 ? spec.lr * spec.finetune_factor : spec.lr;
         if (spec.strategy == STRAT_AUTO && !have_resume) {
             be[ph]->set_entry(be[ph], dv.cache ? dv.cache->cut : 0);
             lr = auto_lr(be[ph], &dv, &pc, log);
             spec.lr = lr;
         }
-        r->lr = lr;
+        if (ph == 0) r->lr = lr;      /* the run's LR; phase 2 runs at lr * finetune_factor */
         int steps = (sp.n_train + spec.batch - 1) / spec.batch;
         LoopState ls;
         memset(&ls, 0, sizeof ls);
@@ -618,6 +618,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_t *cfg = spec_json(c, &groups);
         json_object_set_new(cfg, "batch", json_integer(spec.batch));
         json_object_set_new(cfg, "lr", json_real(r->lr));
+        json_object_set_new(cfg, "input_size", json_pack("[i,i]", in->h, in->w));
         path_in(path, sizeof path, dir, "config.json");
         int bad = write_json(path, cfg);
         json_decref(cfg);

@@ -180,7 +180,7 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                         ls->sched.warmup_steps = ls->sched.warmup_steps ? 2 * ls->sched.warmup_steps : steps;
                     else
                         ls->sched.base *= 0.5f;
-                    fprintf(stderr, "diverged at epoch %d step %d, lr=%g: rolled back to the epoch's start, %s (rollback %d of %d)\n",
+                    fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to the epoch's start, %s (rollback %d of %d)\n",
                             e + 1, s + 1, lr, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
                     snap_take(&snap, be, ls);
                     s = -1;            /* the epoch again */
@@ -191,7 +191,7 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                 res->div_epoch = e + 1;
                 res->div_step = s + 1;
                 res->div_lr = lr;
-                fprintf(stderr, "diverged at epoch %d step %d, lr=%g\n", e + 1, s + 1, lr);
+                fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g\n", e + 1, s + 1, lr);
                 snap_restore(&snap, be, ls);     /* never keep poisoned weights */
                 stop = 1;
                 break;

@@ -50,6 +50,7 @@ typedef struct {
     uint64_t seed;
     long stop_after_steps;      /* testing: return as if killed after this many steps of this call (0: never) */
     const float *resume_best;   /* resuming: the best weights so far (param arena), or NULL */
+    FILE *log;                  /* divergence and rollback messages (NULL: stderr) */
 } PhaseConfig;
 
 /* Everything besides parameters, momentum and the backend step counter that
