@@ -489,7 +489,7 @@ size_t plan_layer_floats(const Plan *p, int layer)
     return (size_t)o.h * o.w * o.c;
 }
 
-int plan_find_cut(const Plan *p)
+int plan_find_cut(const Plan *p, size_t max_floats)
 {
     const Graph *g = p->g;
     int best = -1;
@@ -513,7 +513,7 @@ int plan_find_cut(const Plan *p)
         for (int j = 0; j < g->n_layers; j++)
             if (p->layer_tensor[j] == t) layer = j;
         if (layer < 0) continue;
-        if (best < 0 || plan_layer_floats(p, layer) <= plan_layer_floats(p, best)) best = layer;
+        if (plan_layer_floats(p, layer) <= max_floats) best = layer;
     }
     return best;
 }

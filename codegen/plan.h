@@ -102,10 +102,10 @@ int param_trainable(const Graph *g, int i);
 /* The best layer at which cached features can enter the plan: the frozen,
  * forward-only, deterministic prefix ends there (no backward step, no BN on
  * batch statistics, no dropout up to it) and nothing after it reads any
- * earlier tensor but its output. Among such layers, the one whose output is
- * smallest (per image) and latest. Returns the layer, or -1 when there is no
- * frozen prefix to cache. */
-int plan_find_cut(const Plan *p);
+ * earlier tensor but its output. Among such layers whose output has at most
+ * max_floats per image, the latest (so epochs run the fewest layers).
+ * Returns the layer, or -1 when there is none. */
+int plan_find_cut(const Plan *p, size_t max_floats);
 /* Floats per image of layer l's output. */
 size_t plan_layer_floats(const Plan *p, int layer);
 

@@ -4,8 +4,8 @@
  * dispatch is two switch statements over OpKind (forward, backward) that only
  * pick arena pointers and call kernels; all decisions were taken by the plan.
  * Derived constants (folded weights, BN scale/shift/invstd) are recomputed
- * when they can have changed: frozen ones after write_params, the others on
- * every forward.
+ * when they can have changed: a node's folded weights at its first forward
+ * after write_params, the others on every forward.
  */
 #include "runtime/backend.h"
 
@@ -20,7 +20,7 @@ typedef struct {
     const Plan *p;
     float *params, *grads, *mom, *act, *derived, *ws;
     int n;                  /* images in the current batch */
-    int derived_dirty;      /* frozen derived constants need recomputing */
+    char *dirty;            /* per node: its folded constants need recomputing */
     uint64_t step;          /* dropout seed counter */
     int entry_node;         /* batches enter after this node (0: the input) */
     int entry_tensor;       /* where upload() writes */
@@ -128,8 +128,10 @@ static void forward_node(Cpu *c, int ni, int training)
     size_t M = (size_t)n * l->out.h * l->out.w;           /* output rows */
     float *x = nd->n_in ? T(c, nd->in[0]) : NULL, *out = T(c, nd->out);
     int b = node_bn(p, nd);
-    if (nd->fold ? c->derived_dirty : b >= 0 && !(training && g->layers[b].bn_mode == BN_TRAIN))
+    if (nd->fold ? c->dirty[ni] : b >= 0 && !(training && g->layers[b].bn_mode == BN_TRAIN)) {
         compute_derived(c, ni);
+        c->dirty[ni] = 0;
+    }
     switch (l->op) {
     case OP_INPUT: case OP_COUNT:
         break;
@@ -328,7 +330,6 @@ static double run_forward(Cpu *c, int training, int *correct, int last)
                               (const int32_t *)T(c, p->labels_tensor), c->n, K);
         }
     }
-    c->derived_dirty = 0;
     return loss;
 }
 
@@ -414,7 +415,7 @@ static void cpu_write_params(Backend *be, const float *src)
 {
     Cpu *c = be->impl;
     memcpy(c->params, src, sizeof(float) * c->p->param_floats);
-    c->derived_dirty = 1;
+    memset(c->dirty, 1, (size_t)c->p->n_nodes);
 }
 
 static void cpu_read_momentum(Backend *be, float *dst)
@@ -441,7 +442,7 @@ static void cpu_destroy(Backend *be)
     Cpu *c = be->impl;
     if (c) {
         free(c->params); free(c->grads); free(c->mom);
-        free(c->act); free(c->derived); free(c->ws);
+        free(c->act); free(c->derived); free(c->ws); free(c->dirty);
         free(c);
     }
     free(be);
@@ -463,9 +464,10 @@ Backend *cpu_backend_create(const Plan *p, char *err, size_t errlen)
     c->act = arena(p->act_floats);
     c->derived = arena(p->derived_floats);
     c->ws = arena(p->ws_floats);
-    c->derived_dirty = 1;
+    c->dirty = malloc((size_t)p->n_nodes + 1);
+    if (c->dirty) memset(c->dirty, 1, (size_t)p->n_nodes);
     c->entry_tensor = p->input_tensor;
-    if (!c->params || !c->grads || !c->mom || !c->act || !c->derived || !c->ws) {
+    if (!c->params || !c->grads || !c->mom || !c->act || !c->derived || !c->ws || !c->dirty) {
         snprintf(err, errlen, "cannot allocate the plan's %zu bytes of arenas", plan_bytes(p));
         cpu_destroy(be);
         return NULL;

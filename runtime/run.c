@@ -477,8 +477,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         /* the frozen prefix's features, computed once */
         double cache_t = 0;
         dv.cache = NULL;
-        int cut = c->cache ? plan_find_cut(p) : -1;
-        if (cut > 0 && plan_layer_floats(p, cut) * sizeof(float) * (size_t)ds->n <= c->cache_limit) {
+        int cut = c->cache ? plan_find_cut(p, c->cache_limit / sizeof(float) / (size_t)ds->n) : -1;
+        if (cut > 0) {
             char ckey[1024];
             snprintf(ckey, sizeof ckey, "%.400s|%.300s|%.300s|%d", key, c->arch, c->weights ? c->weights : "-", cut);
             if (ph == 0 && !strcmp(ckey, sh->cache_key)) {

@@ -94,7 +94,7 @@ START_TEST(strategy_flags)
             Plan p;
             PlanOptions po = {.batch = 4, .fuse = 1, .fold = 1};
             ck_assert_int_eq(plan_build(&p, &g, &po, err, sizeof err), 0);
-            int cut = plan_find_cut(&p);
+            int cut = plan_find_cut(&p, KILN_NONE);
             ck_assert_int_ge(cut, 0);
             ck_assert_str_eq(g.layers[cut].name, "gap");
             plan_free(&p);

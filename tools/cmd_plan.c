@@ -59,7 +59,7 @@ static int print_schedule(const ModelOptions *m, Graph *g, TrainSpec *t, const c
         Plan p;
         PlanOptions po = {.batch = t->batch, .fuse = m->fuse, .fold = m->fold};
         if (plan_build(&p, g, &po, err, sizeof err)) { fprintf(stderr, "kiln plan: %s\n", err); return 1; }
-        int cut = plan_find_cut(&p);
+        int cut = plan_find_cut(&p, KILN_NONE);
         printf("phase %d: %zu of %zu learnable parameters train; ", ph + 1, p.trainable_floats, graph_learnable(g));
         if (cut > 0)
             printf("cached: the features of '%s' (%zu floats per image), computed once; epochs run the %d layers after it\n",
