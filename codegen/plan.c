@@ -197,7 +197,8 @@ int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_
         }
         if (opt->fuse && ncons[tail] == 1 && g->layers[cons[tail]].op == OP_ADD) {
             const Layer *a = &g->layers[cons[tail]];
-            if (a->in[0] != a->in[1]) { add_of[i] = cons[tail]; tail = cons[tail]; }
+            /* an add of two conv chains (a projection shortcut) is absorbed once */
+            if (a->in[0] != a->in[1] && main_of[cons[tail]] < 0) { add_of[i] = cons[tail]; tail = cons[tail]; }
         }
         tail_of[i] = tail;
         for (int j = i + 1; j <= tail; j++)

@@ -162,6 +162,49 @@ static void fused_vs_unfused(const char *freeze, BnMode mode)
     unload();
 }
 
+/* Two conv chains into one add (a projection shortcut, as in the first
+ * block of a ResNetV2 stack): only one of them may absorb the add. */
+START_TEST(fused_matches_unfused_projection_shortcut)
+{
+    load_tiny();
+    graph_free(&g);
+    const char *txt =
+        "input in size=16x16x3 scale=1/255 mean=0.5 std=0.25\n"
+        "conv a filters=8 kernel=3 padding=same bias=false\nbn a_bn\nrelu a_act\n"
+        "conv b filters=8 kernel=1 from=in\nbn b_bn\n"
+        "add sum from=a_act,b_bn\nrelu sum_act\ngap gap\ndense head units=4\nsoftmax_ce loss\n";
+    char err[512];
+    ck_assert_msg(graph_parse(&g, txt, strlen(txt), "shortcut.arch", err, sizeof err) == 0, "%s", err);
+    graph_flags_all(&g, 1, BN_TRAIN);
+    Run f, u;
+    run_open(&f, 16, 1, 1);
+    run_open(&u, 16, 0, 1);
+    int adds = 0;
+    for (int i = 0; i < f.p.n_nodes; i++) adds += f.p.nodes[i].add >= 0;
+    ck_assert_int_eq(adds, 1);
+    float lr = 0.05f;
+    StepConfig sc = {&lr, 1, 0.9f, 0.0f};
+    for (int step = 0; step < 2; step++) {
+        double lf, lu;
+        int cf, cu;
+        upload_batch(f.be, 16, 16 * step);
+        upload_batch(u.be, 16, 16 * step);
+        ck_assert_int_eq(f.be->train_step(f.be, 16, &sc, &lf, &cf), 0);
+        ck_assert_int_eq(u.be->train_step(u.be, 16, &sc, &lu, &cu), 0);
+        ck_assert_msg(fabs(lf - lu) <= 1e-5 * fabs(lu), "loss fused %.9g unfused %.9g", lf, lu);
+    }
+    float *pf = malloc(sizeof(float) * f.p.param_floats), *pu = malloc(sizeof(float) * u.p.param_floats);
+    f.be->read_params(f.be, pf);
+    u.be->read_params(u.be, pu);
+    const char *which = "";
+    double wp = worst_params(&f, &u, pf, pu, &which);
+    ck_assert_msg(wp <= 1e-4, "updated weights differ by %g (%s)", wp, which);
+    free(pf); free(pu);
+    run_close(&f); run_close(&u);
+    unload();
+}
+END_TEST
+
 START_TEST(fused_matches_unfused_bn_train) { fused_vs_unfused(NULL, BN_TRAIN); }
 END_TEST
 START_TEST(fused_matches_unfused_bn_infer) { fused_vs_unfused(NULL, BN_INFER); }
@@ -333,6 +376,7 @@ int main(void)
     tcase_add_test(tc, fused_matches_unfused_bn_infer);
     tcase_add_test(tc, fused_matches_unfused_bn_frozen);
     tcase_add_test(tc, fused_matches_unfused_half_frozen);
+    tcase_add_test(tc, fused_matches_unfused_projection_shortcut);
     tcase_add_test(tc, folded_matches_unfolded);
     tcase_add_test(tc, cached_features_match_full_forward);
     tcase_add_test(tc, network_gradient_matches_finite_differences);
