@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "runtime/checkpoint.h"
+#include "runtime/files.h"
 #include "runtime/params.h"
 #include "runtime/weights.h"
 
@@ -34,38 +35,11 @@ void run_shared_free(RunShared *sh)
 
 /* ---- files ------------------------------------------------------------------- */
 
-/* mkdir -p; 0 or -1. */
-static int mkdirs(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
-}
 
+/* dir/file into buf. */
 static void path_in(char *buf, size_t n, const char *dir, const char *file)
 {
     snprintf(buf, n, "%s/%s", dir, file);
-}
-
-/* Write a JSON object atomically (temp file, fsync, rename). */
-static int write_json(const char *path, json_t *obj)
-{
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    int bad = json_dumpf(obj, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0;
-    bad |= fputc('\n', f) == EOF;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) { unlink(tmp); return -1; }
-    return 0;
 }
 
 static json_t *spec_json(const RunConfig *c, const LrGroups *gr)
@@ -338,7 +312,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         char probe[1100];
         path_in(probe, sizeof probe, dir, ".write-test");
         FILE *pf = NULL;
-        if (mkdirs(dir) || !(pf = fopen(probe, "w"))) {
+        if (kiln_mkdirs(dir) || !(pf = fopen(probe, "w"))) {
             snprintf(err, errlen, "%s: cannot write to the run folder: %s", dir, strerror(errno));
             rc = 2;
             goto out_graph;
@@ -620,7 +594,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(cfg, "lr", json_real(r->lr));
         json_object_set_new(cfg, "input_size", json_pack("[i,i]", in->h, in->w));
         path_in(path, sizeof path, dir, "config.json");
-        int bad = write_json(path, cfg);
+        int bad = kiln_write_json(path, cfg);
         json_decref(cfg);
         json_t *s = json_object();
         json_object_set_new(s, "arch", json_string(g.name));
@@ -653,7 +627,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "trainable_parameters", json_integer((json_int_t)r->trainable));
         json_object_set_new(s, "cached_layer", r->cached_layer >= 0 ? json_string(g.layers[r->cached_layer].name) : json_null());
         path_in(path, sizeof path, dir, "summary.json");
-        bad |= write_json(path, s);
+        bad |= kiln_write_json(path, s);
         json_decref(s);
         if (bad) { snprintf(err, errlen, "%s: cannot write config.json or summary.json", dir); rc = 1; goto out_plans; }
     }

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "runtime/run.h"
+#include "runtime/files.h"
 #include "tools/cmds.h"
 
 #define MAX_ARCHS 16
@@ -218,34 +219,6 @@ static void trial_point(const Sweep *s, Strategy st, int k, float *lr, int *batc
     *seed = s->seed + (uint64_t)(st == STRAT_AUTO ? k : round);
 }
 
-/* mkdir -p; 0 or -1. */
-static int make_dirs(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
-}
-
-/* Write a JSON object atomically (temp file, fsync, rename); 0 or -1. */
-static int write_json_file(const char *path, json_t *o)
-{
-    char tmp[1300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return -1;
-    int bad = json_dumpf(o, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0;
-    bad |= fputc('\n', f) == EOF;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) { unlink(tmp); return -1; }
-    return 0;
-}
 
 /* Everything a trial's result depends on: equal descriptors, equal runs. */
 static json_t *trial_json(const Sweep *s, int a, Strategy st, int k, const RunConfig *c)
@@ -329,7 +302,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
 
     snprintf(path, sizeof path, "%s/trial.json", dir);
     unlink(path);                       /* a stale descriptor must not bless a new run */
-    if (make_dirs(dir)) {
+    if (kiln_mkdirs(dir)) {
         printf("\n");
         fprintf(stderr, "kiln compare: %s: cannot create the trial folder: %s\n", dir, strerror(errno));
         json_decref(want);
@@ -365,7 +338,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
         else
             printf("test_acc %.4f  train %.2fs  epochs %d\n", r.test_acc, r.train_seconds, epochs);
         snprintf(path, sizeof path, "%s/trial.json", dir);
-        if (write_json_file(path, want))
+        if (kiln_write_json(path, want))
             fprintf(stderr, "kiln compare: %s: cannot write: %s\n", path, strerror(errno));
     }
     fflush(stdout);
@@ -460,7 +433,7 @@ int cmd_compare(int argc, char **argv)
     }
     int rc = resolve_weights(&s, weights);
     if (rc) goto out;
-    if (make_dirs(s.out)) {
+    if (kiln_mkdirs(s.out)) {
         fprintf(stderr, "kiln compare: %s: cannot create the output folder: %s\n", s.out, strerror(errno));
         rc = 2;
         goto out;
