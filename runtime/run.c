@@ -35,7 +35,6 @@ void run_shared_free(RunShared *sh)
 
 /* ---- files ------------------------------------------------------------------- */
 
-
 /* dir/file into buf. */
 static void path_in(char *buf, size_t n, const char *dir, const char *file)
 {
