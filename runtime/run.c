@@ -478,18 +478,15 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         PhaseConfig pc = {ph, spec.max_epochs, spec.momentum, spec.weight_decay, &groups, spec.on_diverge,
                           spec.max_rollbacks, spec.warmup_epochs > 0, spec.seed,
                           c->stop_after_steps ? c->stop_after_steps - steps_done : 0, NULL, log};
-        float lr = ph == 1 ? spec.lr * spec.finetune_factor : spec.lr;
         if (spec.strategy == STRAT_AUTO && !have_resume) {
             be[ph]->set_entry(be[ph], dv.cache ? dv.cache->cut : 0);
-            lr = auto_lr(be[ph], &dv, &pc, log);
-            spec.lr = lr;
+            spec.lr = auto_lr(be[ph], &dv, &pc, log);
         }
-        if (ph == 0) r->lr = lr;      /* the run's LR; phase 2 runs at lr * finetune_factor */
+        r->lr = spec.lr;              /* the run's LR; phase 2 runs at lr * finetune_factor */
         int steps = (sp.n_train + spec.batch - 1) / spec.batch;
         LoopState ls;
         memset(&ls, 0, sizeof ls);
-        schedule_init(&ls.sched, lr, spec.warmup_start, (long)spec.warmup_epochs * steps, spec.plateau_patience,
-                      spec.plateau_factor, spec.min_lr, spec.patience);
+        strategy_schedule(&ls.sched, &spec, ph, spec.lr, steps);
         ls.seconds = cache_t;
         ck.param_floats = p->param_floats;
         ck.opt_floats = p->opt_floats;

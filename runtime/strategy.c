@@ -43,6 +43,13 @@ void strategy_defaults(TrainSpec *t, Strategy s)
 
 int strategy_phases(const TrainSpec *t) { return t->strategy == STRAT_FREEZE_FINETUNE ? 2 : 1; }
 
+void strategy_schedule(Schedule *s, const TrainSpec *t, int phase, float lr, int steps)
+{
+    if (phase == 1) lr *= t->finetune_factor;
+    schedule_init(s, lr, t->warmup_start, (long)t->warmup_epochs * steps, t->plateau_patience,
+                  t->plateau_factor, t->min_lr, t->patience);
+}
+
 /* First / last layer whose name starts with prefix, or -1. */
 static int first_with(const Graph *g, const char *p, size_t n)
 {

@@ -76,6 +76,13 @@ typedef struct {
 int strategy_apply(const TrainSpec *t, int phase, Graph *g, LrGroups *groups,
                    char *err, size_t errlen);
 
+/* The schedule of phase `phase` with `steps` steps an epoch: base LR `lr`
+ * (x finetune_factor in freeze-finetune's second phase), the warm-up, the
+ * plateau and early-stopping rules of t. What runs use and what
+ * `kiln plan --schedule` prints. */
+#include "runtime/schedule.h"
+void strategy_schedule(Schedule *s, const TrainSpec *t, int phase, float lr, int steps);
+
 /* Number of phases (2 for freeze-finetune, else 1). */
 int strategy_phases(const TrainSpec *t);
 

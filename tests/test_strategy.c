@@ -178,6 +178,36 @@ START_TEST(schedule_values)
 }
 END_TEST
 
+/* Each strategy's schedule at chosen steps (100 steps an epoch, lr 0.1). */
+START_TEST(strategy_schedules)
+{
+    struct { Strategy s; int phase; long step; float lr; } want[] = {
+        {STRAT_RANDOM, 0, 0, 0.1f}, {STRAT_RANDOM, 0, 1000, 0.1f},
+        {STRAT_NAIVE, 0, 0, 0.1f},
+        {STRAT_NAIVE_BN_FROZEN, 0, 250, 0.1f},
+        {STRAT_FROZEN, 0, 0, 0.1f},
+        {STRAT_FREEZE_FINETUNE, 0, 0, 0.1f}, {STRAT_FREEZE_FINETUNE, 1, 0, 0.01f},
+        {STRAT_FREEZE_FINETUNE, 1, 700, 0.01f},
+        {STRAT_LAYERWISE, 0, 0, 0.1f},
+        /* warm-up: 0.001 -> 0.1 linearly over 5 epochs = 500 steps */
+        {STRAT_WARMUP, 0, 0, 0.001f}, {STRAT_WARMUP, 0, 100, 0.0208f}, {STRAT_WARMUP, 0, 250, 0.0505f},
+        {STRAT_WARMUP, 0, 499, 0.1f - 0.099f / 500}, {STRAT_WARMUP, 0, 500, 0.1f}, {STRAT_WARMUP, 0, 5000, 0.1f},
+        {STRAT_AUTO, 0, 0, 0.001f}, {STRAT_AUTO, 0, 500, 0.1f},
+    };
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        TrainSpec t;
+        Schedule s;
+        strategy_defaults(&t, want[k].s);
+        strategy_schedule(&s, &t, want[k].phase, 0.1f, 100);
+        float got = schedule_lr_at(&s, want[k].step);
+        ck_assert_msg(fabsf(got - want[k].lr) <= 1e-6f, "%s phase %d step %ld: lr %g, want %g",
+                      strategy_name(want[k].s), want[k].phase, want[k].step, got, want[k].lr);
+        ck_assert_int_eq(s.patience, 20);
+        ck_assert_int_eq(s.plateau_patience, 8);
+    }
+}
+END_TEST
+
 /* ---- runs ------------------------------------------------------------------------ */
 
 static FILE *quiet;
@@ -376,6 +406,7 @@ int main(void)
     tcase_add_test(tc, strategy_flags);
     tcase_add_test(tc, layerwise_groups);
     tcase_add_test(tc, schedule_values);
+    tcase_add_test(tc, strategy_schedules);
     tcase_add_test(tc, warmup_rescues_high_lr);
     tcase_add_test(tc, resume_is_bit_identical);
     tcase_add_test(tc, corrupted_checkpoint_refused);

@@ -67,9 +67,8 @@ static int print_schedule(const ModelOptions *m, Graph *g, TrainSpec *t, const c
         else
             printf("nothing cached (no frozen forward-only prefix)\n");
         plan_free(&p);
-        float lr = ph == 1 ? t->lr * t->finetune_factor : t->lr;
         Schedule s;
-        schedule_init(&s, lr, ph == 1 ? 0 : t->warmup_start, ph == 1 ? 0 : (long)t->warmup_epochs * steps, 0, 1, 0, 0);
+        strategy_schedule(&s, t, ph, t->lr, steps);
         for (int k = 0; k < gr.n; k++) printf("  group %d: layers %s, LR x%g\n", k, gr.name[k], gr.scale[k]);
         printf("%6s %6s", "phase", "epoch");
         for (int k = 0; k < gr.n; k++) printf("  group %-8d", k);
