@@ -371,7 +371,7 @@ static int write_md(const char *dir, const Rows *rs)
         md_cell(f, rs->rows[i].data);
         fprintf(f, "`");
     }
-    fprintf(f, ".\n\nTest accuracy is measured once per run, on the held-out test split (10%%, stratified), "
+    fprintf(f, ".\n\nTest accuracy is measured once per run, on the held-out test split (the source's own test set where it has one, else a stratified 10%%), "
                "with the weights of the best validation epoch. Train time is the training loop's wall clock "
                "(validation and feature caching included; loading and planning apart). Means and the best "
                "trial count only runs that did not diverge; diverged runs are counted in their own column "
