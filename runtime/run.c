@@ -41,9 +41,9 @@ static void path_in(char *buf, size_t n, const char *dir, const char *file)
     snprintf(buf, n, "%s/%s", dir, file);
 }
 
-static json_t *spec_json(const RunConfig *c, const LrGroups *gr)
+/* The resolved configuration: what `kiln train --resume DIR` reads back. */
+static json_t *spec_json(const RunConfig *c, const TrainSpec *t, const LrGroups *gr, const InputAttr *in)
 {
-    const TrainSpec *t = &c->spec;
     json_t *o = json_object();
     json_object_set_new(o, "arch", json_string(c->arch));
     json_object_set_new(o, "data", json_string(c->data));
@@ -70,6 +70,9 @@ static json_t *spec_json(const RunConfig *c, const LrGroups *gr)
     json_object_set_new(o, "fuse", json_boolean(c->fuse));
     json_object_set_new(o, "fold", json_boolean(c->fold));
     json_object_set_new(o, "cache_features", json_boolean(c->cache));
+    json_object_set_new(o, "input_size", json_pack("[i,i]", in->h, in->w));
+    json_object_set_new(o, "max_rollbacks", json_integer(t->max_rollbacks));
+    json_object_set_new(o, "depth_groups", json_integer(t->n_depth_groups));
     if (gr) {
         json_t *a = json_array();
         for (int k = 0; k < gr->n; k++) {
@@ -129,7 +132,7 @@ static void hook_step(void *ctx, int epoch, int pos, int steps, double loss, dou
 static int hook_checkpoint(void *ctx, Backend *be, const LoopState *ls)
 {
     Hooks *h = ctx;
-    if (!h->c->out) return 0;
+    if (!h->dir[0]) return 0;
     Checkpoint *ck = h->ck;
     ck->phase = h->phase;
     ck->ls = *ls;
@@ -151,7 +154,7 @@ static void hook_best(void *ctx, const float *params, int epoch, double val)
     Hooks *h = ctx;
     memcpy(h->ck->best, params, sizeof(float) * h->plan->param_floats);
     h->ck->has_best = 1;
-    if (!h->c->out) return;
+    if (!h->dir[0]) return;
     char path[1100], err[512];
     path_in(path, sizeof path, h->dir, "best.safetensors");
     if (weights_save(h->plan, params, path, err, sizeof err)) {
@@ -380,6 +383,15 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     r->batch = spec.batch;
 
     /* metrics and config files */
+    if (dir && !have_resume) {
+        char path[1100];
+        if ((rc = strategy_apply(&spec, 0, &g, &groups, err, errlen))) goto out_split;
+        json_t *cfg = spec_json(c, &spec, &groups, in);
+        path_in(path, sizeof path, dir, "config.json");
+        int bad = kiln_write_json(path, cfg);
+        json_decref(cfg);
+        if (bad) { snprintf(err, errlen, "%s: cannot write", path); rc = 2; goto out_split; }
+    }
     if (dir) {
         char path[1100];
         path_in(path, sizeof path, dir, "metrics.csv");
@@ -585,10 +597,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     }
     if (dir) {
         char path[1100];
-        json_t *cfg = spec_json(c, &groups);
-        json_object_set_new(cfg, "batch", json_integer(spec.batch));
-        json_object_set_new(cfg, "lr", json_real(r->lr));
-        json_object_set_new(cfg, "input_size", json_pack("[i,i]", in->h, in->w));
+        json_t *cfg = spec_json(c, &spec, &groups, in);
         path_in(path, sizeof path, dir, "config.json");
         int bad = kiln_write_json(path, cfg);
         json_decref(cfg);

@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/checkpoint.h"
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
 
@@ -325,6 +327,15 @@ START_TEST(resume_is_bit_identical)
     cfg_for(&c, tiny, data, STRAT_FREEZE_FINETUNE);
     c.spec.max_epochs = 3; c.spec.lr = 0.05f; c.resume = part; c.stop_after_steps = 20;
     ck_assert_int_eq(run(&c, &r, err, sizeof err), 130);
+    /* the resumed run wrote its own checkpoint, in phase 2 */
+    char ckpath[600];
+    snprintf(ckpath, sizeof ckpath, "%s/last.ckpt", part);
+    Checkpoint ckp;
+    ck_assert_msg(checkpoint_load(ckpath, &ckp, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ckp.phase, 1);
+    ck_assert_int_eq(ckp.ls.epoch, 0);
+    ck_assert_int_eq(ckp.ls.pos, 5);
+    checkpoint_free(&ckp);
     /* resumed to the end */
     cfg_for(&c, tiny, data, STRAT_FREEZE_FINETUNE);
     c.spec.max_epochs = 3; c.spec.lr = 0.05f; c.resume = part; c.save = wb;
@@ -336,6 +347,16 @@ START_TEST(resume_is_bit_identical)
     ck_assert_int_eq((int)na, (int)nb);
     ck_assert_msg(memcmp(a, b, na) == 0, "resumed final weights differ from the uninterrupted run's");
     free(a); free(b);
+    /* and so does the best-weights file of the run folder */
+    char fb[600], pb[600];
+    snprintf(fb, sizeof fb, "%s/best.safetensors", full);
+    snprintf(pb, sizeof pb, "%s/best.safetensors", part);
+    a = slurp(fb, &na);
+    b = slurp(pb, &nb);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_msg(na == nb && memcmp(a, b, na) == 0, "the resumed run's best.safetensors differs");
+    free(a); free(b);
     /* the metrics of the resumed run have every epoch once */
     char path[600];
     snprintf(path, sizeof path, "%s/metrics.csv", part);
@@ -345,6 +366,29 @@ START_TEST(resume_is_bit_identical)
     ck_assert_int_eq(lines, 1 + 6);
     free(m);
     fclose(quiet);
+}
+END_TEST
+
+/* `kiln train --resume DIR` alone: the options come from DIR/config.json. */
+START_TEST(cli_resume_needs_only_the_folder)
+{
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_ptr_nonnull(bin);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' train --arch '%s' --data synthetic:n=200 --strategy warmup --warmup-epochs 1 "
+             "--epochs 2 --lr 0.05 --out '%s/cli' --stop-after-steps 7 --no-progress >/dev/null 2>&1", bin, tiny, tmpdir);
+    int st = system(cmd);
+    ck_assert_int_eq(WEXITSTATUS(st), 130);
+    snprintf(cmd, sizeof cmd, "'%s' train --resume '%s/cli' --no-progress >/dev/null 2>&1", bin, tmpdir);
+    st = system(cmd);
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/cli/summary.json", tmpdir);
+    size_t n;
+    char *sum = slurp(path, &n);
+    ck_assert_ptr_nonnull(sum);
+    ck_assert_msg(strstr(sum, "\"strategy\": \"warmup\"") && strstr(sum, "\"epochs\": 2"), "%s", sum);
+    free(sum);
 }
 END_TEST
 
@@ -409,6 +453,7 @@ int main(void)
     tcase_add_test(tc, strategy_schedules);
     tcase_add_test(tc, warmup_rescues_high_lr);
     tcase_add_test(tc, resume_is_bit_identical);
+    tcase_add_test(tc, cli_resume_needs_only_the_folder);
     tcase_add_test(tc, corrupted_checkpoint_refused);
     tcase_add_test(tc, bad_setup_fails_before_training);
     suite_add_tcase(s, tc);

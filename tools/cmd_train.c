@@ -2,6 +2,7 @@
  * Parses options into a RunConfig (strategy defaults first, then every
  * override), installs the Ctrl-C handler (a checkpoint is written and the run
  * stops cleanly), and calls run_train. */
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,76 @@ static void default_out(char *buf, size_t n, const char *arch, const char *strat
         snprintf(buf, n, "runs/%.*s-%s-%d", len, b, strategy, k);
 }
 
+/* `--resume DIR` alone is enough: the run's config.json gives every option
+ * (the command line may still override). Strings live in the json object,
+ * which the caller keeps until the run ends. Returns 0, or 2 with a message. */
+static int config_from_run(RunConfig *c, const char *dir, json_t **keep)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (!o || !json_is_object(o)) {
+        fprintf(stderr, "kiln train: %s: cannot read the run's configuration: %s\n", path, o ? "not an object" : je.text);
+        json_decref(o);
+        return 2;
+    }
+    const char *strategy = json_string_value(json_object_get(o, "strategy"));
+    int s = strategy ? strategy_parse(strategy) : -1;
+    if (s < 0) {
+        fprintf(stderr, "kiln train: %s: no known strategy\n", path);
+        json_decref(o);
+        return 2;
+    }
+    TrainSpec *t = &c->spec;
+    strategy_defaults(t, (Strategy)s);
+#define NUM(key) json_number_value(json_object_get(o, key))
+#define HAS(key) (json_object_get(o, key) != NULL)
+    c->arch = json_string_value(json_object_get(o, "arch"));
+    c->data = json_string_value(json_object_get(o, "data"));
+    c->weights = json_string_value(json_object_get(o, "weights"));
+    if (HAS("lr")) t->lr = (float)NUM("lr");
+    if (HAS("momentum")) t->momentum = (float)NUM("momentum");
+    if (HAS("weight_decay")) t->weight_decay = (float)NUM("weight_decay");
+    if (HAS("batch")) t->batch = (int)NUM("batch");
+    if (HAS("max_epochs")) t->max_epochs = (int)NUM("max_epochs");
+    if (HAS("patience")) t->patience = (int)NUM("patience");
+    if (HAS("plateau_patience")) t->plateau_patience = (int)NUM("plateau_patience");
+    if (HAS("plateau_factor")) t->plateau_factor = (float)NUM("plateau_factor");
+    if (HAS("min_lr")) t->min_lr = (float)NUM("min_lr");
+    if (HAS("warmup_epochs")) t->warmup_epochs = (int)NUM("warmup_epochs");
+    if (HAS("warmup_start")) t->warmup_start = (float)NUM("warmup_start");
+    if (HAS("finetune_factor")) t->finetune_factor = (float)NUM("finetune_factor");
+    if (HAS("layer_decay")) t->layer_decay = (float)NUM("layer_decay");
+    if (HAS("depth_groups")) t->n_depth_groups = (int)NUM("depth_groups");
+    if (HAS("max_rollbacks")) t->max_rollbacks = (int)NUM("max_rollbacks");
+    if (HAS("seed")) t->seed = (uint64_t)NUM("seed");
+    if (HAS("per_class")) c->per_class = (int)NUM("per_class");
+    const char *bn = json_string_value(json_object_get(o, "bn"));
+    if (bn) t->bn_override = !strcmp(bn, "train") ? BN_TRAIN : !strcmp(bn, "infer") ? BN_INFER : !strcmp(bn, "frozen") ? BN_FROZEN : -1;
+    const char *od = json_string_value(json_object_get(o, "on_diverge"));
+    if (od) t->on_diverge = !strcmp(od, "rollback") ? DIVERGE_ROLLBACK : DIVERGE_STOP;
+    const char *lg = json_string_value(json_object_get(o, "lr_groups"));
+    if (lg) snprintf(t->lr_groups, sizeof t->lr_groups, "%s", lg);
+    if (HAS("fuse")) c->fuse = json_is_true(json_object_get(o, "fuse"));
+    if (HAS("fold")) c->fold = json_is_true(json_object_get(o, "fold"));
+    if (HAS("cache_features")) c->cache = json_is_true(json_object_get(o, "cache_features"));
+    json_t *is = json_object_get(o, "input_size");
+    if (json_array_size(is) == 2) {
+        c->input_h = (int)json_integer_value(json_array_get(is, 0));
+        c->input_w = (int)json_integer_value(json_array_get(is, 1));
+    }
+#undef NUM
+#undef HAS
+    if (!c->arch || !c->data) {
+        fprintf(stderr, "kiln train: %s: no arch or data\n", path);
+        json_decref(o);
+        return 2;
+    }
+    *keep = o;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
     RunConfig c;
@@ -67,6 +138,14 @@ int cmd_train(int argc, char **argv)
     }
     strategy_defaults(&c.spec, (Strategy)s);
     TrainSpec *t = &c.spec;
+    json_t *resumed = NULL;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--resume")) {
+            int rc = config_from_run(&c, argv[i + 1], &resumed);
+            if (rc) return rc;
+            strategy = strategy_name(t->strategy);
+            weights = c.weights ? c.weights : "none";
+        }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, flag = 1;
@@ -131,6 +210,7 @@ int cmd_train(int argc, char **argv)
     char err[1024];
     RunResult r;
     int rc = run_train(&c, NULL, &r, err, sizeof err);
+    json_decref(resumed);
     if (rc && rc != 130) fprintf(stderr, "kiln train: %s\n", err);
     if (!rc && (c.out || c.resume)) printf("run folder: %s\n", c.resume ? c.resume : c.out);
     return rc == 130 ? 130 : rc ? rc : r.diverged ? 1 : 0;
