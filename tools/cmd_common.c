@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int parse_int_arg(const char *s, int *out)
 {
@@ -139,4 +140,20 @@ int spec_option(TrainSpec *t, int argc, char **argv, int *i)
     }
     if (bad) { fprintf(stderr, "kiln: bad value '%s' for %s\n", v, a); return -1; }
     return 1;
+}
+
+void arch_base_name(char *buf, size_t n, const char *arch)
+{
+    const char *b = strrchr(arch, '/');
+    b = b ? b + 1 : arch;
+    snprintf(buf, n, "%.*s", (int)strcspn(b, "."), b);
+}
+
+int default_weights(char *buf, size_t n, const char *arch)
+{
+    char base[256];
+    struct stat st;
+    arch_base_name(base, sizeof base, arch);
+    snprintf(buf, n, "weights/%s.safetensors", base);
+    return stat(buf, &st) == 0;
 }

@@ -155,14 +155,6 @@ static int parse_strategies(const char *v, Sweep *s)
     return s->n_strat ? 0 : -1;
 }
 
-/* The arch file's base name without extension: the folder name of its trials. */
-static void arch_base(char *buf, size_t n, const char *arch)
-{
-    const char *b = strrchr(arch, '/');
-    b = b ? b + 1 : arch;
-    snprintf(buf, n, "%.*s", (int)strcspn(b, "."), b);
-}
-
 /* Fill s->weights: explicit per-arch list, "none", or weights/<arch>.safetensors
  * for every arch that some pretrained strategy needs. 0, or 2 (message printed). */
 static int resolve_weights(Sweep *s, const char *opt)
@@ -185,11 +177,8 @@ static int resolve_weights(Sweep *s, const char *opt)
         for (int a = 0; a < n; a++) s->weights[a] = strdup(it[a]);
     } else if (need) {
         for (int a = 0; a < s->n_arch; a++) {
-            char base[256], path[512];
-            struct stat st;
-            arch_base(base, sizeof base, s->arch[a]);
-            snprintf(path, sizeof path, "weights/%s.safetensors", base);
-            if (stat(path, &st)) {
+            char path[512];
+            if (!default_weights(path, sizeof path, s->arch[a])) {
                 fprintf(stderr, "kiln compare: no %s for %s: transfer strategies need pretrained weights "
                         "(give --weights FILE, or --weights none to start every strategy from random weights)\n",
                         path, s->arch[a]);
@@ -422,9 +411,9 @@ int cmd_compare(int argc, char **argv)
     for (int a = 0; a < s.n_arch; a++) {
         s.arch[a] = ait[a];
         char ba[256], bb[256];
-        arch_base(ba, sizeof ba, s.arch[a]);
+        arch_base_name(ba, sizeof ba, s.arch[a]);
         for (int b = 0; b < a; b++) {
-            arch_base(bb, sizeof bb, s.arch[b]);
+            arch_base_name(bb, sizeof bb, s.arch[b]);
             if (!strcmp(ba, bb)) {
                 fprintf(stderr, "kiln compare: %s and %s share the folder name '%s'\n", s.arch[b], s.arch[a], ba);
                 return 2;
@@ -456,7 +445,7 @@ int cmd_compare(int argc, char **argv)
     memset(&sh, 0, sizeof sh);
     for (int a = 0; a < s.n_arch && !rc; a++) {
         char base[256];
-        arch_base(base, sizeof base, s.arch[a]);
+        arch_base_name(base, sizeof base, s.arch[a]);
         for (int si = 0; si < s.n_strat && !rc; si++) {
             for (int k = s.only_trial >= 0 ? s.only_trial : 0; k < (s.only_trial >= 0 ? s.only_trial + 1 : s.trials); k++) {
                 char dir[1100];

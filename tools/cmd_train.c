@@ -42,13 +42,12 @@ static void on_sigint(int sig)
 /* A free run folder name: runs/BASE, runs/BASE-2, ... */
 static void default_out(char *buf, size_t n, const char *arch, const char *strategy)
 {
-    const char *b = strrchr(arch, '/');
-    b = b ? b + 1 : arch;
-    int len = (int)strcspn(b, ".");
+    char b[256];
     struct stat st;
-    snprintf(buf, n, "runs/%.*s-%s", len, b, strategy);
+    arch_base_name(b, sizeof b, arch);
+    snprintf(buf, n, "runs/%s-%s", b, strategy);
     for (int k = 2; stat(buf, &st) == 0 && k < 10000; k++)
-        snprintf(buf, n, "runs/%.*s-%s-%d", len, b, strategy, k);
+        snprintf(buf, n, "runs/%s-%s-%d", b, strategy, k);
 }
 
 /* `--resume DIR` alone is enough: the run's config.json gives every option
@@ -191,11 +190,7 @@ int cmd_train(int argc, char **argv)
     if (weights && strcmp(weights, "none")) {
         c.weights = weights;
     } else if (!weights && t->pretrained) {
-        const char *b = strrchr(c.arch, '/');
-        b = b ? b + 1 : c.arch;
-        snprintf(wbuf, sizeof wbuf, "weights/%.*s.safetensors", (int)strcspn(b, "."), b);
-        struct stat st;
-        if (stat(wbuf, &st) == 0) c.weights = wbuf;
+        if (default_weights(wbuf, sizeof wbuf, c.arch)) c.weights = wbuf;
         else fprintf(stderr, "kiln train: no %s; strategy %s starts from random weights (give --weights FILE)\n",
                      wbuf, strategy);
     }

@@ -42,6 +42,12 @@ int model_load(const ModelOptions *m, Graph *g);
 #include "runtime/strategy.h"
 int spec_option(TrainSpec *t, int argc, char **argv, int *i);
 
+/* The arch file's base name without extension ("archs/tiny.arch" -> "tiny"). */
+void arch_base_name(char *buf, size_t n, const char *arch);
+/* weights/<arch base>.safetensors (what tools/bootstrap imports) into buf;
+ * returns 1 if that file exists. */
+int default_weights(char *buf, size_t n, const char *arch);
+
 /* Parse a whole-string number; returns 0 or -1. */
 int parse_int_arg(const char *s, int *out);
 int parse_float_arg(const char *s, float *out);
