@@ -167,7 +167,7 @@ static void write_tree(const char *root, const ZEntry *e, int n)
     mkdir(root, 0755);
     for (int i = 0; i < n; i++) {
         char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s/%s", root, e[i].name);
+        ck_assert_int_lt(snprintf(p, sizeof p, "%s/%s", root, e[i].name), (int)sizeof p);
         for (char *s = p + strlen(root) + 1; *s; s++) /* parent folders */
             if (*s == '/') {
                 *s = 0;

@@ -136,7 +136,7 @@ static void walk(Rows *rs, const char *dir, const char *rel, int depth)
 {
     char path[1200];
     struct stat st;
-    snprintf(path, sizeof path, "%s/summary.json", dir);
+    if (snprintf(path, sizeof path, "%s/summary.json", dir) >= (int)sizeof path) return;   /* too deep a path */
     if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) read_run(rs, dir, rel);
     if (depth >= 8) return;
     DIR *d = opendir(dir);
@@ -146,7 +146,7 @@ static void walk(Rows *rs, const char *dir, const char *rel, int depth)
     int n = 0, cap = 0;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
         if (lstat(path, &st) || !S_ISDIR(st.st_mode)) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 16;
@@ -159,9 +159,9 @@ static void walk(Rows *rs, const char *dir, const char *rel, int depth)
     closedir(d);
     for (int i = 0; i < n; i++) {
         char sub[1200], subrel[600];
-        snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
-        snprintf(subrel, sizeof subrel, "%s%s%s", rel, rel[0] ? "/" : "", names[i]);
-        walk(rs, sub, subrel, depth + 1);
+        if (snprintf(sub, sizeof sub, "%s/%s", dir, names[i]) < (int)sizeof sub &&
+            snprintf(subrel, sizeof subrel, "%s%s%s", rel, rel[0] ? "/" : "", names[i]) < (int)sizeof subrel)
+            walk(rs, sub, subrel, depth + 1);
         free(names[i]);
     }
     free(names);
