@@ -1,0 +1,98 @@
+/* codegen/emit_internal.h — shared by the emitter's files only (emit.c: the
+ * framework and the per-node dispatch; emit_conv.c: conv, depthwise conv,
+ * their fused epilogue, BN and folding; emit_ops.c: every other op, the loss
+ * and the optimizer update).
+ *
+ * How an op is emitted: render a template section of kernels/cuda/<file>.cu
+ * with em_kernel() (placeholders {{KEY}} replaced by the given values;
+ * {{NAME}} is supplied), then append launches with em_launch()/em_gemm() to
+ * the node's list, pointers as Refs from the helpers below. The executor
+ * mirrors runtime/cpu.c: the same kernels/cpu contract (overwrite vs acc,
+ * NULL = not needed) holds for every template.
+ */
+#ifndef KILN_EMIT_INTERNAL_H
+#define KILN_EMIT_INTERNAL_H
+
+#include "codegen/emit.h"
+
+typedef struct { char *s; size_t len, cap; } StrBuf;
+
+typedef struct {
+    const Plan *p;
+    const Graph *g;
+    Program *pr;
+    EmitOptions o;
+    StrBuf src;
+    uint64_t *khash;     /* per kernel: hash of its text, for dedupe */
+    int kcap;
+    int failed;
+    char *err; size_t errlen;
+} Emitter;
+
+/* Threads per block of kernels that cooperate through shared memory
+ * (kiln_block_sum): fixed, a power of two. */
+#define EMIT_SYNC_BLOCK 256
+
+/* Render section `section` of template file `file` with the key/value pairs
+ * kv ("KEY", "value", ..., NULL) and add it to the translation unit, named
+ * <section>_<tag>_<hash>. Returns the kernel index (an identical kernel
+ * emitted before is reused). n_args: pointer arguments after n. */
+int em_kernel(Emitter *e, const char *file, const char *section, const char *tag,
+              int n_args, int uses_sync, const char *const *kv);
+
+/* Append a kernel launch: grid.x = ceil(gx / gx_div), grid.y = gy. */
+void em_launch(Emitter *e, LaunchList *l, int kernel, Dim gx, long gx_div, int gy, int block,
+               int n_args, const Ref *args);
+/* Convenience: one thread per element of a batch-sized range (per_n * n +
+ * fixed elements), blocks of the default size. */
+void em_launch_elems(Emitter *e, LaunchList *l, int kernel, Dim elems, int n_args, const Ref *args);
+/* Append a row-major GEMM (see Launch). */
+void em_gemm(Emitter *e, LaunchList *l, int ta, int tb, Dim m, Dim n, Dim k,
+             float alpha, Ref A, int lda, Ref B, int ldb, float beta, Ref C, int ldc);
+
+void em_fail(Emitter *e, const char *fmt, ...);
+
+/* printf into a fresh string held by the emitter until the node is done:
+ * convenient for kv values. The returned pointer lives until emit_free of
+ * the scratch (em_scratch_reset, called after each node). */
+const char *em_fmt(Emitter *e, const char *fmt, ...);
+void em_scratch_reset(Emitter *e);
+
+/* ---- pointers -------------------------------------------------------------------- */
+Ref R_NULL(void);
+Ref R_ACT(const Emitter *e, int tensor);          /* tensor < 0: NULL */
+Ref R_PARAM(const Emitter *e, int layer, int k);  /* parameter k of layer */
+Ref R_GRAD(const Emitter *e, int layer, int k);   /* its gradient, NULL when frozen */
+Ref R_DERIVED(const Emitter *e, size_t off);
+Ref R_WS(size_t off);
+Ref R_CTRL(void);
+Ref R_GRADS(size_t off);    /* into the gradient arena directly */
+Ref R_PARAMS(size_t off);
+Ref R_MOM(size_t off);
+Ref R_OFF(Ref r, size_t words);   /* r + words (NULL stays NULL) */
+
+/* ---- facts of a node, as runtime/cpu.c computes them ----------------------------- */
+int em_node_bn(const Plan *p, const Node *nd);     /* BN it normalizes with, or -1 */
+int em_has_bias(const Layer *l);
+int em_has_epilogue(const Node *nd);
+const char *em_act_name(OpKind op);                /* "relu", "swish", ..., "none" */
+
+/* ---- per-op emitters ---------------------------------------------------------------
+ * Forward: append to `l` the launches of node ni's forward step in training
+ * (training = 1) or inference mode, including the per-forward derived
+ * constants (BN scale/shift of a non-folded BN in inference mode).
+ * Backward: the node's backward step. Derive: the folded constants. */
+void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l);   /* conv, dwconv */
+void em_conv_bwd(Emitter *e, int ni, LaunchList *l);
+void em_bn_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_bn_bwd(Emitter *e, int ni, LaunchList *l);
+void em_fold(Emitter *e, int ni, LaunchList *l);
+/* emit_ops.c */
+void em_op_fwd(Emitter *e, int ni, int training, LaunchList *l);     /* act, add, mul, gap,
+                                                                        maxpool, zeropad,
+                                                                        dense, dropout */
+void em_op_bwd(Emitter *e, int ni, LaunchList *l);
+void em_loss(Emitter *e, int training, LaunchList *l);
+void em_update(Emitter *e, LaunchList *l);
+
+#endif

@@ -1,0 +1,59 @@
+//@ preamble
+/* kiln generated kernels. Shared definitions: NVRTC has no libc headers, so
+ * everything the kernels use is here. Under the host emulation
+ * (KILN_EMULATE, tests/cuda_emu.h) the same text compiles as C. */
+#ifndef KILN_EMULATE
+#define KILN_KERNEL extern "C" __global__
+#define KILN_DEV static __device__ __forceinline__
+#define KILN_SHARED __shared__
+#define KILN_SYNC() __syncthreads()
+#define KILN_RESTRICT __restrict__
+typedef unsigned long long kiln_u64;
+typedef unsigned int kiln_u32;
+#endif
+
+/* Per-element formulas, the same expressions as kernels/cpu/internal.h. */
+KILN_DEV float kiln_relu(float x) { return x > 0.0f ? x : 0.0f; }
+KILN_DEV float kiln_relu6(float x) { return x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f; }
+KILN_DEV float kiln_swish(float x) { return x / (1.0f + expf(-x)); }
+KILN_DEV float kiln_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+KILN_DEV float kiln_none(float x) { return x; }
+KILN_DEV float kiln_relu_grad(float x) { return x > 0.0f ? 1.0f : 0.0f; }
+KILN_DEV float kiln_relu6_grad(float x) { return (x > 0.0f && x < 6.0f) ? 1.0f : 0.0f; }
+KILN_DEV float kiln_swish_grad(float x)
+{
+    float sg = 1.0f / (1.0f + expf(-x));
+    return sg * (1.0f + x * (1.0f - sg));
+}
+KILN_DEV float kiln_sigmoid_grad(float x)
+{
+    float sg = 1.0f / (1.0f + expf(-x));
+    return sg * (1.0f - sg);
+}
+KILN_DEV float kiln_none_grad(float x) { return 1.0f; }
+KILN_DEV float kiln_bn(float x, float mean, float invstd, float gamma, float beta)
+{
+    return (x - mean) * (invstd * gamma) + beta;
+}
+/* Finite without isfinite(): x - x is 0 exactly for finite x, NaN otherwise. */
+KILN_DEV int kiln_finite(float x) { return x - x == 0.0f; }
+
+/* Global thread index over the x dimension. */
+KILN_DEV long kiln_gid(void) { return (long)blockIdx.x * (long)blockDim.x + (long)threadIdx.x; }
+
+/* Sum of v over the block. Every thread of the block calls it (no early
+ * return before it); blockDim.x is a power of two, sh holds blockDim.x
+ * doubles; every thread gets the sum. */
+KILN_DEV double kiln_block_sum(double v, double *sh)
+{
+    int t = (int)threadIdx.x;
+    sh[t] = v;
+    KILN_SYNC();
+    for (int s = (int)blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) sh[t] += sh[t + s];
+        KILN_SYNC();
+    }
+    double r = sh[0];
+    KILN_SYNC();
+    return r;
+}

@@ -1,0 +1,60 @@
+/* runtime/cuda/exec.h — the GPU executor: runs an emitted Program (codegen/
+ * emit.h) through a small table of device operations.
+ *
+ * The executor is pure C and knows nothing of CUDA: it allocates the plan's
+ * arenas, walks the launch lists of the program in plan order and implements
+ * the Backend interface (runtime/backend.h). Two device tables exist:
+ *  - runtime/cuda/cuda.c: cudart + NVRTC + cuBLAS, with CUDA graph capture
+ *    (built when the CUDA toolkit is found);
+ *  - tests/emu_device.c: the same kernels compiled by the host C compiler
+ *    under tests/cuda_emu.h, GEMMs through the CPU BLAS — the proof that the
+ *    generated kernels and this executor match the CPU backend, on machines
+ *    without a GPU.
+ */
+#ifndef KILN_CUDA_EXEC_H
+#define KILN_CUDA_EXEC_H
+
+#include <stddef.h>
+
+#include "codegen/emit.h"
+#include "runtime/backend.h"
+
+typedef struct DevOps {
+    void *ctx;
+    /* Device memory, zero-filled. Returns NULL when it cannot (then the
+     * executor reports the bytes asked for and, when mem_info works, free). */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*release)(void *ctx, void *ptr);
+    /* Copies on the device's stream, in order with launches: h2d may return
+     * before the copy is done when the source stays valid (the executor keeps
+     * its own staging buffer); d2h waits for everything before it. */
+    void (*h2d)(void *ctx, void *dst, const void *src, size_t bytes);
+    void (*d2h)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Launch kernel `kernel` (index into Program.kernels) with grid
+     * (gx, gy, 1) and block (block, 1, 1); args[0] points to the int n,
+     * args[1..n_args] to the pointer values. */
+    void (*launch)(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args);
+    /* Row-major C (m, n) = alpha op(A) op(B) + beta C, as kernels/cpu gemm(). */
+    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta,
+                 float *C, int ldc);
+    /* Optional (NULL when the device has none): record the launches made
+     * between begin and end under `key` and replay them with run. begin
+     * returns 0 when recording started. */
+    int (*graph_begin)(void *ctx, int key);
+    void (*graph_end)(void *ctx, int key);
+    int (*graph_run)(void *ctx, int key);   /* 0: replayed; 1: nothing recorded under key */
+    /* Optional: free and total device bytes. */
+    int (*mem_info)(void *ctx, size_t *free_b, size_t *total_b);
+    void (*destroy)(void *ctx);
+} DevOps;
+
+/* A Backend over a device table. Takes ownership of pr (emit_free at
+ * destroy) and of ops->ctx (ops->destroy). use_graphs: replay the training
+ * step of a full batch from a captured graph when the device supports it.
+ * Returns NULL with a message in err (allocation failure names the bytes
+ * asked for and free). */
+Backend *gpu_backend_create(const Plan *p, Program *pr, const DevOps *ops, int use_graphs,
+                            char *err, size_t errlen);
+
+#endif
