@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* From the build (CMake embeds kernels/cuda/*.cu). */
+/* From the build (CMake embeds every kernels/cuda/NAME.cu). */
 typedef struct { const char *name; const char *text; } KilnTemplateFile;
 extern const KilnTemplateFile kiln_template_files[];
 extern const int kiln_n_template_files;

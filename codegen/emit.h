@@ -117,7 +117,7 @@ void emit_free(Program *pr);
 /* Value of a batch-dependent size. */
 static inline long dim_at(Dim d, int n) { return d.per_n * (long)n + d.fixed; }
 
-/* The kernel templates embedded at build time (kernels/cuda/*.cu), by file
+/* The kernel templates embedded at build time (kernels/cuda/NAME.cu), by file
  * name without the extension; NULL when unknown. */
 const char *emit_template_file(const char *name);
 
