@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "runtime/checkpoint.h"
+#include "runtime/device.h"
 #include "runtime/files.h"
 #include "runtime/params.h"
 #include "runtime/weights.h"
@@ -24,6 +25,7 @@ void run_config_default(RunConfig *c)
     c->cache = 1;
     c->cache_limit = (size_t)4 << 30;
     c->progress = 1;
+    cuda_options_default(&c->cuda);
 }
 
 void run_shared_free(RunShared *sh)
@@ -177,9 +179,12 @@ static void params_remap(const Plan *to, float *dst, const Plan *from, const flo
 
 /* ---- auto: batch from memory, LR from a range test ------------------------------------- */
 
-static int auto_batch(Graph *g, const RunConfig *c, int n_train, FILE *log, char *err, size_t errlen)
+static int auto_batch(Graph *g, const RunConfig *c, const char *device, int n_train, FILE *log, char *err,
+                      size_t errlen)
 {
-    size_t budget = c->memory_budget;
+    size_t budget = c->memory_budget, dfree, dtotal;
+    if (!budget && !strcmp(device, "cuda") && !cuda_memory_info(&dfree, &dtotal))
+        budget = dfree / 10 * 9;   /* the GPU's free memory, less a margin for cuBLAS and the context */
     if (!budget) {
         long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
         budget = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 2 : (size_t)1 << 30;
@@ -302,6 +307,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     int have_resume = 0, nplans = 0, rc;
     memset(plans, 0, sizeof plans);
 
+    /* the device, once for every phase: a missing GPU fails before anything long */
+    const char *device = "cpu";
+    if ((rc = device_resolve(c->device, log, &device, err, errlen))) return rc;
     if ((rc = graph_load(&g, c->arch, err, errlen))) return rc;
     if (c->input_h > 0 && (rc = graph_set_input_size(&g, c->input_h, c->input_w ? c->input_w : c->input_h, err, errlen)))
         goto out_graph;
@@ -376,7 +384,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     LrGroups groups;
     if (spec.strategy == STRAT_AUTO && !have_resume) {
         if ((rc = strategy_apply(&spec, 0, &g, &groups, err, errlen))) goto out_split;
-        int b = auto_batch(&g, c, sp.n_train, log, err, errlen);
+        int b = auto_batch(&g, c, device, sp.n_train, log, err, errlen);
         if (b < 0) { rc = 2; goto out_split; }
         spec.batch = b;
     }
@@ -410,7 +418,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if ((rc = plan_build(&plans[ph], &g, &po, err, errlen))) goto out_plans;
         nplans = ph + 1;
         Plan *p = &plans[ph];
-        if (!(be[ph] = cpu_backend_create(p, err, errlen))) { rc = 1; goto out_plans; }
+        if (!(be[ph] = backend_create(device, p, &c->cuda, err, errlen))) { rc = 1; goto out_plans; }
         free(params);
         if (!(params = malloc(sizeof(float) * (p->param_floats + 1)))) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_plans; }
         if (ph == 0) {

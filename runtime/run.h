@@ -15,6 +15,7 @@
 #ifndef KILN_RUN_H
 #define KILN_RUN_H
 
+#include "runtime/cuda/cuda.h"
 #include "runtime/strategy.h"
 #include "runtime/train.h"
 
@@ -36,6 +37,8 @@ typedef struct {
     int progress;              /* progress bar when stdout is a terminal */
     long stop_after_steps;     /* testing: behave as if killed after this many steps */
     FILE *log;                 /* per-epoch lines (NULL: stdout) */
+    const char *device;        /* cpu | cuda | auto (runtime/device.h); NULL: cpu */
+    CudaOptions cuda;          /* TF32, graphs (cuda only) */
 } RunConfig;
 
 typedef struct {

@@ -8,13 +8,16 @@
  * reported, so a slow moment of the machine hits both. Peak memory is taken
  * per plan from /proc/self/status (VmHWM) after resetting it through
  * /proc/self/clear_refs, relative to the resident size before the backend was
- * created.
+ * created. On the GPU (--device cuda) the measured bytes are the growth of
+ * the device memory in use (cudaMemGetInfo) over the backend's creation and
+ * one step: arenas, cuBLAS's workspace and the loaded kernels.
  */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/device.h"
 #include "runtime/params.h"
 #include "runtime/train.h"
 #include "tools/cmds.h"
@@ -47,8 +50,17 @@ typedef struct {
 
 static void bench_usage(FILE *f)
 {
-    fprintf(f, "usage: kiln bench --arch FILE [--batch N] [--steps N] [--rounds N]\n"
-               "                  [--freeze-until LAYER] [--bn train|infer|frozen]\n");
+    fprintf(f, "usage: kiln bench --arch FILE [--batch N] [--steps N] [--rounds N] [--input-size HxW]\n"
+               "                  [--freeze-until LAYER] [--bn train|infer|frozen] [--no-fold]\n"
+               "                  [--device cpu|cuda|auto] [--no-graph] [--tf32]\n");
+}
+
+/* Memory in use now: resident bytes (cpu) or device bytes in use (cuda). */
+static size_t used_bytes(int gpu)
+{
+    if (!gpu) return status_bytes("VmRSS");
+    size_t f, t;
+    return cuda_memory_info(&f, &t) ? 0 : t - f;
 }
 
 int cmd_bench(int argc, char **argv)
@@ -56,6 +68,9 @@ int cmd_bench(int argc, char **argv)
     ModelOptions m;
     model_options_default(&m);
     int steps = 10, rounds = 3;
+    const char *device = device_default();
+    CudaOptions co;
+    cuda_options_default(&co);
     for (int i = 1; i < argc; i++) {
         int r = model_option(&m, argc, argv, &i);
         if (r < 0) return 2;
@@ -64,10 +79,19 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(a, "--help")) { bench_usage(stdout); return 0; }
         if (!strcmp(a, "--steps") && v && !parse_int_arg(v, &steps) && steps > 0) { i++; continue; }
         if (!strcmp(a, "--rounds") && v && !parse_int_arg(v, &rounds) && rounds > 0) { i++; continue; }
+        if (!strcmp(a, "--device") && v && device_valid(v)) { device = v; i++; continue; }
+        if (!strcmp(a, "--no-graph")) { co.graphs = 0; continue; }
+        if (!strcmp(a, "--tf32")) { co.tf32 = 1; continue; }
         fprintf(stderr, "kiln bench: unknown option or bad value '%s'\n", a);
         bench_usage(stderr);
         return 2;
     }
+    char err[512];
+    if (device_resolve(device, stdout, &device, err, sizeof err)) {
+        fprintf(stderr, "kiln bench: %s\n", err);
+        return 2;
+    }
+    int gpu = !strcmp(device, "cuda");
     Graph g;
     int rc = model_load(&m, &g);
     if (rc) return rc;
@@ -78,7 +102,6 @@ int cmd_bench(int argc, char **argv)
     int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
     Config cf[2];
     memset(cf, 0, sizeof cf);
-    char err[512];
     rc = 1;
     if (!x || !y) goto out;
     uint64_t st = 7;
@@ -95,7 +118,7 @@ int cmd_bench(int argc, char **argv)
             PlanOptions wo = {.batch = B, .fuse = 1, .fold = m.fold};
             Plan wp;
             if (plan_build(&wp, &g, &wo, err, sizeof err)) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
-            Backend *wb = cpu_backend_create(&wp, err, sizeof err);
+            Backend *wb = backend_create(device, &wp, &co, err, sizeof err);
             if (wb) {
                 wb->upload(wb, x, y, B);
                 wb->train_step(wb, B, &sc, &loss, &correct);
@@ -107,8 +130,8 @@ int cmd_bench(int argc, char **argv)
         if (plan_build(&cf[k].plan, &g, &po, err, sizeof err)) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
         /* memory: this plan alone */
         reset_peak();
-        size_t before = status_bytes("VmRSS");
-        Backend *be = cpu_backend_create(&cf[k].plan, err, sizeof err);
+        size_t before = used_bytes(gpu);
+        Backend *be = backend_create(device, &cf[k].plan, &co, err, sizeof err);
         if (!be) { fprintf(stderr, "kiln bench: %s\n", err); goto out; }
         float *params = calloc(cf[k].plan.param_floats + 1, sizeof(float));
         if (!params) { be->destroy(be); goto out; }
@@ -117,7 +140,7 @@ int cmd_bench(int argc, char **argv)
         free(params);
         be->upload(be, x, y, B);
         be->train_step(be, B, &sc, &loss, &correct);
-        size_t peak = status_bytes("VmHWM");
+        size_t peak = gpu ? used_bytes(gpu) : status_bytes("VmHWM");
         cf[k].measured = peak > before ? peak - before : 0;
         cf[k].be = be;
         cf[k].best = 1e30;
@@ -135,8 +158,13 @@ int cmd_bench(int argc, char **argv)
             double t = (kiln_now() - t0) / steps;
             if (t < cf[k].best) cf[k].best = t;
         }
-    printf("bench %s (%s): batch %d, input %dx%dx%d, %d steps x %d rounds (best round), backend cpu, %d OpenMP threads\n",
-           g.name, g.path, B, in->out.h, in->out.w, in->out.c, steps, rounds, omp_get_max_threads());
+    if (gpu)
+        printf("bench %s (%s): batch %d, input %dx%dx%d, %d steps x %d rounds (best round), backend %s, CUDA graphs %s, %s GEMMs\n",
+               g.name, g.path, B, in->out.h, in->out.w, in->out.c, steps, rounds, cf[0].be->name,
+               co.graphs ? "on" : "off", co.tf32 ? "TF32" : "FP32");
+    else
+        printf("bench %s (%s): batch %d, input %dx%dx%d, %d steps x %d rounds (best round), backend cpu, %d OpenMP threads\n",
+               g.name, g.path, B, in->out.h, in->out.w, in->out.c, steps, rounds, omp_get_max_threads());
     printf("%-9s %10s %10s %10s %16s %16s\n", "plan", "img/s", "ms/step", "GFLOP/s", "predicted bytes", "measured bytes");
     for (int k = 0; k < 2; k++) {
         double flops = (double)cf[k].plan.train_flops * B;
@@ -145,8 +173,12 @@ int cmd_bench(int argc, char **argv)
     }
     printf("fused/unfused speed ratio %.3f; fused/unfused predicted memory ratio %.3f\n",
            cf[1].best / cf[0].best, (double)plan_bytes(&cf[0].plan) / (double)plan_bytes(&cf[1].plan));
-    printf("(measured bytes: growth of peak resident memory over one step, arenas plus the BLAS's and OpenMP's own buffers;\n"
-           " pages never touched are not counted)\n");
+    if (gpu)
+        printf("(measured bytes: growth of the device memory in use over creation and one step: arenas, cuBLAS's\n"
+               " workspace and the loaded kernels)\n");
+    else
+        printf("(measured bytes: growth of peak resident memory over one step, arenas plus the BLAS's and OpenMP's own buffers;\n"
+               " pages never touched are not counted)\n");
     rc = 0;
 out:
     for (int k = 0; k < 2; k++) {

@@ -34,8 +34,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/run.h"
+#include "runtime/device.h"
 #include "runtime/files.h"
+#include "runtime/run.h"
 #include "tools/cmds.h"
 
 #define MAX_ARCHS 16
@@ -59,6 +60,7 @@ typedef struct {
     int force;
     char *knobs[64];                /* other training options (--wd X, ...), as pairs, for every trial */
     int n_knobs;
+    const char *device;             /* resolved once: cpu or cuda */
 } Sweep;
 
 /* The options, on f. */
@@ -76,6 +78,7 @@ static void compare_usage(FILE *f)
         "  --out DIR           (default runs/compare): DIR/<arch>/<strategy>/trial-K, then the report\n"
         "  --trial K           run only trial K (0..T-1) of every (arch, strategy); merge with kiln report DIR\n"
         "  --force             rerun trials that already finished with the same settings\n"
+        "  --device cpu|cuda|auto  where the trials run (default $KILN_DEVICE or auto)\n"
         "  and any training option of kiln train but --lr/--batch (--wd, --momentum, --warmup-epochs,\n"
         "  --layer-decay, --on-diverge, ...): applied to every trial after its strategy's defaults\n");
 }
@@ -281,6 +284,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
     c.input_h = s->input_h;
     c.input_w = s->input_w;
     c.progress = 0;
+    c.device = s->device;
 
     json_t *want = trial_json(s, a, st, k, &c);
     char path[1200];
@@ -349,7 +353,7 @@ int cmd_compare(int argc, char **argv)
     s.out = "runs/compare";
     parse_lrs("0.1,0.03,0.01,0.003,0.001", &s);
     parse_batches("32,64", &s);
-    const char *archs = NULL, *strategies = NULL, *weights = NULL;
+    const char *archs = NULL, *strategies = NULL, *weights = NULL, *device = device_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -362,6 +366,7 @@ int cmd_compare(int argc, char **argv)
         else if (!strcmp(a, "--strategies")) strategies = v;
         else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--out")) s.out = v;
+        else if (!strcmp(a, "--device")) bad = !device_valid(device = v);
         else if (!strcmp(a, "--trials")) bad = parse_int_arg(v, &s.trials) || s.trials < 1 || s.trials > 10000;
         else if (!strcmp(a, "--trial")) bad = parse_int_arg(v, &s.only_trial) || s.only_trial < 0;
         else if (!strcmp(a, "--lrs")) bad = parse_lrs(v, &s);
@@ -399,6 +404,11 @@ int cmd_compare(int argc, char **argv)
         return 2;
     }
     if (parse_strategies(strategies, &s)) return 2;
+    char derr[512];
+    if (device_resolve(device, stdout, &s.device, derr, sizeof derr)) {
+        fprintf(stderr, "kiln compare: %s\n", derr);
+        return 2;
+    }
     if (s.only_trial >= s.trials) {
         fprintf(stderr, "kiln compare: --trial %d is outside 0..%d (--trials %d)\n", s.only_trial, s.trials - 1,
                 s.trials);

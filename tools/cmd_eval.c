@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/device.h"
 #include "runtime/evaluate.h"
 #include "runtime/params.h"
 #include "runtime/safetensors.h"
@@ -34,7 +35,8 @@ static void eval_usage(FILE *f)
         "  --seed N            split seed (default: the run's, from config.json beside the weights; else 1)\n"
         "  --per-class N       keep at most N images a class, as training did (default: the run's)\n"
         "  --batch N           images per forward pass (default 32)\n"
-        "  --input-size HxW    input size (default: the weights' kiln.input, else the arch's)\n");
+        "  --input-size HxW    input size (default: the weights' kiln.input, else the arch's)\n"
+        "  --device cpu|cuda|auto  where it runs (default $KILN_DEVICE or auto)\n");
 }
 
 /* Seed and per-class count of the run whose folder holds `weights` (its
@@ -113,7 +115,7 @@ static void print_results(const Dataset *ds, const long *cm, int K)
 /* `kiln eval`: parse, load, plan inference-only, load the weights, count. */
 int cmd_eval(int argc, char **argv)
 {
-    const char *arch = NULL, *weights = NULL, *data = NULL, *split = "test";
+    const char *arch = NULL, *weights = NULL, *data = NULL, *split = "test", *device = device_default();
     int seed = -1, per_class = -1, batch = 32, ih = 0, iw = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -136,6 +138,7 @@ int cmd_eval(int argc, char **argv)
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &per_class) || per_class < 1;
         else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &batch) || batch < 1 || batch > 65536;
         else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &ih, &iw) != 2 || ih < 1 || iw < 1;
+        else if (!strcmp(a, "--device")) bad = !device_valid(device = v);
         else {
             fprintf(stderr, "kiln eval: unknown option '%s'\n", a);
             eval_usage(stderr);
@@ -147,6 +150,11 @@ int cmd_eval(int argc, char **argv)
     if (!arch || !weights || !data) {
         fprintf(stderr, "kiln eval: --arch FILE, --weights FILE and --data SPEC are required\n");
         eval_usage(stderr);
+        return 2;
+    }
+    char derr[512];
+    if (device_resolve(device, stdout, &device, derr, sizeof derr)) {
+        fprintf(stderr, "kiln eval: %s\n", derr);
         return 2;
     }
 
@@ -244,7 +252,7 @@ int cmd_eval(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (!(be = cpu_backend_create(&p, err, sizeof err))) { fprintf(stderr, "kiln eval: %s\n", err); rc = 1; goto out; }
+    if (!(be = backend_create(device, &p, NULL, err, sizeof err))) { fprintf(stderr, "kiln eval: %s\n", err); rc = 1; goto out; }
     be->write_params(be, params);
 
     Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "runtime/device.h"
 #include "runtime/run.h"
 #include "tools/cmds.h"
 
@@ -30,7 +31,9 @@ static void train_usage(FILE *f)
         "  --lr-groups 'A..B=lr,C..=lr,head=lr'  --layer-decay X (0.7 for layerwise) --depth-groups N (5)\n"
         "  --on-diverge stop|rollback (stop; rollback for auto) --max-rollbacks N (3)\n"
         "  --seed N (1) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
-        "  --no-fuse --no-fold --no-cache --no-progress\n");
+        "  --no-fuse --no-fold --no-cache --no-progress\n"
+        "  --device cpu|cuda|auto (auto: cuda when a GPU can be used; default $KILN_DEVICE or auto)\n"
+        "  --tf32 (cuda: TF32 tensor-core GEMMs; default FP32)  --no-graph (cuda: no CUDA graph replay)\n");
 }
 
 static void on_sigint(int sig)
@@ -136,6 +139,7 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
     strategy_defaults(&c.spec, (Strategy)s);
+    c.device = device_default();
     TrainSpec *t = &c.spec;
     json_t *resumed = NULL;
     for (int i = 1; i + 1 < argc; i++)
@@ -154,6 +158,8 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--no-cache")) c.cache = 0;
         else if (!strcmp(a, "--no-out")) no_out = 1;
         else if (!strcmp(a, "--no-progress")) c.progress = 0;
+        else if (!strcmp(a, "--tf32")) c.cuda.tf32 = 1;
+        else if (!strcmp(a, "--no-graph")) c.cuda.graphs = 0;
         else flag = 0;
         if (flag) continue;
         int so = spec_option(t, argc, argv, &i);
@@ -167,6 +173,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--out")) c.out = v;
         else if (!strcmp(a, "--resume")) c.resume = v;
         else if (!strcmp(a, "--save")) c.save = v;
+        else if (!strcmp(a, "--device")) bad = !device_valid(c.device = v);
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &c.per_class) || c.per_class < 1;
         else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
         else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;

@@ -14,6 +14,7 @@ int cmd_data(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_emit(int argc, char **argv);
 /* Write results.csv, report.md and scatter.svg of a compare folder
  * (tools/cmd_report.c); returns an exit code. */
 int report_build(const char *dir);

@@ -18,6 +18,7 @@ static const struct {
     {"eval",  cmd_eval,  "accuracy, per-class accuracy and confusion matrix of weights on a split"},
     {"compare", cmd_compare, "compare transfer strategies: trials over an LR x batch grid, then a report"},
     {"report", cmd_report, "results.csv, report.md and scatter.svg of a compare folder"},
+    {"emit",  cmd_emit,  "print the CUDA C translation unit generated for a plan"},
 };
 
 static void usage(FILE *f)

@@ -4,7 +4,7 @@
  * (KILN_EMULATE, tests/cuda_emu.h) the same text compiles as C. */
 #ifndef KILN_EMULATE
 #define KILN_KERNEL extern "C" __global__
-#define KILN_DEV static __device__ __forceinline__
+#define KILN_DEV __device__ __forceinline__
 #define KILN_SHARED __shared__
 #define KILN_SYNC() __syncthreads()
 #define KILN_RESTRICT __restrict__
@@ -30,7 +30,7 @@ KILN_DEV float kiln_sigmoid_grad(float x)
     float sg = 1.0f / (1.0f + expf(-x));
     return sg * (1.0f - sg);
 }
-KILN_DEV float kiln_none_grad(float x) { return 1.0f; }
+KILN_DEV float kiln_none_grad(float x) { (void)x; return 1.0f; }
 KILN_DEV float kiln_bn(float x, float mean, float invstd, float gamma, float beta)
 {
     return (x - mean) * (invstd * gamma) + beta;

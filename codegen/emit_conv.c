@@ -1,0 +1,590 @@
+/* codegen/emit_conv.c — the emitter of conv and depthwise-conv nodes (with
+ * their fused epilogue: BN absorbed, activation, residual add), standalone BN
+ * nodes and BN folding, from the templates of kernels/cuda/conv.cu.
+ *
+ * Contract: the launches of a node compute exactly what runtime/cpu.c's
+ * forward_node / backward_node / compute_derived compute for it, with the
+ * kernels/cpu formulas (kernels.h contract: parameter gradients overwritten,
+ * input gradients overwritten or added per din_acc, NULL = skipped).
+ *
+ * Per node kind (n = images in the batch, M = P*Q rows per image):
+ *  - derived constants of a non-folded BN on running statistics (inference,
+ *    or BN_INFER/BN_FROZEN): bn_derive first in the forward list, as cpu.c
+ *    recomputes them on every forward;
+ *  - conv k x k: im2col into the workspace, GEMM cols (nM, RSC) x w (RSC, K);
+ *    a 1x1 stride-1 unpadded conv is a GEMM on x. Depthwise: dwconv_fwd
+ *    (bias inside). Conv bias: inside epi_fwd when there is an epilogue
+ *    whose BN is not on batch statistics, else conv_bias;
+ *  - epilogue: bn_stats (batch statistics) then epi_fwd;
+ *  - backward: epi_bwd (+ chan_bwd for the BN column sums / input gradient)
+ *    into dz at R_WS(conv workspace) (an epilogue that is only a residual
+ *    add writes dres alone, and the conv reads dout), then dbias (chan_bwd),
+ *    dW (im2col + GEMM), dx (GEMM + col2im, or one GEMM); depthwise:
+ *    chan_bwd (dbias), dwconv_dw, dwconv_dx;
+ *  - standalone BN: the same bn_stats / bn_derive / epi_fwd forward, and
+ *    chan_bwd (+ bn_infer_dx) backward;
+ *  - fold: bn_fold into the node's derived slot (weights, then bias).
+ *
+ * Invariants: every shape is baked into the kernel text; the text depends on
+ * the plan only, so the output is deterministic. The workspace offset of dz
+ * is the conv workspace of the plan's full batch (the plan sized ws for it).
+ */
+#include "codegen/emit_internal.h"
+
+#include <string.h>
+
+/* ---- key/value lists -------------------------------------------------------------- */
+
+#define KV_MAX 48
+
+typedef struct { const char *v[2 * KV_MAX + 1]; int n; } Kv;
+
+static void kv_str(Kv *k, const char *key, const char *val)
+{
+    if (k->n + 2 > 2 * KV_MAX) return;
+    k->v[k->n++] = key;
+    k->v[k->n++] = val;
+    k->v[k->n] = NULL;
+}
+
+static void kv_int(Emitter *e, Kv *k, const char *key, long val)
+{
+    kv_str(k, key, em_fmt(e, "%ld", val));
+}
+
+/* A float constant that reads back as the same float (C and CUDA literal). */
+static void kv_float(Emitter *e, Kv *k, const char *key, float val)
+{
+    kv_str(k, key, em_fmt(e, "%.9ef", (double)val));
+}
+
+/* ---- shapes ---------------------------------------------------------------------------- */
+
+/* Geometry of a conv-like layer, per image. */
+typedef struct { int H, W, C, K, R, S, SH, SW, PT, PL, P, Q; } Geo;
+
+static Geo geo_of(const Graph *g, const Layer *l)
+{
+    Shape x = g->layers[l->in[0]].out;
+    const ConvAttr *a = &l->a.conv;
+    return (Geo){x.h, x.w, x.c, l->out.c, a->kh, a->kw, a->sh, a->sw, a->pt, a->pl,
+                 l->out.h, l->out.w};
+}
+
+static void kv_geo(Emitter *e, Kv *k, const Geo *s)
+{
+    kv_int(e, k, "H", s->H); kv_int(e, k, "W", s->W); kv_int(e, k, "C", s->C);
+    kv_int(e, k, "R", s->R); kv_int(e, k, "S", s->S);
+    kv_int(e, k, "SH", s->SH); kv_int(e, k, "SW", s->SW);
+    kv_int(e, k, "PT", s->PT); kv_int(e, k, "PL", s->PL);
+    kv_int(e, k, "P", s->P); kv_int(e, k, "Q", s->Q);
+}
+
+static const char *geo_tag(Emitter *e, const Geo *s)
+{
+    return em_fmt(e, "%dx%dx%d_%dx%d_s%d", s->H, s->W, s->C, s->R, s->S, s->SH);
+}
+
+/* The tag of a per-channel kernel: rows per image x channels. */
+static const char *rc_tag(Emitter *e, long rows, int C) { return em_fmt(e, "%ldx%d", rows, C); }
+
+/* As conv_is_gemm in kernels/cpu/conv.c: a plain GEMM on x. */
+static int geo_direct(const Geo *s)
+{
+    return s->R == 1 && s->S == 1 && s->SH == 1 && s->SW == 1 && s->PT == 0 && s->PL == 0 &&
+           s->P == s->H && s->Q == s->W;
+}
+
+/* conv2d_workspace() of the plan's full batch. */
+static size_t geo_ws(const Geo *s, int batch)
+{
+    return geo_direct(s) ? 0 : (size_t)batch * s->P * s->Q * s->R * s->S * s->C;
+}
+
+static const char *flag(int v) { return v ? "1" : "0"; }
+
+/* ---- shared launch helpers ---------------------------------------------------------------- */
+
+/* The BN of a node on running statistics, as cpu.c's compute_derived: d =
+ * the node's derived slot (scale, shift, invstd). */
+static void emit_derive(Emitter *e, int ni, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    int b = em_node_bn(e->p, nd);
+    const Layer *bl = &e->g->layers[b];
+    int C = bl->out.c;
+    Kv k = {0};
+    kv_int(e, &k, "C", C);
+    kv_float(e, &k, "EPS", bl->a.bn.eps);
+    int kern = em_kernel(e, "conv", "bn_derive", em_fmt(e, "%d", C), 5, 0, k.v);
+    Ref a[5] = {R_DERIVED(e, nd->derived), R_PARAM(e, b, 0), R_PARAM(e, b, 1),
+                R_PARAM(e, b, 2), R_PARAM(e, b, 3)};
+    em_launch_elems(e, l, kern, (Dim){0, C}, 5, a);
+}
+
+/* Does node ni's forward recompute its BN constants (cpu.c's condition)? */
+static int needs_derive(const Emitter *e, const Node *nd, int training)
+{
+    int b = em_node_bn(e->p, nd);
+    return !nd->fold && b >= 0 && !(training && e->g->layers[b].bn_mode == BN_TRAIN);
+}
+
+/* Batch statistics of x (n*M, C) into stats, running statistics of BN b updated. */
+static void emit_stats(Emitter *e, LaunchList *l, int b, long M, int C, Ref stats, Ref x)
+{
+    const Layer *bl = &e->g->layers[b];
+    Kv k = {0};
+    kv_int(e, &k, "C", C);
+    kv_int(e, &k, "M", M);
+    kv_float(e, &k, "EPS", bl->a.bn.eps);
+    kv_float(e, &k, "MOM", bl->a.bn.momentum);
+    int kern = em_kernel(e, "conv", "bn_stats", rc_tag(e, M, C), 4, 1, k.v);
+    Ref a[4] = {stats, R_PARAM(e, b, 2), R_PARAM(e, b, 3), x};
+    em_launch(e, l, kern, (Dim){0, C}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
+}
+
+/* The elementwise forward epilogue (epi_fwd): bn 0 none, 1 batch
+ * statistics, 2 affine. */
+typedef struct {
+    int bn, bias, store_z, res;
+    const char *act;
+    Ref out, z, bias_p, mean, invstd, gamma, beta, scale, shift, res_p;
+} EpiFwd;
+
+static void emit_epi_fwd(Emitter *e, LaunchList *l, long M, int C, const EpiFwd *f)
+{
+    Kv k = {0};
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "C", C);
+    kv_str(&k, "BIAS", flag(f->bias));
+    kv_str(&k, "STORE_Z", flag(f->store_z));
+    kv_int(e, &k, "BN", f->bn);
+    kv_str(&k, "ACT", f->act);
+    kv_str(&k, "RES", flag(f->res));
+    int kern = em_kernel(e, "conv", "epi_fwd", rc_tag(e, M, C), 10, 0, k.v);
+    Ref a[10] = {f->out, f->z, f->bias_p, f->mean, f->invstd, f->gamma, f->beta,
+                 f->scale, f->shift, f->res_p};
+    em_launch_elems(e, l, kern, (Dim){M * C, 0}, 10, a);
+}
+
+/* Per-channel sums and their consequences (chan_bwd); see the template. */
+typedef struct {
+    int sx, dg, db, dx, acc, inv;
+    float eps;
+    Ref dx_p, dgamma, dbeta, a, x, mean, invstd, gamma, scale;
+} ChanBwd;
+
+static void emit_chan(Emitter *e, LaunchList *l, long M, int C, const ChanBwd *cb)
+{
+    Kv k = {0};
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "C", C);
+    kv_str(&k, "SX", flag(cb->sx));
+    kv_str(&k, "INV", flag(cb->inv));
+    kv_float(e, &k, "EPS", cb->eps);
+    kv_str(&k, "DG", flag(cb->dg));
+    kv_str(&k, "DB", flag(cb->db));
+    kv_int(e, &k, "DX", cb->dx);
+    kv_str(&k, "ACC", flag(cb->acc));
+    int kern = em_kernel(e, "conv", "chan_bwd", rc_tag(e, M, C), 9, 1, k.v);
+    Ref a[9] = {cb->dx_p, cb->dgamma, cb->dbeta, cb->a, cb->x, cb->mean, cb->invstd,
+                cb->gamma, cb->scale};
+    em_launch(e, l, kern, (Dim){0, C}, 1, 1, EMIT_SYNC_BLOCK, 9, a);
+}
+
+/* dbias (C) = column sums of d (n*M, C), in double. */
+static void emit_dbias(Emitter *e, LaunchList *l, long M, int C, Ref db, Ref d)
+{
+    ChanBwd cb = {0};
+    cb.db = 1;
+    cb.dbeta = db;
+    cb.a = d;
+    emit_chan(e, l, M, C, &cb);
+}
+
+/* ---- conv / dwconv forward ------------------------------------------------------------------ */
+
+/* Weights and bias the node convolves with (folded ones from the derived
+ * arena); *has_b: a bias exists. */
+static void conv_wb(const Emitter *e, const Node *nd, Ref *w, Ref *bias, int *has_b)
+{
+    const Layer *l = &e->g->layers[nd->layer];
+    if (nd->fold) {
+        size_t numel = e->g->params[l->first_param].numel;
+        *w = R_DERIVED(e, nd->derived);
+        *bias = R_DERIVED(e, nd->derived + numel);
+        *has_b = 1;
+        return;
+    }
+    *w = R_PARAM(e, nd->layer, 0);
+    *has_b = em_has_bias(l);
+    *bias = *has_b ? R_PARAM(e, nd->layer, 1) : R_NULL();
+}
+
+/* z = conv(x, w) for a k x k conv (bias not added). */
+static void emit_conv_gemm(Emitter *e, LaunchList *l, const Geo *s, Ref z, Ref x, Ref w)
+{
+    long kc = (long)s->R * s->S * s->C, M = (long)s->P * s->Q;
+    Ref a = x;
+    if (!geo_direct(s)) {
+        Kv k = {0};
+        kv_geo(e, &k, s);
+        int kern = em_kernel(e, "conv", "im2col", geo_tag(e, s), 2, 0, k.v);
+        Ref args[2] = {R_WS(0), x};
+        em_launch_elems(e, l, kern, (Dim){M * kc, 0}, 2, args);
+        a = R_WS(0);
+    }
+    em_gemm(e, l, 0, 0, (Dim){M, 0}, (Dim){0, s->K}, (Dim){0, kc}, 1.0f, a, (int)kc, w, s->K,
+            0.0f, z, s->K);
+}
+
+/* z = dwconv(x, w) + bias. */
+static void emit_dwconv_fwd(Emitter *e, LaunchList *l, const Geo *s, Ref z, Ref x, Ref w,
+                            Ref bias, int has_b)
+{
+    Kv k = {0};
+    kv_geo(e, &k, s);
+    kv_str(&k, "BIAS", flag(has_b));
+    int kern = em_kernel(e, "conv", "dwconv_fwd", geo_tag(e, s), 4, 0, k.v);
+    Ref args[4] = {z, x, w, bias};
+    em_launch_elems(e, l, kern, (Dim){(long)s->P * s->Q * s->C, 0}, 4, args);
+}
+
+/* The epilogue's BN mode: 0 none, 1 batch statistics, 2 affine (as cpu.c's
+ * node_epilogue). */
+static int epi_bn_mode(const Emitter *e, const Node *nd, int training)
+{
+    int b = em_node_bn(e->p, nd);
+    if (b < 0) return 0;
+    return training && e->g->layers[b].bn_mode == BN_TRAIN ? 1 : 2;
+}
+
+static const char *node_act(const Emitter *e, const Node *nd)
+{
+    return nd->act >= 0 ? em_act_name(e->g->layers[nd->act].op) : "none";
+}
+
+/* The per-channel operands of an epilogue's BN in mode 1 (batch statistics:
+ * the saved stats, gamma, beta) or 2 (affine: the running mean and the
+ * derived scale, shift, invstd); all NULL in mode 0. */
+typedef struct { Ref mean, invstd, gamma, beta, scale, shift; } BnRefs;
+
+static BnRefs bn_refs(const Emitter *e, const Node *nd, int mode)
+{
+    BnRefs r = {R_NULL(), R_NULL(), R_NULL(), R_NULL(), R_NULL(), R_NULL()};
+    int b = em_node_bn(e->p, nd);
+    size_t K = (size_t)e->g->layers[nd->layer].out.c;
+    if (mode == 1) {
+        r.mean = R_ACT(e, nd->stats);
+        r.invstd = R_OFF(r.mean, K);
+        r.gamma = R_PARAM(e, b, 0);
+        r.beta = R_PARAM(e, b, 1);
+    } else if (mode == 2) {
+        r.mean = R_PARAM(e, b, 2);
+        r.scale = R_DERIVED(e, nd->derived);
+        r.shift = R_DERIVED(e, nd->derived + K);
+        r.invstd = R_DERIVED(e, nd->derived + 2 * K);
+    }
+    return r;
+}
+
+/* z += bias, in place (a conv whose bias cannot go into the epilogue). */
+static void emit_conv_bias(Emitter *e, LaunchList *l, long M, int K, Ref z, Ref bias)
+{
+    Kv k = {0};
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "C", K);
+    int kern = em_kernel(e, "conv", "conv_bias", rc_tag(e, M, K), 2, 0, k.v);
+    Ref args[2] = {z, bias};
+    em_launch_elems(e, l, kern, (Dim){M * K, 0}, 2, args);
+}
+
+/* The node's forward epilogue from z (bias added first when bias_p is not
+ * NULL): batch statistics for mode 1, then epi_fwd. */
+static void emit_node_epi_fwd(Emitter *e, const Node *nd, int mode, LaunchList *l, Ref z,
+                              Ref bias_p)
+{
+    const Layer *L = &e->g->layers[nd->layer];
+    long M = (long)L->out.h * L->out.w;
+    int K = L->out.c, b = em_node_bn(e->p, nd);
+    EpiFwd f = {0};   /* every Ref NULL */
+    f.bn = mode;
+    f.bias = bias_p.buf != BUF_NULL;
+    f.store_z = f.bias && nd->z != nd->out;
+    f.res = nd->add >= 0;
+    f.act = node_act(e, nd);
+    f.out = R_ACT(e, nd->out);
+    f.z = z;
+    f.bias_p = bias_p;
+    f.res_p = f.res ? R_ACT(e, nd->in[1]) : R_NULL();
+    BnRefs r = bn_refs(e, nd, mode);
+    if (mode == 1) {
+        emit_stats(e, l, b, M, K, r.mean, z);
+        f.mean = r.mean;
+        f.invstd = r.invstd;
+        f.gamma = r.gamma;
+        f.beta = r.beta;
+    } else if (mode == 2) {
+        f.scale = r.scale;
+        f.shift = r.shift;
+    }
+    emit_epi_fwd(e, l, M, K, &f);
+}
+
+void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    Geo s = geo_of(e->g, L);
+    int epi = em_has_epilogue(nd), mode = epi ? epi_bn_mode(e, nd, training) : 0;
+    Ref x = R_ACT(e, nd->in[0]), z = R_ACT(e, nd->z), w, bias;
+    int has_b;
+    conv_wb(e, nd, &w, &bias, &has_b);
+    if (needs_derive(e, nd, training)) emit_derive(e, ni, l);
+    /* a conv's bias goes into the epilogue unless batch statistics need it
+     * first; a depthwise conv adds its own */
+    int bias_in_epi = L->op == OP_CONV && has_b && epi && mode != 1;
+    if (L->op == OP_DWCONV) {
+        emit_dwconv_fwd(e, l, &s, z, x, w, bias, has_b);
+    } else {
+        emit_conv_gemm(e, l, &s, z, x, w);
+        if (has_b && !bias_in_epi) emit_conv_bias(e, l, (long)s.P * s.Q, s.K, z, bias);
+    }
+    if (epi) emit_node_epi_fwd(e, nd, mode, l, z, bias_in_epi ? bias : R_NULL());
+}
+
+/* ---- conv / dwconv backward -------------------------------------------------------------- */
+
+/* The BN column sums of the epilogue backward and what follows (chan_bwd):
+ * dgamma/dbeta, then dz turned into the BN input gradient in place. */
+static void emit_epi_bwd_sums(Emitter *e, const Node *nd, int mode, const BnRefs *r,
+                              LaunchList *l, Ref dz, Ref z)
+{
+    const Layer *L = &e->g->layers[nd->layer];
+    int b = em_node_bn(e->p, nd), dgb = nd->train_bn;
+    ChanBwd cb = {0};
+    cb.sx = 1;
+    cb.dg = cb.db = dgb;
+    cb.dx = mode == 1 ? 1 : 2;
+    cb.eps = e->g->layers[b].a.bn.eps;
+    cb.dx_p = dz;
+    cb.dgamma = dgb ? R_GRAD(e, b, 0) : R_NULL();
+    cb.dbeta = dgb ? R_GRAD(e, b, 1) : R_NULL();
+    cb.a = dz;
+    cb.x = z;
+    cb.mean = r->mean;
+    cb.invstd = r->invstd;
+    cb.gamma = r->gamma;
+    cb.scale = r->scale;
+    emit_chan(e, l, (long)L->out.h * L->out.w, L->out.c, &cb);
+}
+
+/* The epilogue backward into dz (epilogue_backward): epi_bwd, then the BN
+ * column sums when they are needed (batch statistics, or a trained gamma).
+ * An epilogue that is only a residual add leaves dz = dout: then dz is not
+ * written (the caller reads dout) and only dres is, when wanted. */
+static void emit_epi_bwd(Emitter *e, int ni, LaunchList *l, Ref dz)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    long M = (long)L->out.h * L->out.w;
+    int K = L->out.c, mode = epi_bn_mode(e, nd, 1);
+    int sums = mode == 1 || (mode == 2 && nd->train_bn);
+    BnRefs r = bn_refs(e, nd, mode);
+    Ref z = nd->save_z ? R_ACT(e, nd->z) : R_NULL();
+    Ref dres = nd->add >= 0 ? R_ACT(e, nd->din[1]) : R_NULL();
+    int has_act = nd->act >= 0, write_dz = mode != 0 || has_act;
+    if (!write_dz && dres.buf == BUF_NULL) return;
+    Kv k = {0};
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "C", K);
+    kv_str(&k, "RES", flag(dres.buf != BUF_NULL));
+    kv_str(&k, "RES_ACC", flag(nd->din_acc[1]));
+    kv_str(&k, "HAS_ACT", flag(has_act));
+    kv_int(e, &k, "BN", mode);
+    kv_str(&k, "ACT", node_act(e, nd));
+    kv_str(&k, "SCALE", flag(mode == 2 && !sums));
+    kv_str(&k, "DZ", flag(write_dz));
+    int kern = em_kernel(e, "conv", "epi_bwd", rc_tag(e, M, K), 10, 0, k.v);
+    Ref a[10] = {write_dz ? dz : R_NULL(), dres, R_ACT(e, nd->dout), z, r.mean, r.invstd,
+                 r.gamma, r.beta, r.scale, r.shift};
+    em_launch_elems(e, l, kern, (Dim){M * K, 0}, 10, a);
+    if (sums) emit_epi_bwd_sums(e, nd, mode, &r, l, dz, z);
+}
+
+/* dW, dx of a k x k conv from d (n*P*Q, K) (conv2d_backward; dbias done). */
+static void emit_conv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Ref dw, Ref d,
+                           Ref x, Ref w, int acc)
+{
+    long kc = (long)s->R * s->S * s->C, M = (long)s->P * s->Q;
+    int direct = geo_direct(s);
+    if (dw.buf != BUF_NULL) {
+        Ref a = x;
+        if (!direct) {
+            Kv k = {0};
+            kv_geo(e, &k, s);
+            int kern = em_kernel(e, "conv", "im2col", geo_tag(e, s), 2, 0, k.v);
+            Ref args[2] = {R_WS(0), x};
+            em_launch_elems(e, l, kern, (Dim){M * kc, 0}, 2, args);
+            a = R_WS(0);
+        }
+        em_gemm(e, l, 1, 0, (Dim){0, kc}, (Dim){0, s->K}, (Dim){M, 0}, 1.0f, a, (int)kc, d,
+                s->K, 0.0f, dw, s->K);
+    }
+    if (dx.buf == BUF_NULL) return;
+    if (direct) {
+        em_gemm(e, l, 0, 1, (Dim){M, 0}, (Dim){0, kc}, (Dim){0, s->K}, 1.0f, d, s->K, w, s->K,
+                acc ? 1.0f : 0.0f, dx, (int)kc);
+        return;
+    }
+    em_gemm(e, l, 0, 1, (Dim){M, 0}, (Dim){0, kc}, (Dim){0, s->K}, 1.0f, d, s->K, w, s->K,
+            0.0f, R_WS(0), (int)kc);
+    Kv k = {0};
+    kv_geo(e, &k, s);
+    kv_str(&k, "ACC", flag(acc));
+    int kern = em_kernel(e, "conv", "col2im", geo_tag(e, s), 2, 0, k.v);
+    Ref args[2] = {dx, R_WS(0)};
+    em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 2, args);
+}
+
+/* dW, dx of a depthwise conv from d (n*P*Q, C) (dwconv2d_backward; dbias done). */
+static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Ref dw, Ref d,
+                             Ref x, Ref w, int acc)
+{
+    if (dx.buf != BUF_NULL) {
+        Kv k = {0};
+        kv_geo(e, &k, s);
+        kv_str(&k, "ACC", flag(acc));
+        int kern = em_kernel(e, "conv", "dwconv_dx", geo_tag(e, s), 3, 0, k.v);
+        Ref args[3] = {dx, d, w};
+        em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 3, args);
+    }
+    if (dw.buf != BUF_NULL) {
+        Kv k = {0};
+        kv_geo(e, &k, s);
+        int kern = em_kernel(e, "conv", "dwconv_dw", geo_tag(e, s), 3, 1, k.v);
+        Ref args[3] = {dw, d, x};
+        em_launch(e, l, kern, (Dim){0, s->C}, 1, s->R * s->S, EMIT_SYNC_BLOCK, 3, args);
+    }
+}
+
+void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    Geo s = geo_of(e->g, L);
+    Ref w = nd->fold ? R_DERIVED(e, nd->derived) : R_PARAM(e, nd->layer, 0);
+    Ref d = R_ACT(e, nd->dout);
+    if (em_has_epilogue(nd)) {
+        size_t cws = L->op == OP_DWCONV ? 0 : geo_ws(&s, e->p->opt.batch);
+        emit_epi_bwd(e, ni, l, R_WS(cws));
+        if (em_node_bn(e->p, nd) >= 0 || nd->act >= 0) d = R_WS(cws);
+    }
+    Ref dx = R_ACT(e, nd->din[0]);
+    Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
+    Ref db = nd->train_w && em_has_bias(L) && !nd->fold ? R_GRAD(e, nd->layer, 1) : R_NULL();
+    Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
+    if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d);
+    if (L->op == OP_CONV) emit_conv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
+    else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
+}
+
+/* ---- standalone BN ------------------------------------------------------------------------- */
+
+void em_bn_fwd(Emitter *e, int ni, int training, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    int b = nd->layer, C = L->out.c;
+    long M = (long)L->out.h * L->out.w;
+    Ref x = R_ACT(e, nd->in[0]);
+    EpiFwd f = {0};
+    f.act = "none";
+    f.out = R_ACT(e, nd->out);
+    f.z = x;
+    f.bias_p = f.mean = f.invstd = f.gamma = f.beta = f.scale = f.shift = f.res_p = R_NULL();
+    if (training && L->bn_mode == BN_TRAIN) {
+        Ref st = R_ACT(e, nd->stats);
+        emit_stats(e, l, b, M, C, st, x);
+        f.bn = 1;
+        f.mean = st;
+        f.invstd = R_OFF(st, (size_t)C);
+        f.gamma = R_PARAM(e, b, 0);
+        f.beta = R_PARAM(e, b, 1);
+    } else {
+        emit_derive(e, ni, l);
+        f.bn = 2;
+        f.scale = R_DERIVED(e, nd->derived);
+        f.shift = R_DERIVED(e, nd->derived + (size_t)C);
+    }
+    emit_epi_fwd(e, l, M, C, &f);
+}
+
+void em_bn_bwd(Emitter *e, int ni, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    int b = nd->layer, C = L->out.c, acc = nd->din_acc[0];
+    long M = (long)L->out.h * L->out.w;
+    Ref dx = R_ACT(e, nd->din[0]), dout = R_ACT(e, nd->dout);
+    Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
+    ChanBwd cb = {0};
+    cb.sx = 1;
+    cb.dg = cb.db = nd->train_bn;
+    cb.eps = L->a.bn.eps;
+    cb.dgamma = nd->train_bn ? R_GRAD(e, b, 0) : R_NULL();
+    cb.dbeta = nd->train_bn ? R_GRAD(e, b, 1) : R_NULL();
+    cb.a = dout;
+    cb.x = x;
+    cb.scale = R_NULL();
+    if (L->bn_mode == BN_TRAIN) {
+        Ref st = R_ACT(e, nd->stats);
+        cb.dx = dx.buf != BUF_NULL ? 1 : 0;
+        cb.acc = acc;
+        cb.dx_p = dx;
+        cb.mean = st;
+        cb.invstd = R_OFF(st, (size_t)C);
+        cb.gamma = R_PARAM(e, b, 0);
+        emit_chan(e, l, M, C, &cb);
+        return;
+    }
+    if (nd->train_bn) {
+        cb.inv = 1;
+        cb.dx_p = cb.gamma = R_NULL();
+        cb.mean = R_PARAM(e, b, 2);
+        cb.invstd = R_PARAM(e, b, 3);   /* the variance: INV computes invstd from it */
+        emit_chan(e, l, M, C, &cb);
+    }
+    if (dx.buf == BUF_NULL) return;
+    Kv k = {0};
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "C", C);
+    kv_float(e, &k, "EPS", L->a.bn.eps);
+    kv_str(&k, "ACC", flag(acc));
+    int kern = em_kernel(e, "conv", "bn_infer_dx", rc_tag(e, M, C), 4, 0, k.v);
+    Ref args[4] = {dx, dout, R_PARAM(e, b, 0), R_PARAM(e, b, 3)};
+    em_launch_elems(e, l, kern, (Dim){M * C, 0}, 4, args);
+}
+
+/* ---- folding ------------------------------------------------------------------------------- */
+
+void em_fold(Emitter *e, int ni, LaunchList *l)
+{
+    const Node *nd = &e->p->nodes[ni];
+    const Layer *L = &e->g->layers[nd->layer];
+    const Layer *bl = &e->g->layers[nd->bn];
+    int C = bl->out.c;
+    size_t numel = e->g->params[L->first_param].numel;
+    long rows = (long)(numel / (size_t)C);
+    int has_b = em_has_bias(L);
+    Kv k = {0};
+    kv_int(e, &k, "C", C);
+    kv_int(e, &k, "ROWS", rows);
+    kv_float(e, &k, "EPS", bl->a.bn.eps);
+    kv_str(&k, "BIAS", flag(has_b));
+    int kern = em_kernel(e, "conv", "bn_fold", rc_tag(e, rows, C), 7, 0, k.v);
+    Ref a[7] = {R_DERIVED(e, nd->derived), R_PARAM(e, nd->layer, 0),
+                has_b ? R_PARAM(e, nd->layer, 1) : R_NULL(), R_PARAM(e, nd->bn, 0),
+                R_PARAM(e, nd->bn, 1), R_PARAM(e, nd->bn, 2), R_PARAM(e, nd->bn, 3)};
+    em_launch_elems(e, l, kern, (Dim){0, (long)numel + C}, 7, a);
+}

@@ -1,0 +1,43 @@
+/* tests/emu_device.h — a DevOps table (runtime/cuda/exec.h) that runs an
+ * emitted Program on the host: the kernels compiled by the host C compiler
+ * under tests/cuda_emu.h into a shared object, GEMMs through the CPU BLAS,
+ * "device" memory in host memory, CUDA graphs emulated by recording the
+ * launches and replaying them.
+ *
+ * One emulated device runs at a time in a process (the fiber scheduler is
+ * process-wide state); tests are single-threaded.
+ */
+#ifndef KILN_EMU_DEVICE_H
+#define KILN_EMU_DEVICE_H
+
+#include <stddef.h>
+
+#include "runtime/cuda/exec.h"
+
+/* Counters of what the device did, for tests. */
+typedef struct {
+    long launches;        /* kernel launches executed (replayed ones included) */
+    long fiber_launches;  /* of which ran their blocks as fibers (uses_sync) */
+    long fiber_blocks;    /* blocks run as fibers */
+    long fiber_rounds;    /* barrier rounds of those blocks (barriers + 1 each) */
+    long gemms;           /* GEMMs executed */
+    long recorded;        /* launches + GEMMs recorded into graphs */
+    long replays;         /* graph_run calls that replayed a graph */
+} EmuStats;
+
+/* Compile pr's source with the C compiler `cc` and extra options `flags`
+ * (the sanitizers of a sanitized build; no shell characters), include_dir
+ * holding cuda_emu.h; load it and fill *ops. Returns 0, or 1 with a message in err
+ * (a compile error carries the compiler's output). ops->ctx is released by
+ * ops->destroy. */
+int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *flags,
+                    const char *include_dir, char *err, size_t errlen);
+
+/* Make alloc fail past `bytes` in all and mem_info report that much memory
+ * (0: no limit, and mem_info reports nothing). */
+void emu_device_set_limit(void *ctx, size_t bytes);
+
+/* The counters of a device made by emu_device_open (ctx = ops->ctx). */
+const EmuStats *emu_device_stats(void *ctx);
+
+#endif
