@@ -31,8 +31,6 @@
  */
 #include "codegen/emit_internal.h"
 
-#include <string.h>
-
 /* ---- key/value lists -------------------------------------------------------------- */
 
 #define KV_MAX 48
