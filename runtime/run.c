@@ -418,7 +418,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if ((rc = plan_build(&plans[ph], &g, &po, err, errlen))) goto out_plans;
         nplans = ph + 1;
         Plan *p = &plans[ph];
-        if (!(be[ph] = backend_create(device, p, &c->cuda, err, errlen))) { rc = 1; goto out_plans; }
+        be[ph] = c->make_backend ? c->make_backend(p, c->make_backend_ctx, err, errlen)
+                                 : backend_create(device, p, &c->cuda, err, errlen);
+        if (!be[ph]) { rc = 1; goto out_plans; }
         free(params);
         if (!(params = malloc(sizeof(float) * (p->param_floats + 1)))) { snprintf(err, errlen, "out of memory"); rc = 1; goto out_plans; }
         if (ph == 0) {

@@ -39,6 +39,14 @@ typedef struct {
     FILE *log;                 /* per-epoch lines (NULL: stdout) */
     const char *device;        /* cpu | cuda | auto (runtime/device.h); NULL: cpu */
     CudaOptions cuda;          /* TF32, graphs (cuda only) */
+    /* For tests: when set, every backend of the run (each phase's) is made by
+     * make_backend(plan, make_backend_ctx, err, errlen) instead of by
+     * backend_create on `device` (which is still resolved and still sizes
+     * auto's batch); NULL with a message in err fails the run (rc 1). The
+     * emulated GPU device of tests/test_cuda_emu.c runs whole trainings this
+     * way. NULL (the default): backend_create. */
+    Backend *(*make_backend)(const Plan *p, void *ctx, char *err, size_t errlen);
+    void *make_backend_ctx;
 } RunConfig;
 
 typedef struct {

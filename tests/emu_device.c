@@ -4,12 +4,16 @@
  *  - Kernels: the Program's source, prefixed with #include "cuda_emu.h", is
  *    compiled by the host C compiler into a shared object in a temporary
  *    folder and loaded with dlopen; kernel k is called through its exported
- *    trampoline NAME__emu(void **args), once per thread.
+ *    trampoline NAME__emu(void **args), once per thread. Loaded objects are
+ *    kept for the whole process, by source (and compiler, flags, include
+ *    folder): a program emitted again (the same plan in another phase or
+ *    another run) is not compiled again. Devices that share an object share
+ *    its KilnEmuState, which holds only what a launch sets before it runs.
  *  - Grid: blocks run one after another (y outer, x inner). A kernel without
  *    block cooperation (EmitKernel.uses_sync == 0) runs its threads as plain
  *    calls in a loop; a uses_sync kernel runs each block's threads as
- *    cooperative fibers, one per thread with a stack of its own (ucontext,
- *    or a register swap on x86-64). A round resumes every fiber up to its
+ *    cooperative fibers, one per thread with a stack of its own (a register
+ *    swap on x86-64, else ucontext). A round resumes every fiber up to its
  *    next KILN_SYNC or its return, each one passing on straight to the next,
  *    and rounds repeat until all returned. A block whose threads disagree
  *    (some returned while others wait at a barrier) and a KILN_SYNC in a
@@ -57,7 +61,7 @@ typedef struct {
 typedef struct { int key, ready; EmuOp *v; int n, cap; } EmuGraph;
 
 typedef struct {
-    void *dl;
+    void *dl;              /* the loaded object (the process's: never closed) */
     KilnEmuState *st;
     int n_kernels;
     EmuFn *fn;
@@ -83,10 +87,43 @@ static void die(const char *fmt, ...)
 
 /* ---- fibers ------------------------------------------------------------------------ */
 
-/* A fiber context: ucontext (makecontext/swapcontext). Each switch also
- * saves the signal mask with a system call; the emulated plans are small
- * enough that this costs seconds, not minutes. */
+/* A fiber context. On x86-64 a switch is a register swap: the callee-saved
+ * registers pushed on the running stack, the stack pointer saved and the
+ * other fiber's loaded, its registers popped, and `ret` into it (the
+ * floating-point control words are not switched: no kernel changes them;
+ * nor is a CET shadow stack, which Linux enables for no process by default).
+ * Elsewhere, and under AddressSanitizer (which must learn of stack switches
+ * and knows those of swapcontext), ucontext: makecontext/swapcontext, whose
+ * every switch also saves the signal mask with a system call: a training
+ * epoch of tiny with batch-statistics BN emulates about 4x slower that way. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FIBER_UCONTEXT 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || !defined(__x86_64__)
+#define FIBER_UCONTEXT 1
+#endif
+
+#ifdef FIBER_UCONTEXT
 typedef ucontext_t FiberCtx;
+#else
+typedef struct { void *sp; } FiberCtx;
+
+/* Push rbp, rbx, r12-r15; *save_sp = rsp; rsp = to_sp; pop them; ret. */
+void kiln_emu_fiber_swap(void **save_sp, void *to_sp);
+__asm__(".text\n"
+        ".globl kiln_emu_fiber_swap\n"
+        ".hidden kiln_emu_fiber_swap\n"
+        ".type kiln_emu_fiber_swap, @function\n"
+        "kiln_emu_fiber_swap:\n"
+        "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbx\n    popq %rbp\n"
+        "    ret\n"
+        ".size kiln_emu_fiber_swap, .-kiln_emu_fiber_swap\n");
+#endif
 
 enum { F_READY = 0, F_WAIT, F_DONE };
 #define FIBER_STACK (64 * 1024)
@@ -109,7 +146,11 @@ static struct {
 
 static void fiber_switch(FiberCtx *save, FiberCtx *to)
 {
+#ifdef FIBER_UCONTEXT
     if (swapcontext(save, to) != 0) die("swapcontext failed");
+#else
+    kiln_emu_fiber_swap(&save->sp, to->sp);
+#endif
 }
 
 static void fibers_free(void)
@@ -168,12 +209,25 @@ static void fiber_main(void)
 static void fiber_make(int t)
 {
     char *stack = fib.stacks + (size_t)t * FIBER_STACK;
+#ifdef FIBER_UCONTEXT
     ucontext_t *c = &fib.ctx[t];
     if (getcontext(c) != 0) die("getcontext failed");
     c->uc_stack.ss_sp = stack;
     c->uc_stack.ss_size = FIBER_STACK;
     c->uc_link = NULL;
     makecontext(c, fiber_main, 0);
+#else
+    /* From the (16-byte aligned) top down: a null return address for
+     * fiber_main, fiber_main as the address the first switch returns to,
+     * six zero registers. After that `ret`, rsp is 8 mod 16, as at the entry
+     * of a called function. */
+    void **top = (void **)(stack + FIBER_STACK);
+    void (*entry)(void) = fiber_main;
+    top[-1] = NULL;
+    memcpy(&top[-2], &entry, sizeof entry);
+    for (int k = 3; k <= 8; k++) top[-k] = NULL;
+    fib.ctx[t].sp = &top[-8];
+#endif
 }
 
 /* KILN_SYNC(): the calling thread waits at the barrier. */
@@ -412,7 +466,6 @@ static void emu_destroy(void *ctx)
 {
     Emu *e = ctx;
     if (!e) return;
-    if (e->dl) dlclose(e->dl);
     for (int k = 0; k < e->n_kernels && e->names; k++) free(e->names[k]);
     free(e->names); free(e->fn); free(e->uses_sync); free(e->n_args);
     for (int i = 0; i < e->n_graphs; i++) free(e->graphs[i].v);
@@ -480,10 +533,87 @@ static int compile(const Program *pr, const char *cc, const char *flags, const c
     return 0;
 }
 
-static int load(Emu *e, const Program *pr, const char *so, char *err, size_t errlen)
+/* The loaded objects of this process (never unloaded), newest first. */
+typedef struct EmuObject {
+    uint64_t hash;
+    size_t len;
+    char *key;          /* cc, flags and include folder, then the source */
+    void *dl;
+    struct EmuObject *next;
+} EmuObject;
+
+static EmuObject *objects;
+
+/* FNV-1a over n bytes, continuing from h. */
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
 {
-    e->dl = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    if (!e->dl) { snprintf(err, errlen, "dlopen %s: %s", so, dlerror()); return 1; }
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The options and the source as one key (NULs between the parts), its
+ * length in *len. NULL when out of memory. */
+static char *object_key(const Program *pr, const char *cc, const char *flags, const char *inc, size_t *len)
+{
+    size_t a = strlen(cc) + 1, b = strlen(flags) + 1, c = strlen(inc) + 1;
+    *len = a + b + c + pr->source_len;
+    char *k = malloc(*len + 1);
+    if (!k) return NULL;
+    memcpy(k, cc, a);
+    memcpy(k + a, flags, b);
+    memcpy(k + a + b, inc, c);
+    memcpy(k + a + b + c, pr->source, pr->source_len);
+    return k;
+}
+
+/* Compile and dlopen pr's source in a fresh temporary folder (removed
+ * after; kept with the source when the compiler fails). Returns the handle,
+ * or NULL with a message in err. */
+static void *compile_and_open(const Program *pr, const char *cc, const char *flags, const char *inc,
+                              char *err, size_t errlen)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[1024], src[1100], so[1100];
+    snprintf(dir, sizeof dir, "%s/kiln-emu-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) { snprintf(err, errlen, "cannot create a temporary folder %s", dir); return NULL; }
+    snprintf(src, sizeof src, "%s/k.c", dir);
+    snprintf(so, sizeof so, "%s/k.so", dir);
+    if (compile(pr, cc, flags, inc, dir, err, errlen)) return NULL;
+    void *dl = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) snprintf(err, errlen, "dlopen %s: %s", so, dlerror());
+    unlink(so);   /* a loaded object stays mapped */
+    unlink(src);
+    rmdir(dir);
+    return dl;
+}
+
+/* The loaded object of pr: from the process's objects, or compiled now and
+ * added to them. Returns NULL with a message in err. */
+static void *object_for(const Program *pr, const char *cc, const char *flags, const char *inc, char *err,
+                        size_t errlen)
+{
+    size_t len;
+    char *key = object_key(pr, cc, flags, inc, &len);
+    if (!key) { snprintf(err, errlen, "out of memory"); return NULL; }
+    uint64_t h = fnv1a(0xcbf29ce484222325ull, key, len);
+    for (EmuObject *o = objects; o; o = o->next)
+        if (o->hash == h && o->len == len && !memcmp(o->key, key, len)) {
+            free(key);
+            return o->dl;
+        }
+    EmuObject *o = malloc(sizeof *o);
+    void *dl = o ? compile_and_open(pr, cc, flags, inc, err, errlen) : NULL;
+    if (!o) snprintf(err, errlen, "out of memory");
+    if (!dl) { free(o); free(key); return NULL; }
+    *o = (EmuObject){h, len, key, dl, objects};
+    objects = o;
+    return dl;
+}
+
+static int load(Emu *e, const Program *pr, void *dl, char *err, size_t errlen)
+{
+    const char *so = "the compiled kernels";
+    e->dl = dl;
     e->st = dlsym(e->dl, KILN_EMU_STATE_SYMBOL);
     if (!e->st) { snprintf(err, errlen, "%s: no symbol %s", so, KILN_EMU_STATE_SYMBOL); return 1; }
     e->st->sync = emu_sync;
@@ -521,19 +651,11 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
         snprintf(err, errlen, "compiler or include path contains a quote");
         return 1;
     }
-    const char *tmp = getenv("TMPDIR");
-    char dir[1024], src[1100], so[1100];
-    snprintf(dir, sizeof dir, "%s/kiln-emu-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) { snprintf(err, errlen, "cannot create a temporary folder %s", dir); return 1; }
-    snprintf(src, sizeof src, "%s/k.c", dir);
-    snprintf(so, sizeof so, "%s/k.so", dir);
-    if (compile(pr, cc, flags, include_dir, dir, err, errlen)) return 1;   /* the folder stays, for reading */
+    void *dl = object_for(pr, cc, flags, include_dir, err, errlen);
+    if (!dl) return 1;
     Emu *e = calloc(1, sizeof *e);
-    int bad = !e || load(e, pr, so, err, errlen);
+    int bad = !e || load(e, pr, dl, err, errlen);
     if (!e) snprintf(err, errlen, "out of memory");
-    unlink(so);   /* a loaded object stays mapped */
-    unlink(src);
-    rmdir(dir);
     if (bad) { emu_destroy(e); return 1; }
     ops->ctx = e;
     ops->alloc = emu_alloc;

@@ -27,9 +27,11 @@ typedef struct {
 
 /* Compile pr's source with the C compiler `cc` and extra options `flags`
  * (the sanitizers of a sanitized build; no shell characters), include_dir
- * holding cuda_emu.h; load it and fill *ops. Returns 0, or 1 with a message in err
- * (a compile error carries the compiler's output). ops->ctx is released by
- * ops->destroy. */
+ * holding cuda_emu.h; load it and fill *ops. A source compiled before in
+ * this process with the same options is not compiled again: its loaded
+ * object is reused (objects stay loaded until the process ends). Returns 0,
+ * or 1 with a message in err (a compile error carries the compiler's
+ * output). ops->ctx is released by ops->destroy. */
 int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *flags,
                     const char *include_dir, char *err, size_t errlen);
 

@@ -15,7 +15,16 @@
  *  - graph replay gives the same bits as direct launches;
  *  - features extracted at a frozen cut and fed back in train as on the CPU;
  *  - an arena that does not fit names the bytes asked for, the bytes free
- *    and the largest batch that fits.
+ *    and the largest batch that fits;
+ *  - the whole training loop (runtime/run.c run_train: every strategy, the
+ *    feature cache, both phases of freeze-finetune, warm-up, the auto LR
+ *    range test, early stopping, checkpoints and best weights in a run
+ *    folder, the test pass) on the emulated device through
+ *    RunConfig.make_backend, against the same run on the CPU backend:
+ *    epochs, divergence (stopped, rolled back), chosen LR, validation and
+ *    test accuracy, and the final weights to 1e-4 normwise per tensor; a
+ *    GPU run stopped in its second phase and resumed from its checkpoint
+ *    ends bit-identical to the uninterrupted one.
  * KILN_EMU_CC (the C compiler), KILN_EMU_CFLAGS (the sanitizers of a
  * sanitized build) and KILN_EMU_INCLUDE (this folder) come from
  * tests/CMakeLists.txt. */
@@ -24,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codegen/emit.h"
 #include "datasets/dataset.h"
@@ -31,6 +41,8 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/exec.h"
 #include "runtime/params.h"
+#include "runtime/run.h"
+#include "runtime/safetensors.h"
 #include "runtime/strategy.h"
 
 #define BATCH 4
@@ -496,6 +508,299 @@ START_TEST(out_of_memory_names_the_fitting_batch)
 }
 END_TEST
 
+/* ---- whole trainings ------------------------------------------------------------------- */
+
+/* The make_backend context of an emulated run: how many backends run_train
+ * made, and the device counters summed over them (taken when each is
+ * destroyed, through a wrapper of its destroy). */
+typedef struct {
+    int made;
+    struct { Backend *be; void *dev; void (*destroy)(Backend *); } live[2];
+    EmuStats total;
+} EmuRun;
+
+static EmuRun *emu_run;   /* the run in progress (the destroy wrapper has only the Backend) */
+
+static void emu_run_destroy(Backend *be)
+{
+    for (int k = 0; k < 2; k++) {
+        if (emu_run->live[k].be != be) continue;
+        const EmuStats *st = emu_device_stats(emu_run->live[k].dev);
+        emu_run->total.launches += st->launches;
+        emu_run->total.gemms += st->gemms;
+        emu_run->total.replays += st->replays;
+        void (*destroy)(Backend *) = emu_run->live[k].destroy;
+        emu_run->live[k].be = NULL;
+        destroy(be);
+        return;
+    }
+    ck_abort_msg("destroy of a backend the run did not make");
+}
+
+/* RunConfig.make_backend: the GPU executor over the emulated device, with
+ * graphs, as cuda_backend_create makes it over the real one. */
+static Backend *make_emu_backend(const Plan *p, void *ctx, char *err, size_t errlen)
+{
+    EmuRun *r = ctx;
+    Program pr;
+    EmitOptions eo = {0, 0};
+    if (emit_program(&pr, p, &eo, err, errlen)) return NULL;
+    DevOps ops;
+    if (emu_device_open(&ops, &pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, errlen)) {
+        emit_free(&pr);
+        return NULL;
+    }
+    void *dev = ops.ctx;
+    Backend *be = gpu_backend_create(p, &pr, &ops, 1, err, errlen);
+    if (!be) return NULL;
+    int k = r->live[0].be ? 1 : 0;
+    ck_assert_ptr_null(r->live[k].be);   /* at most two at a time: phase 1 hands over to phase 2 */
+    r->live[k].be = be;
+    r->live[k].dev = dev;
+    r->live[k].destroy = be->destroy;
+    be->destroy = emu_run_destroy;
+    r->made++;
+    return be;
+}
+
+static char run_dir[256];
+static FILE *quiet;
+
+/* A run of tiny on the synthetic set: max 3 epochs, lr 0.05, a one-epoch
+ * warm-up where the strategy has one, plateau and early stopping after one
+ * epoch without improvement; a run folder (checkpoints, best weights) and
+ * the final weights saved under name. */
+static void train_cfg(RunConfig *c, Strategy s, const char *weights, const char *name, char *out,
+                      char *save)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    static char arch[1024];
+    snprintf(arch, sizeof arch, "%s/archs/tiny.arch", src ? src : ".");
+    run_config_default(c);
+    strategy_defaults(&c->spec, s);
+    c->arch = arch;
+    c->data = "synthetic:noise=0.5,n=400";   /* 320 training images: 10 steps of 32 an epoch */
+    c->weights = s == STRAT_RANDOM ? NULL : weights;
+    c->progress = 0;
+    c->log = quiet;
+    c->spec.max_epochs = 3;
+    c->spec.lr = 0.05f;
+    c->spec.patience = 1;
+    c->spec.plateau_patience = 1;
+    if (c->spec.warmup_epochs) c->spec.warmup_epochs = 1;
+    c->spec.seed = 5;
+    snprintf(out, 600, "%s/%s", run_dir, name);
+    snprintf(save, 600, "%s/%s.safetensors", run_dir, name);
+    c->out = out;
+    c->save = save;
+}
+
+/* The worst per-tensor normwise difference of two weight files (and the
+ * largest absolute one into *abs_max); every tensor of b must be in a. */
+static double weights_diff(const char *pa, const char *pb, double *abs_max)
+{
+    StFile a, b;
+    char err[512];
+    ck_assert_msg(st_load(pa, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(st_load(pb, &b, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a.n, b.n);
+    double worst = 0;
+    *abs_max = 0;
+    for (int i = 0; i < b.n; i++) {
+        const StTensor *t = st_find(&a, b.tensors[i].name);
+        ck_assert_msg(t && t->numel == b.tensors[i].numel, "tensor %s", b.tensors[i].name);
+        worst = fmax(worst, normwise(t->data, b.tensors[i].data, t->numel));
+        for (size_t k = 0; k < t->numel; k++) *abs_max = fmax(*abs_max, fabs((double)t->data[k] - b.tensors[i].data[k]));
+    }
+    st_free(&a);
+    st_free(&b);
+    return worst;
+}
+
+/* Bytes of tiny's plan under auto's flags at batch 32: as auto's memory
+ * budget it makes auto pick batch 32 (a batch-256 range test would take
+ * most of the case's time). */
+static size_t auto_budget_for_batch_32(const char *arch)
+{
+    Graph ga;
+    Plan p;
+    TrainSpec t;
+    LrGroups gr;
+    char err[512];
+    ck_assert_msg(graph_load(&ga, arch, err, sizeof err) == 0, "%s", err);
+    strategy_defaults(&t, STRAT_AUTO);
+    ck_assert_msg(strategy_apply(&t, 0, &ga, &gr, err, sizeof err) == 0, "%s", err);
+    PlanOptions po = {.batch = 32, .fuse = 1, .fold = 1};
+    ck_assert_msg(plan_build(&p, &ga, &po, err, sizeof err) == 0, "%s", err);
+    size_t b = plan_bytes(&p);
+    plan_free(&p);
+    graph_free(&ga);
+    return b;
+}
+
+/* A GPU run of strategy s stopped mid-epoch in its second phase (step 35:
+ * phase 1 runs 3 epochs of 10 steps) and resumed from its checkpoint, also
+ * on the GPU, ends with the weights of the uninterrupted GPU run (in
+ * full_save), bit for bit. */
+static void gpu_resume_matches(Strategy s, const char *pre, size_t budget, const char *full_save, char *err)
+{
+    RunConfig c;
+    RunResult r;
+    EmuRun er;
+    char out[600], save[600], unused[600];
+    memset(&er, 0, sizeof er);
+    emu_run = &er;
+    train_cfg(&c, s, pre, "resumed", out, save);
+    c.memory_budget = budget;
+    c.make_backend = make_emu_backend;
+    c.make_backend_ctx = &er;
+    c.save = NULL;
+    c.stop_after_steps = 35;
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, ERRLEN), 130);
+    ck_assert_int_eq(r.interrupted, 1);
+    train_cfg(&c, s, pre, "resumed", unused, save);
+    c.memory_budget = budget;
+    c.make_backend = make_emu_backend;
+    c.make_backend_ctx = &er;
+    c.out = NULL;
+    c.resume = out;
+    int code = run_train(&c, NULL, &r, err, ERRLEN);
+    ck_assert_msg(code == 0, "resumed on the emulated GPU: %.4000s", err);
+    emu_run = NULL;
+    /* phases 1 and 2 stopped; resumed, phase 1's backend again (the
+     * parameters pass through it) before phase 2 */
+    ck_assert_int_eq(er.made, 4);
+    double wabs, w = weights_diff(save, full_save, &wabs);
+    printf("%s on the emulated GPU, stopped at step 35 and resumed: final weights differ by %g (abs %g) "
+           "from the uninterrupted run's\n", strategy_name(s), w, wabs);
+    ck_assert_msg(wabs == 0, "the resumed GPU run's weights differ by %g", wabs);
+}
+
+/* The runs of the training case: every strategy, and two that diverge. */
+static const struct {
+    Strategy s;
+    float lr;          /* 0: train_cfg's */
+    int rollback;      /* on_diverge rollback (max 2) instead of the strategy's */
+    const char *label;
+} TRAIN_CASES[] = {
+    {STRAT_RANDOM, 0, 0, "random"},
+    {STRAT_NAIVE, 0, 0, "naive"},
+    {STRAT_NAIVE_BN_FROZEN, 0, 0, "naive-bn-frozen"},
+    {STRAT_FROZEN, 0, 0, "frozen"},
+    {STRAT_FREEZE_FINETUNE, 0, 0, "freeze-finetune"},
+    {STRAT_LAYERWISE, 0, 0, "layerwise"},
+    {STRAT_WARMUP, 0, 0, "warmup"},
+    {STRAT_AUTO, 0, 0, "auto"},
+    {STRAT_NAIVE, 1e4f, 0, "naive lr 1e4, stop"},
+    {STRAT_NAIVE_BN_FROZEN, 1e4f, 1, "bn-frozen lr 1e4, rollback"},
+};
+
+/* Every strategy trained twice from the same weights, seed and
+ * configuration: on the CPU backend and on the GPU executor over the
+ * emulated device; and two runs at an LR that diverges (stopped, and rolled
+ * back until the rollbacks run out). Also a freeze-finetune GPU run stopped
+ * and resumed from its checkpoint (gpu_resume_matches). The two agree on epochs, best epochs,
+ * divergence (epoch, step), rollbacks, the LR (auto's comes from its range
+ * test), the feature cache's cut; validation and test accuracy to 1e-6; the
+ * final weights to 1e-4 normwise per tensor. */
+START_TEST(training_runs_match_cpu)
+{
+    char *err = malloc(ERRLEN);
+    strcpy(run_dir, "/tmp/kiln-emu-runs-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(run_dir));
+    quiet = fopen("/dev/null", "w");
+    /* pretrained weights: a short CPU run on another draw of the task */
+    RunConfig c;
+    RunResult rc, rg;
+    char out[600], pre[600];
+    train_cfg(&c, STRAT_NAIVE, NULL, "pretrain", out, pre);
+    c.data = "synthetic:noise=0.5,n=400,seed=7";
+    c.spec.max_epochs = 2;
+    ck_assert_msg(run_train(&c, NULL, &rc, err, ERRLEN) == 0, "%s", err);
+    size_t budget = auto_budget_for_batch_32(c.arch);
+    int n_div = 0;
+    double worst_w = 0;
+    for (size_t k = 0; k < sizeof TRAIN_CASES / sizeof TRAIN_CASES[0]; k++) {
+        const char *sn = TRAIN_CASES[k].label;
+        char name[64], save_c[600], save_g[600], out_g[600];
+        RunResult *res[2] = {&rc, &rg};
+        EmuRun er;
+        memset(&er, 0, sizeof er);
+        double t[3];
+        t[0] = kiln_now();
+        for (int gpu = 0; gpu < 2; gpu++) {
+            snprintf(name, sizeof name, "run%zu-%s", k, gpu ? "gpu" : "cpu");
+            train_cfg(&c, TRAIN_CASES[k].s, pre, name, gpu ? out_g : out, gpu ? save_g : save_c);
+            c.memory_budget = budget;
+            if (TRAIN_CASES[k].lr > 0) c.spec.lr = TRAIN_CASES[k].lr;
+            if (TRAIN_CASES[k].rollback) { c.spec.on_diverge = DIVERGE_ROLLBACK; c.spec.max_rollbacks = 2; }
+            if (gpu) {
+                emu_run = &er;
+                c.make_backend = make_emu_backend;
+                c.make_backend_ctx = &er;
+            }
+            int code = run_train(&c, NULL, res[gpu], err, ERRLEN);
+            if (code) fprintf(stderr, "%s\n", err);
+            ck_assert_msg(code == 0, "%s on the %s: %.4000s", sn, gpu ? "emulated GPU" : "CPU", err);
+            emu_run = NULL;
+            t[gpu + 1] = kiln_now();
+        }
+        ck_assert_int_eq(er.made, rg.phases);
+        ck_assert_msg(er.live[0].be == NULL && er.live[1].be == NULL, "%s: a backend was not destroyed", sn);
+        double wabs, w = weights_diff(save_g, save_c, &wabs);
+        worst_w = fmax(worst_w, w);
+        printf("%-26s epochs %d+%d (best %d+%d), batch %d, cut %d, lr %.4g, diverged %d (epoch %d step %d), "
+               "rollbacks %d; val %.4f/%.4f, test %.4f/%.4f (cpu/gpu); weights: worst %.3g normwise, %.3g abs; "
+               "%ld launches, %ld GEMMs, %ld replays; %.1fs cpu, %.1fs gpu\n",
+               sn, rc.epochs[0], rc.phases > 1 ? rc.epochs[1] : 0, rc.best_epoch[0],
+               rc.phases > 1 ? rc.best_epoch[1] : 0, rc.batch, rc.cached_layer, rc.lr, rc.diverged,
+               rc.div_epoch, rc.div_step, rc.rollbacks, rc.val_acc, rg.val_acc, rc.test_acc, rg.test_acc, w,
+               wabs, er.total.launches, er.total.gemms, er.total.replays, t[1] - t[0], t[2] - t[1]);
+        fflush(stdout);
+        ck_assert_int_eq(rg.phases, rc.phases);
+        for (int ph = 0; ph < rc.phases; ph++) {
+            ck_assert_msg(rg.epochs[ph] == rc.epochs[ph], "%s phase %d: %d epochs on the GPU, %d on the CPU", sn,
+                          ph + 1, rg.epochs[ph], rc.epochs[ph]);
+            ck_assert_int_eq(rg.best_epoch[ph], rc.best_epoch[ph]);
+        }
+        ck_assert_int_eq(rg.diverged, rc.diverged);
+        ck_assert_int_eq(rg.div_epoch, rc.div_epoch);
+        ck_assert_int_eq(rg.div_step, rc.div_step);
+        ck_assert_int_eq(rg.rollbacks, rc.rollbacks);
+        ck_assert_int_eq(rg.cached_layer, rc.cached_layer);
+        ck_assert_int_eq(rg.batch, rc.batch);
+        ck_assert_msg(rg.lr == rc.lr, "%s: lr %.9g on the GPU, %.9g on the CPU", sn, rg.lr, rc.lr);
+        ck_assert_msg(fabs(rg.val_acc - rc.val_acc) <= 1e-6, "%s: val_acc %.9g vs %.9g", sn, rg.val_acc, rc.val_acc);
+        ck_assert_msg(fabs(rg.test_acc - rc.test_acc) <= 1e-6, "%s: test_acc %.9g vs %.9g", sn, rg.test_acc,
+                      rc.test_acc);
+        ck_assert_msg(w <= 1e-4, "%s: final weights differ by %g normwise", sn, w);
+        n_div += rc.diverged;
+        if (TRAIN_CASES[k].lr > 0) {
+            ck_assert_msg(rc.diverged, "%s: did not diverge", sn);
+            if (TRAIN_CASES[k].rollback) ck_assert_int_eq(rc.rollbacks, 2);
+            continue;
+        }
+        ck_assert_int_eq(rc.diverged, 0);
+        if (TRAIN_CASES[k].s == STRAT_FREEZE_FINETUNE) gpu_resume_matches(TRAIN_CASES[k].s, pre, budget, save_g, err);
+        ck_assert_int_gt(er.total.replays, 0);   /* the steps replayed the captured graph */
+        if (TRAIN_CASES[k].s == STRAT_AUTO) ck_assert_int_eq(rc.batch, 32);
+        /* the GPU run's folder: checkpoint and best weights written */
+        char path[700];
+        snprintf(path, sizeof path, "%s/last.ckpt", out_g);
+        ck_assert_msg(access(path, R_OK) == 0, "%s: no checkpoint", sn);
+        snprintf(path, sizeof path, "%s/best.safetensors", out_g);
+        ck_assert_msg(access(path, R_OK) == 0, "%s: no best weights", sn);
+    }
+    ck_assert_int_eq(n_div, 2);
+    printf("training runs: worst final-weight difference GPU (emulated) vs CPU %.3g normwise\n", worst_w);
+    fclose(quiet);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", run_dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cuda_emu");
@@ -512,6 +817,10 @@ int main(void)
     tcase_add_test(tc, cached_features_match_cpu);
     tcase_add_test(tc, out_of_memory_names_the_fitting_batch);
     suite_add_tcase(s, tc);
+    TCase *tr = tcase_create("training");
+    tcase_set_timeout(tr, 300);
+    tcase_add_test(tr, training_runs_match_cpu);
+    suite_add_tcase(s, tr);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
