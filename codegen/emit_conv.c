@@ -15,7 +15,7 @@
  *    a 1x1 stride-1 unpadded conv is a GEMM on x. Depthwise: dwconv_fwd
  *    (bias inside). Conv bias: inside epi_fwd when there is an epilogue
  *    whose BN is not on batch statistics, else conv_bias;
- *  - epilogue: bn_stats (batch statistics) then epi_fwd;
+ *  - epilogue: batch statistics then epi_fwd;
  *  - backward: epi_bwd (+ chan_bwd for the BN column sums / input gradient)
  *    into dz at R_WS(conv workspace) (an epilogue that is only a residual
  *    add writes dres alone, and the conv reads dout), then dbias (chan_bwd),
@@ -24,6 +24,15 @@
  *  - standalone BN: the same bn_stats / bn_derive / epi_fwd forward, and
  *    chan_bwd (+ bn_infer_dx) backward;
  *  - fold: bn_fold into the node's derived slot (weights, then bias).
+ *
+ * Column sums (batch statistics, chan_bwd's sums) are split over rows when
+ * their double partials fit in a free stretch of the workspace (see
+ * split_count): col_part + a per-channel finish (bn_stats_mean, col_part,
+ * bn_stats_fin; col_part, chan_fin, chan_dx); otherwise bn_stats / chan_bwd
+ * with one block per channel. Free stretches: in the forward the whole
+ * workspace (the im2col columns are dead after the GEMM); in a conv's
+ * backward all but dz at [conv workspace, + out floats) (the im2col of dW
+ * comes after the sums).
  *
  * Invariants: every shape is baked into the kernel text; the text depends on
  * the plan only, so the output is deterministic. The workspace offset of dz
@@ -101,6 +110,59 @@ static size_t geo_ws(const Geo *s, int batch)
 
 static const char *flag(int v) { return v ? "1" : "0"; }
 
+/* ---- workspace scratch of the split column sums ------------------------------------------ */
+
+/* A free stretch of the workspace, in floats; off is even (doubles). */
+typedef struct { size_t off, len; } WsSpan;
+
+/* The larger free part of the workspace around a live stretch [used,
+ * used + n) (n = 0: the whole workspace). */
+static WsSpan ws_free_around(const Emitter *e, size_t used, size_t n)
+{
+    size_t ws = e->p->ws_floats, end = used + n;
+    WsSpan lo = {0, used < ws ? used : ws};
+    WsSpan hi = {end, end < ws ? ws - end : 0};
+    WsSpan r = hi.len > lo.len ? hi : lo;
+    if (r.off % 2) {
+        r.off++;
+        r.len = r.len ? r.len - 1 : 0;
+    }
+    return r;
+}
+
+#define SPLIT_MAX 64     /* row splits of a column sum, at most */
+#define SPLIT_ROWS 256   /* rows per split, at least (at the plan's batch) */
+
+/* Row splits G of a column sum over (n*M, C): `arrays` partial arrays of
+ * G*C doubles plus `extra` arrays of C doubles must fit in sp; a run with
+ * fewer images than the plan's batch visits fewer rows per split. 0: too
+ * little room (or rows) for G >= 2, use the one-block-per-channel kernel. */
+static int split_count(const Emitter *e, long M, int C, int arrays, int extra, WsSpan sp)
+{
+    long rows = (long)e->p->opt.batch * M;
+    long g = (rows + SPLIT_ROWS - 1) / SPLIT_ROWS;
+    long fit = ((long)(sp.len / 2 / (size_t)C) - extra) / arrays;
+    if (g > SPLIT_MAX) g = SPLIT_MAX;
+    if (g > fit) g = fit;
+    return g >= 2 ? (int)g : 0;
+}
+
+/* Launch col_part (see the template) into part, G splits. */
+static void emit_col_part(Emitter *e, LaunchList *l, long M, int C, int G, int mode, int sx,
+                          int inv, float eps, const Ref a[6])
+{
+    Kv k = {0};
+    kv_int(e, &k, "C", C);
+    kv_int(e, &k, "M", M);
+    kv_int(e, &k, "G", G);
+    kv_int(e, &k, "MODE", mode);
+    kv_str(&k, "SX", flag(sx));
+    kv_str(&k, "INV", flag(inv));
+    kv_float(e, &k, "EPS", eps);
+    int kern = em_kernel(e, "conv", "col_part", em_fmt(e, "%ldx%d_g%d", M, C, G), 6, 1, k.v);
+    em_launch(e, l, kern, (Dim){0, (C + 31) / 32}, 1, G, EMIT_SYNC_BLOCK, 6, a);
+}
+
 /* ---- shared launch helpers ---------------------------------------------------------------- */
 
 /* The BN of a node on running statistics, as cpu.c's compute_derived: d =
@@ -127,18 +189,38 @@ static int needs_derive(const Emitter *e, const Node *nd, int training)
     return !nd->fold && b >= 0 && !(training && e->g->layers[b].bn_mode == BN_TRAIN);
 }
 
-/* Batch statistics of x (n*M, C) into stats, running statistics of BN b updated. */
-static void emit_stats(Emitter *e, LaunchList *l, int b, long M, int C, Ref stats, Ref x)
+/* Batch statistics of x (n*M, C) into stats, running statistics of BN b
+ * updated; split over rows with scratch in sp when it fits (partials, then
+ * the C double means). */
+static void emit_stats(Emitter *e, LaunchList *l, int b, long M, int C, Ref stats, Ref x,
+                       WsSpan sp)
 {
     const Layer *bl = &e->g->layers[b];
+    int G = split_count(e, M, C, 1, 1, sp);
     Kv k = {0};
     kv_int(e, &k, "C", C);
     kv_int(e, &k, "M", M);
     kv_float(e, &k, "EPS", bl->a.bn.eps);
     kv_float(e, &k, "MOM", bl->a.bn.momentum);
-    int kern = em_kernel(e, "conv", "bn_stats", rc_tag(e, M, C), 4, 1, k.v);
-    Ref a[4] = {stats, R_PARAM(e, b, 2), R_PARAM(e, b, 3), x};
-    em_launch(e, l, kern, (Dim){0, C}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
+    if (!G) {
+        int kern = em_kernel(e, "conv", "bn_stats", rc_tag(e, M, C), 4, 1, k.v);
+        Ref a[4] = {stats, R_PARAM(e, b, 2), R_PARAM(e, b, 3), x};
+        em_launch(e, l, kern, (Dim){0, C}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
+        return;
+    }
+    kv_int(e, &k, "G", G);
+    Ref part = R_WS(sp.off), dmean = R_WS(sp.off + 2 * (size_t)G * C);
+    Ref p0[6] = {part, x, R_NULL(), R_NULL(), R_NULL(), R_NULL()};
+    emit_col_part(e, l, M, C, G, 0, 0, 0, 0.0f, p0);
+    const char *tag = em_fmt(e, "%ldx%d_g%d", M, C, G);
+    int km = em_kernel(e, "conv", "bn_stats_mean", tag, 2, 0, k.v);
+    Ref am[2] = {dmean, part};
+    em_launch_elems(e, l, km, (Dim){0, C}, 2, am);
+    Ref p1[6] = {part, x, dmean, R_NULL(), R_NULL(), R_NULL()};
+    emit_col_part(e, l, M, C, G, 1, 0, 0, 0.0f, p1);
+    int kf = em_kernel(e, "conv", "bn_stats_fin", tag, 5, 0, k.v);
+    Ref af[5] = {stats, R_PARAM(e, b, 2), R_PARAM(e, b, 3), dmean, part};
+    em_launch_elems(e, l, kf, (Dim){0, C}, 5, af);
 }
 
 /* The elementwise forward epilogue (epi_fwd): bn 0 none, 1 batch
@@ -170,10 +252,31 @@ typedef struct {
     int sx, dg, db, dx, acc, inv;
     float eps;
     Ref dx_p, dgamma, dbeta, a, x, mean, invstd, gamma, scale;
+    WsSpan ws;   /* free workspace for the split sums */
 } ChanBwd;
+
+/* chan_bwd split over rows: col_part, chan_fin (partials, then sa and sx
+ * as 2C doubles in the scratch), chan_dx. */
+static void emit_chan_split(Emitter *e, LaunchList *l, long M, int C, int G, const ChanBwd *cb,
+                            const char *const *kv)
+{
+    size_t arrays = cb->sx ? 2 : 1;
+    Ref part = R_WS(cb->ws.off), sums = R_WS(cb->ws.off + 2 * arrays * (size_t)G * C);
+    Ref ap[6] = {part, cb->a, R_NULL(), cb->x, cb->mean, cb->invstd};
+    emit_col_part(e, l, M, C, G, 2, cb->sx, cb->inv, cb->eps, ap);
+    const char *tag = em_fmt(e, "%ldx%d_g%d", M, C, G);
+    int kf = em_kernel(e, "conv", "chan_fin", tag, 4, 0, kv);
+    Ref af[4] = {sums, cb->dgamma, cb->dbeta, part};
+    em_launch_elems(e, l, kf, (Dim){0, C}, 4, af);
+    if (!cb->dx) return;
+    int kd = em_kernel(e, "conv", "chan_dx", tag, 8, 0, kv);
+    Ref ad[8] = {cb->dx_p, cb->a, cb->x, cb->mean, cb->invstd, cb->gamma, cb->scale, sums};
+    em_launch_elems(e, l, kd, (Dim){M * C, 0}, 8, ad);
+}
 
 static void emit_chan(Emitter *e, LaunchList *l, long M, int C, const ChanBwd *cb)
 {
+    int G = split_count(e, M, C, cb->sx ? 2 : 1, 2, cb->ws);
     Kv k = {0};
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "C", C);
@@ -184,6 +287,11 @@ static void emit_chan(Emitter *e, LaunchList *l, long M, int C, const ChanBwd *c
     kv_str(&k, "DB", flag(cb->db));
     kv_int(e, &k, "DX", cb->dx);
     kv_str(&k, "ACC", flag(cb->acc));
+    if (G) {
+        kv_int(e, &k, "G", G);
+        emit_chan_split(e, l, M, C, G, cb, k.v);
+        return;
+    }
     int kern = em_kernel(e, "conv", "chan_bwd", rc_tag(e, M, C), 9, 1, k.v);
     Ref a[9] = {cb->dx_p, cb->dgamma, cb->dbeta, cb->a, cb->x, cb->mean, cb->invstd,
                 cb->gamma, cb->scale};
@@ -191,9 +299,10 @@ static void emit_chan(Emitter *e, LaunchList *l, long M, int C, const ChanBwd *c
 }
 
 /* dbias (C) = column sums of d (n*M, C), in double. */
-static void emit_dbias(Emitter *e, LaunchList *l, long M, int C, Ref db, Ref d)
+static void emit_dbias(Emitter *e, LaunchList *l, long M, int C, Ref db, Ref d, WsSpan sp)
 {
     ChanBwd cb = {0};
+    cb.ws = sp;
     cb.db = 1;
     cb.dbeta = db;
     cb.a = d;
@@ -317,7 +426,7 @@ static void emit_node_epi_fwd(Emitter *e, const Node *nd, int mode, LaunchList *
     f.res_p = f.res ? R_ACT(e, nd->in[1]) : R_NULL();
     BnRefs r = bn_refs(e, nd, mode);
     if (mode == 1) {
-        emit_stats(e, l, b, M, K, r.mean, z);
+        emit_stats(e, l, b, M, K, r.mean, z, ws_free_around(e, 0, 0));
         f.mean = r.mean;
         f.invstd = r.invstd;
         f.gamma = r.gamma;
@@ -356,11 +465,12 @@ void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
 /* The BN column sums of the epilogue backward and what follows (chan_bwd):
  * dgamma/dbeta, then dz turned into the BN input gradient in place. */
 static void emit_epi_bwd_sums(Emitter *e, const Node *nd, int mode, const BnRefs *r,
-                              LaunchList *l, Ref dz, Ref z)
+                              LaunchList *l, Ref dz, Ref z, WsSpan sp)
 {
     const Layer *L = &e->g->layers[nd->layer];
     int b = em_node_bn(e->p, nd), dgb = nd->train_bn;
     ChanBwd cb = {0};
+    cb.ws = sp;
     cb.sx = 1;
     cb.dg = cb.db = dgb;
     cb.dx = mode == 1 ? 1 : 2;
@@ -381,7 +491,7 @@ static void emit_epi_bwd_sums(Emitter *e, const Node *nd, int mode, const BnRefs
  * column sums when they are needed (batch statistics, or a trained gamma).
  * An epilogue that is only a residual add leaves dz = dout: then dz is not
  * written (the caller reads dout) and only dres is, when wanted. */
-static void emit_epi_bwd(Emitter *e, int ni, LaunchList *l, Ref dz)
+static void emit_epi_bwd(Emitter *e, int ni, LaunchList *l, Ref dz, WsSpan sp)
 {
     const Node *nd = &e->p->nodes[ni];
     const Layer *L = &e->g->layers[nd->layer];
@@ -407,7 +517,7 @@ static void emit_epi_bwd(Emitter *e, int ni, LaunchList *l, Ref dz)
     Ref a[10] = {write_dz ? dz : R_NULL(), dres, R_ACT(e, nd->dout), z, r.mean, r.invstd,
                  r.gamma, r.beta, r.scale, r.shift};
     em_launch_elems(e, l, kern, (Dim){M * K, 0}, 10, a);
-    if (sums) emit_epi_bwd_sums(e, nd, mode, &r, l, dz, z);
+    if (sums) emit_epi_bwd_sums(e, nd, mode, &r, l, dz, z, sp);
 }
 
 /* dW, dx of a k x k conv from d (n*P*Q, K) (conv2d_backward; dbias done). */
@@ -473,16 +583,18 @@ void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
     Geo s = geo_of(e->g, L);
     Ref w = nd->fold ? R_DERIVED(e, nd->derived) : R_PARAM(e, nd->layer, 0);
     Ref d = R_ACT(e, nd->dout);
+    WsSpan sp = ws_free_around(e, 0, 0);
     if (em_has_epilogue(nd)) {
         size_t cws = L->op == OP_DWCONV ? 0 : geo_ws(&s, e->p->opt.batch);
-        emit_epi_bwd(e, ni, l, R_WS(cws));
+        sp = ws_free_around(e, cws, e->p->tensors[nd->out].floats);
+        emit_epi_bwd(e, ni, l, R_WS(cws), sp);
         if (em_node_bn(e->p, nd) >= 0 || nd->act >= 0) d = R_WS(cws);
     }
     Ref dx = R_ACT(e, nd->din[0]);
     Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
     Ref db = nd->train_w && em_has_bias(L) && !nd->fold ? R_GRAD(e, nd->layer, 1) : R_NULL();
     Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
-    if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d);
+    if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d, sp);
     if (L->op == OP_CONV) emit_conv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
     else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
 }
@@ -503,7 +615,7 @@ void em_bn_fwd(Emitter *e, int ni, int training, LaunchList *l)
     f.bias_p = f.mean = f.invstd = f.gamma = f.beta = f.scale = f.shift = f.res_p = R_NULL();
     if (training && L->bn_mode == BN_TRAIN) {
         Ref st = R_ACT(e, nd->stats);
-        emit_stats(e, l, b, M, C, st, x);
+        emit_stats(e, l, b, M, C, st, x, ws_free_around(e, 0, 0));
         f.bn = 1;
         f.mean = st;
         f.invstd = R_OFF(st, (size_t)C);
@@ -527,6 +639,7 @@ void em_bn_bwd(Emitter *e, int ni, LaunchList *l)
     Ref dx = R_ACT(e, nd->din[0]), dout = R_ACT(e, nd->dout);
     Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
     ChanBwd cb = {0};
+    cb.ws = ws_free_around(e, 0, 0);
     cb.sx = 1;
     cb.dg = cb.db = nd->train_bn;
     cb.eps = L->a.bn.eps;

@@ -19,7 +19,14 @@
  *  - per-channel reductions (one block of 256 threads per channel, the
  *    channel is blockIdx.x, blockIdx.y a second index where said): each
  *    thread sums a strided subset of rows in double, kiln_block_sum adds the
- *    partials; no return before the last KILN_SYNC.
+ *    partials; no return before the last KILN_SYNC;
+ *  - split column sums (col_part, then a per-channel finish): the rows are
+ *    cut into G splits (blockIdx.y), a block of 256 threads covers 32
+ *    consecutive channels (blockIdx.x tiles) x 8 row lanes, so a warp reads
+ *    one contiguous stretch of a row; each block writes its per-channel
+ *    double partials to a workspace scratch, and a one-thread-per-channel
+ *    kernel adds the G partials in split order. Every sum has a fixed order
+ *    for a given n: deterministic, though not the CPU's order.
  * Gathers (col2im, depthwise dx) add their terms in the CPU's scan order, so
  * no atomics are needed and results are deterministic.
  */
@@ -198,10 +205,11 @@ KILN_KERNEL void {{NAME}}(int n, float *wout, const float *w, const float *bias,
     }
 }
 //@ bn_stats
-/* Batch statistics of x (n*M, C), one block per channel c: mean and biased
- * variance in double (two passes), stats[c] = mean, stats[C+c] = invstd;
- * run_mean/run_var updated with momentum and the unbiased variance (as
- * kiln_bn_batch_stats). */
+/* Batch statistics of x (n*M, C), one block per channel c (when the
+ * scratch of the split form, col_part + bn_stats_mean/_fin, does not fit
+ * the workspace): mean and biased variance in double (two passes),
+ * stats[c] = mean, stats[C+c] = invstd; run_mean/run_var updated with
+ * momentum and the unbiased variance (as kiln_bn_batch_stats). */
 KILN_KERNEL void {{NAME}}(int n, float *stats, float *run_mean, float *run_var, const float *x)
 {
     KILN_SHARED double sh[256];
@@ -227,6 +235,96 @@ KILN_KERNEL void {{NAME}}(int n, float *stats, float *run_mean, float *run_var, 
         run_mean[c] = (float)(mom * (double)run_mean[c] + (1.0 - mom) * mean);
         run_var[c] = (float)(mom * (double)run_var[c] + (1.0 - mom) * var * unbias);
     }
+}
+//@ col_part
+/* Partial column sums of a (n*M, C) over row split blockIdx.y of G (rows
+ * [y*chunk, min((y+1)*chunk, n*M)), chunk = ceil(n*M / G)), channels
+ * blockIdx.x*32 + threadIdx.x%32, row lane threadIdx.x/32 taking every 8th
+ * row; sums in double. MODE 0: p0 = sum a; 1: p0 = sum (a - m[c])^2 with
+ * m the double means in dsum; 2: p0 = sum a and, when SX, p1 = sum a * xhat,
+ * xhat = (x - mean[c]) * inv (float), inv = invstd[c] or, when INV,
+ * (float)(1/sqrt(invstd[c] + eps)) (as chan_bwd). part (doubles): p0 at
+ * [y*C + c], p1 at [G*C + y*C + c]. The 8 lanes are added in lane order. */
+KILN_KERNEL void {{NAME}}(int n, float *part, const float *a, const float *dsum,
+                          const float *x, const float *mean, const float *invstd)
+{
+    KILN_SHARED double sh[512];
+    const int C = {{C}}, G = {{G}}, MODE = {{MODE}};
+    const long M = (long)n * {{M}};
+    const long chunk = (M + G - 1) / G;
+    int t = (int)threadIdx.x, lane = t % 32, row = t / 32;
+    int c = (int)blockIdx.x * 32 + lane, y = (int)blockIdx.y;
+    long m0 = (long)y * chunk, m1 = m0 + chunk < M ? m0 + chunk : M;
+    double s0 = 0.0, s1 = 0.0;
+    if (c < C) {
+        double dm = MODE == 1 ? ((const double *)dsum)[c] : 0.0;
+        float mu = 0.0f, inv = 0.0f;
+        if (MODE == 2 && {{SX}}) {
+            mu = mean[c];
+            inv = {{INV}} ? (float)(1.0 / sqrt((double)invstd[c] + (double){{EPS}})) : invstd[c];
+        }
+        for (long m = m0 + row; m < m1; m += 8) {
+            float av = a[m * C + c];
+            if (MODE == 1) {
+                double d = av - dm;
+                s0 += d * d;
+            } else {
+                s0 += av;
+            }
+            if (MODE == 2 && {{SX}}) s1 += (double)av * (double)((x[m * C + c] - mu) * inv);
+        }
+    }
+    sh[t] = s0;
+    sh[256 + t] = s1;
+    KILN_SYNC();   /* every lane's sums are in sh before row 0 reads them */
+    if (row == 0 && c < C) {
+        double r0 = 0.0, r1 = 0.0;
+        for (int k = 0; k < 8; k++) {
+            r0 += sh[k * 32 + lane];
+            r1 += sh[256 + k * 32 + lane];
+        }
+        double *p = (double *)part;
+        p[(long)y * C + c] = r0;
+        if (MODE == 2 && {{SX}}) p[(long)G * C + (long)y * C + c] = r1;
+    }
+}
+//@ bn_stats_mean
+/* The first half of bn_stats after col_part MODE 0: the mean of channel c
+ * in double, the G partials added in split order, into dmean (C doubles). */
+KILN_KERNEL void {{NAME}}(int n, float *dmean, const float *part)
+{
+    const int C = {{C}}, G = {{G}};
+    const long M = (long)n * {{M}};
+    long i = kiln_gid();
+    if (i >= C) return;
+    const double *p = (const double *)part;
+    double s = 0.0;
+    for (int y = 0; y < G; y++) s += p[(long)y * C + i];
+    ((double *)dmean)[i] = M ? s / (double)M : 0.0;
+}
+//@ bn_stats_fin
+/* The end of bn_stats after col_part MODE 1: the biased variance from the
+ * G partials (split order), then stats and the running statistics exactly
+ * as bn_stats. */
+KILN_KERNEL void {{NAME}}(int n, float *stats, float *run_mean, float *run_var,
+                          const float *dmean, const float *part)
+{
+    const int C = {{C}}, G = {{G}};
+    const long M = (long)n * {{M}};
+    long i = kiln_gid();
+    if (i >= C) return;
+    int c = (int)i;
+    const double *p = (const double *)part;
+    double v = 0.0;
+    for (int y = 0; y < G; y++) v += p[(long)y * C + c];
+    double mean = ((const double *)dmean)[c];
+    double var = M ? v / (double)M : 0.0;
+    double mom = (double){{MOM}};
+    double unbias = M > 1 ? (double)M / (double)(M - 1) : 1.0;
+    stats[c] = (float)mean;
+    stats[C + c] = (float)(1.0 / sqrt(var + (double){{EPS}}));
+    run_mean[c] = (float)(mom * (double)run_mean[c] + (1.0 - mom) * mean);
+    run_var[c] = (float)(mom * (double)run_var[c] + (1.0 - mom) * var * unbias);
 }
 //@ epi_fwd
 /* out (n*M, C) = act(bn(z + bias)) (+ res), one thread per element.
@@ -284,7 +382,8 @@ KILN_KERNEL void {{NAME}}(int n, float *dz, float *dres, const float *dout, cons
 }
 //@ chan_bwd
 /* Per-channel column sums and what follows from them, one block per channel
- * c, over a (n*M, C): sa = sum a, and when SX sx = sum a * xhat with
+ * c, over a (n*M, C) (the split form is col_part + chan_fin + chan_dx):
+ * sa = sum a, and when SX sx = sum a * xhat with
  * xhat = (x - mean[c]) * inv (float), inv = invstd[c], or when INV
  * (float)(1/sqrt(invstd[c] + eps)) (the pointer then holds the variance);
  * sums in double (kiln_chan_sums). dgamma[c] = sx when DG, dbeta[c] = sa
@@ -331,6 +430,53 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, float *dgamma, float *dbeta, const f
         for (long m = (long)threadIdx.x; m < M; m += (long)blockDim.x)
             dx[m * C + c] = a[m * C + c] * s;
     }
+}
+//@ chan_fin
+/* chan_bwd's sums after col_part MODE 2: sa, sx of channel c from the G
+ * partials (split order); dgamma[c] = sx when DG, dbeta[c] = sa when DB
+ * (overwritten); sums (2C doubles) = sa, then sx, for chan_dx. */
+KILN_KERNEL void {{NAME}}(int n, float *sums, float *dgamma, float *dbeta, const float *part)
+{
+    const int C = {{C}}, G = {{G}};
+    long i = kiln_gid();
+    (void)n;
+    if (i >= C) return;
+    const double *p = (const double *)part;
+    double sa = 0.0, sx = 0.0;
+    for (int y = 0; y < G; y++) {
+        sa += p[(long)y * C + i];
+        if ({{SX}}) sx += p[(long)G * C + (long)y * C + i];
+    }
+    if ({{DG}}) dgamma[i] = (float)sx;
+    if ({{DB}}) dbeta[i] = (float)sa;
+    ((double *)sums)[i] = sa;
+    ((double *)sums)[C + i] = sx;
+}
+//@ chan_dx
+/* chan_bwd's per-element part, one thread per element of (n*M, C), with
+ * sa, sx from chan_fin's sums: DX 1 the BN-train input gradient dx (+)=
+ * gamma*inv*(a - sa/M - xhat*sx/M) (ACC: add; dx may alias a); 2 dx =
+ * a * scale[c] (in place allowed). mean/invstd/INV as chan_bwd. */
+KILN_KERNEL void {{NAME}}(int n, float *dx, const float *a, const float *x, const float *mean,
+                          const float *invstd, const float *gamma, const float *scale,
+                          const float *sums)
+{
+    const int C = {{C}};
+    const long M = (long)n * {{M}};
+    long i = kiln_gid();
+    if (i >= M * C) return;
+    int c = (int)(i % C);
+    if ({{DX}} == 1) {
+        float mu = mean[c];
+        float inv = {{INV}} ? (float)(1.0 / sqrt((double)invstd[c] + (double){{EPS}})) : invstd[c];
+        const double *sm = (const double *)sums;
+        double gi = (double)gamma[c] * (double)inv;
+        double ma = M ? sm[c] / (double)M : 0.0, mx = M ? sm[C + c] / (double)M : 0.0;
+        float xhat = (x[i] - mu) * inv;
+        float v = (float)(gi * ((double)a[i] - ma - (double)xhat * mx));
+        dx[i] = {{ACC}} ? dx[i] + v : v;
+    }
+    if ({{DX}} == 2) dx[i] = a[i] * scale[c];
 }
 //@ bn_infer_dx
 /* The input gradient of a BN on running statistics (bn_infer_backward):
