@@ -265,55 +265,27 @@ KILN_KERNEL void {{NAME}}(int n, float *out, const float *x)
  * LAYER, i, RATE) of kernels/cpu/elementwise.c with step the uint64 at word
  * STEP of the control block; keys PER, RATE (a float literal, 0 < RATE),
  * LAYER, STEP. */
-KILN_DEV int {{NAME}}_keep(kiln_u64 seed, long i, float rate)
-{
-    kiln_u64 z = seed + 0x9E3779B97F4A7C15ull * ((kiln_u64)i + 1);
-    z ^= z >> 30;
-    z *= 0xBF58476D1CE4E5B9ull;
-    z ^= z >> 27;
-    z *= 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
-    return u >= (double)rate;
-}
-
 KILN_KERNEL void {{NAME}}(int n, float *out, const float *x, const float *ctrl)
 {
     long i = kiln_gid();
     if (i >= (long)n * {{PER}}) return;
-    const kiln_u32 *cw = (const kiln_u32 *)ctrl;
-    kiln_u64 step = (kiln_u64)cw[{{STEP}}] | ((kiln_u64)cw[{{STEP}} + 1] << 32);
-    kiln_u64 seed = step * 1000003ull + (kiln_u64){{LAYER}};
+    kiln_u64 seed = kiln_dropout_seed(ctrl, {{STEP}}, {{LAYER}});
     const float rate = {{RATE}};
     const float scale = rate < 1.0f ? (float)(1.0 / (1.0 - (double)rate)) : 0.0f;
-    out[i] = (rate < 1.0f && {{NAME}}_keep(seed, i, rate)) ? x[i] * scale : 0.0f;
+    out[i] = (rate < 1.0f && kiln_dropout_keep(seed, i, rate)) ? x[i] * scale : 0.0f;
 }
 
 //@ dropout_bwd
 /* dx (+)= keep ? dout / (1 - RATE) : 0 with the forward's mask; keys as
  * dropout_fwd, and ACC. */
-KILN_DEV int {{NAME}}_keep(kiln_u64 seed, long i, float rate)
-{
-    kiln_u64 z = seed + 0x9E3779B97F4A7C15ull * ((kiln_u64)i + 1);
-    z ^= z >> 30;
-    z *= 0xBF58476D1CE4E5B9ull;
-    z ^= z >> 27;
-    z *= 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
-    return u >= (double)rate;
-}
-
 KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *ctrl)
 {
     long i = kiln_gid();
     if (i >= (long)n * {{PER}}) return;
-    const kiln_u32 *cw = (const kiln_u32 *)ctrl;
-    kiln_u64 step = (kiln_u64)cw[{{STEP}}] | ((kiln_u64)cw[{{STEP}} + 1] << 32);
-    kiln_u64 seed = step * 1000003ull + (kiln_u64){{LAYER}};
+    kiln_u64 seed = kiln_dropout_seed(ctrl, {{STEP}}, {{LAYER}});
     const float rate = {{RATE}};
     const float scale = rate < 1.0f ? (float)(1.0 / (1.0 - (double)rate)) : 0.0f;
-    float v = (rate < 1.0f && {{NAME}}_keep(seed, i, rate)) ? dout[i] * scale : 0.0f;
+    float v = (rate < 1.0f && kiln_dropout_keep(seed, i, rate)) ? dout[i] * scale : 0.0f;
     dx[i] = {{ACC}} ? dx[i] + v : v;
 }
 

@@ -57,3 +57,25 @@ KILN_DEV double kiln_block_sum(double v, double *sh)
     KILN_SYNC();
     return r;
 }
+
+/* Dropout: the mask is a pure function of (seed, index), the same as
+ * dropout_keep in kernels/cpu/elementwise.c, so forward and backward agree
+ * without a stored mask. The seed is step * 1000003 + layer, with step the
+ * uint64 at word `word` of the control block (low word first). */
+KILN_DEV kiln_u64 kiln_dropout_seed(const float *ctrl, int word, long layer)
+{
+    const kiln_u32 *cw = (const kiln_u32 *)ctrl;
+    kiln_u64 step = (kiln_u64)cw[word] | ((kiln_u64)cw[word + 1] << 32);
+    return step * 1000003ull + (kiln_u64)layer;
+}
+KILN_DEV int kiln_dropout_keep(kiln_u64 seed, long i, float rate)
+{
+    kiln_u64 z = seed + 0x9E3779B97F4A7C15ull * ((kiln_u64)i + 1);
+    z ^= z >> 30;
+    z *= 0xBF58476D1CE4E5B9ull;
+    z ^= z >> 27;
+    z *= 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
+    return u >= (double)rate;
+}
