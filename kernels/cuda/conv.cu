@@ -64,10 +64,9 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *cols)
     int h = (int)(t % H);
     long img = t / H;
     int hp = h + {{PT}}, wp = w + {{PL}};
-    int p0 = hp - R + 1 <= 0 ? 0 : (hp - R + SH) / SH, p1 = hp / SH;
-    int q0 = wp - S + 1 <= 0 ? 0 : (wp - S + SW) / SW, q1 = wp / SW;
-    if (p1 > P - 1) p1 = P - 1;
-    if (q1 > Q - 1) q1 = Q - 1;
+    int p0, p1, q0, q1;
+    kiln_window_cover(hp, R, SH, P, &p0, &p1);
+    kiln_window_cover(wp, S, SW, Q, &q0, &q1);
     float v = {{ACC}} ? dx[i] : 0.0f;
     for (int p = p0; p <= p1; p++) {
         int r = hp - p * SH;
@@ -126,10 +125,9 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *wt)
     int h = (int)(t % H);
     long img = t / H;
     int hp = h + {{PT}}, wp = w + {{PL}};
-    int p0 = hp - R + 1 <= 0 ? 0 : (hp - R + SH) / SH, p1 = hp / SH;
-    int q0 = wp - S + 1 <= 0 ? 0 : (wp - S + SW) / SW, q1 = wp / SW;
-    if (p1 > P - 1) p1 = P - 1;
-    if (q1 > Q - 1) q1 = Q - 1;
+    int p0, p1, q0, q1;
+    kiln_window_cover(hp, R, SH, P, &p0, &p1);
+    kiln_window_cover(wp, S, SW, Q, &q0, &q1);
     float v = {{ACC}} ? dx[i] : 0.0f;
     for (int p = p0; p <= p1; p++) {
         int r = hp - p * SH;

@@ -172,12 +172,9 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *x)
     const float *xb = x + b * ({{H}} * {{W}} * (long){{C}}) + c;
     const float *db = dout + b * ({{P}} * {{Q}} * (long){{C}}) + c;
     /* windows p with p*SH - PT <= h < p*SH - PT + R, likewise q */
-    int p0 = h + {{PT}} - {{R}} < 0 ? 0 : (h + {{PT}} - {{R}}) / {{SH}} + 1;
-    int p1 = (h + {{PT}}) / {{SH}};
-    int q0 = w + {{PL}} - {{S}} < 0 ? 0 : (w + {{PL}} - {{S}}) / {{SW}} + 1;
-    int q1 = (w + {{PL}}) / {{SW}};
-    if (p1 > {{P}} - 1) p1 = {{P}} - 1;
-    if (q1 > {{Q}} - 1) q1 = {{Q}} - 1;
+    int p0, p1, q0, q1;
+    kiln_window_cover(h + {{PT}}, {{R}}, {{SH}}, {{P}}, &p0, &p1);
+    kiln_window_cover(w + {{PL}}, {{S}}, {{SW}}, {{Q}}, &q0, &q1);
     float v = {{ACC}} ? dx[i] : 0.0f;
     for (int p = p0; p <= p1; p++)
         for (int q = q0; q <= q1; q++) {

@@ -79,3 +79,12 @@ KILN_DEV int kiln_dropout_keep(kiln_u64 seed, long i, float rate)
     double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
     return u >= (double)rate;
 }
+
+/* The output positions p0..p1 (stride st, window k, P outputs) whose window
+ * covers position hp of the padded input: the gather form of a scatter. */
+KILN_DEV void kiln_window_cover(int hp, int k, int st, int P, int *p0, int *p1)
+{
+    *p0 = hp - k + 1 <= 0 ? 0 : (hp - k + st) / st;
+    *p1 = hp / st;
+    if (*p1 > P - 1) *p1 = P - 1;
+}
