@@ -471,6 +471,34 @@ size_t plan_bytes(const Plan *p)
     return t;
 }
 
+/* Parameter floats node ni reads in one pass: its layers' parameters, or
+ * for a folded conv+BN the derived copy (kernel + per-channel bias) instead
+ * of the conv's and the BN's. */
+static size_t node_param_floats(const Plan *p, int ni)
+{
+    const Graph *g = p->g;
+    const Node *nd = &p->nodes[ni];
+    const Layer *l = &g->layers[nd->layer];
+    size_t f = nd->fold ? g->params[l->first_param].numel + (size_t)l->out.c : 0;
+    int parts[4] = {nd->layer, nd->bn, nd->act, nd->add};
+    for (int k = nd->fold ? 2 : 0; k < 4; k++) {
+        if (parts[k] < 0) continue;
+        const Layer *pl = &g->layers[parts[k]];
+        for (int i = pl->first_param; i < pl->first_param + pl->n_params; i++) f += g->params[i].numel;
+    }
+    return f;
+}
+
+size_t plan_traffic_bytes(const Plan *p)
+{
+    size_t floats = 0;
+    for (int t = 0; t < p->n_tensors; t++) floats += 2 * p->tensors[t].floats;
+    for (int ni = 0; ni < p->n_nodes; ni++)
+        floats += node_param_floats(p, ni) * (size_t)(1 + (p->nodes[ni].bwd != 0));
+    floats += 6 * p->trainable_floats;
+    return floats * 4;
+}
+
 void plan_node_label(const Plan *p, int node, char *buf, size_t len)
 {
     const Node *nd = &p->nodes[node];

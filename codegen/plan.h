@@ -111,6 +111,22 @@ size_t plan_layer_floats(const Plan *p, int layer);
 
 /* Bytes the backend allocates: all arenas (labels included). */
 size_t plan_bytes(const Plan *p);
+/* A lower bound on the DRAM bytes one training step over a full batch must
+ * move (the memory-bandwidth floor of a step), by this definition:
+ *  - every activation-arena tensor (activations, gradients of activations,
+ *    BN statistics, the labels): written once and read once, floats x 4 x 2;
+ *  - every parameter of a node read once in the forward (a folded conv+BN
+ *    reads its derived copy, kernel plus per-channel bias, instead of the
+ *    conv's and the BN's parameters), and once more in the backward when the
+ *    node has a backward step;
+ *  - the update: per trainable float, the read of param, grad and momentum
+ *    and the write of param and momentum (5 x 4 bytes) plus the gradient's
+ *    write by the backward (4 bytes): 24 bytes.
+ * It is a floor: no tensor is re-read, and a fused kernel reuses everything it
+ * touches perfectly. Left out: workspace traffic (im2col columns, epilogue
+ * scratch), the derived BN scale/shift of unfolded BNs, and the host-to-device
+ * upload itself. Time at a bandwidth B: plan_traffic_bytes / B. */
+size_t plan_traffic_bytes(const Plan *p);
 /* Bytes of each arena: params, grads, optimizer, activations, derived, workspace. */
 void plan_arena_bytes(const Plan *p, size_t out[6]);
 extern const char *const PLAN_ARENA_NAMES[6];

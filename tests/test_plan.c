@@ -1,7 +1,8 @@
 /* tests/test_plan.c — the static plan of archs/tiny.arch: exact gradient and
  * optimizer bytes with nothing, the first half, and all but the head frozen;
- * forward-only frozen prefixes; and that no two tensors that are alive at the
- * same step share memory, in every configuration. */
+ * forward-only frozen prefixes; the traffic floor by hand; and that no two
+ * tensors that are alive at the same step share memory, in every
+ * configuration. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,58 @@ START_TEST(frozen_prefix_is_forward_only)
 }
 END_TEST
 
+/* Twice the floats of every activation-arena tensor (written once, read once). */
+static size_t tensor_traffic_floats(const Plan *p)
+{
+    size_t f = 0;
+    for (int t = 0; t < p->n_tensors; t++) f += p->tensors[t].floats;
+    return 2 * f;
+}
+
+/* The traffic floor of tiny.arch by hand, per its definition in plan.h.
+ * Parameter floats per layer: stem 432, stem_bn 64 (gamma, beta, mean, var),
+ * b1_dw 144, b1_dw_bn 64, b1_se_reduce 68, b1_se_expand 80, b1_proj 256,
+ * b1_proj_bn 64, b2_conv 4608, b2_bn 128, head 132: 6040 = 5880 learnable
+ * plus 160 statistics.
+ *  - all trainable, BN on batch statistics (no fold): every node has a
+ *    backward step, so 6040 floats read twice, and 5880 trainable x 6.
+ *  - all but the head frozen (BNs frozen, four folds): the forward reads the
+ *    folded copies, kernel + bias, stem 432+16, b1_dw 144+16, b1_proj 256+16,
+ *    b2_conv 4608+32, and the unfolded SE convs 68 + 80 and head 132: 5800;
+ *    only the head has a backward step (132 again); 132 trainable x 6. */
+#define TINY_PARAMS_ALL 6040
+#define TINY_FOLDED_FWD 5800
+
+START_TEST(traffic_floor_by_hand)
+{
+    load();
+    Plan all, head, unf;
+    plan_with(&all, NULL, 1, 32);
+    plan_with(&head, "drop", 1, 32);
+    plan_with(&unf, NULL, 0, 32);
+    size_t ta = tensor_traffic_floats(&all), th = tensor_traffic_floats(&head);
+    ck_assert_uint_eq(plan_traffic_bytes(&all), 4 * (ta + 2 * TINY_PARAMS_ALL + 6 * TINY_ALL));
+    ck_assert_uint_eq(plan_traffic_bytes(&head), 4 * (th + TINY_FOLDED_FWD + TINY_HEAD + 6 * TINY_HEAD));
+    /* unfused: the same parameter traffic, more tensors */
+    ck_assert_uint_eq(plan_traffic_bytes(&unf),
+                      4 * (tensor_traffic_floats(&unf) + 2 * TINY_PARAMS_ALL + 6 * TINY_ALL));
+    ck_assert_uint_gt(plan_traffic_bytes(&unf), plan_traffic_bytes(&all));
+    /* freezing all but the head saves 24 bytes per frozen trainable float,
+     * the backward's parameter reads, the folds' difference and the tensors
+     * it no longer keeps */
+    ck_assert_uint_eq(plan_traffic_bytes(&all) - plan_traffic_bytes(&head),
+                      24 * (TINY_ALL - TINY_HEAD) + 4 * (TINY_PARAMS_ALL - TINY_HEAD) +
+                          4 * (TINY_PARAMS_ALL - TINY_FOLDED_FWD) + 4 * (ta - th));
+    /* the batch scales only the tensors */
+    Plan small;
+    plan_with(&small, NULL, 1, 1);
+    ck_assert_uint_eq(plan_traffic_bytes(&small),
+                      4 * (tensor_traffic_floats(&small) + 2 * TINY_PARAMS_ALL + 6 * TINY_ALL));
+    plan_free(&all); plan_free(&head); plan_free(&unf); plan_free(&small);
+    graph_free(&g);
+}
+END_TEST
+
 /* No two tensors alive at one step overlap in the arena; all fit in it. */
 static void check_disjoint(const Plan *p)
 {
@@ -154,6 +207,7 @@ int main(void)
     tcase_add_test(tc, frozen_prefix_is_forward_only);
     tcase_add_test(tc, live_tensors_never_share_memory);
     tcase_add_test(tc, fusion_makes_fewer_steps_and_bytes);
+    tcase_add_test(tc, traffic_floor_by_hand);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

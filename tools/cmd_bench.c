@@ -11,6 +11,12 @@
  * created. On the GPU (--device cuda) the measured bytes are the growth of
  * the device memory in use (cudaMemGetInfo) over the backend's creation and
  * one step: arenas, cuBLAS's workspace and the loaded kernels.
+ *
+ * Below the table, one line per plan gives its traffic floor
+ * (plan_traffic_bytes: the fewest DRAM bytes a step can move) and, on the
+ * GPU, the bandwidth that floor implies at the measured step time; the
+ * table's rows are unchanged (tools/gpu-check reads them by column):
+ *   traffic floor fused: 123.4 MB/step (123400000 bytes); 1234.5 GB/s achieved at 12.34 ms/step
  */
 #include <omp.h>
 #include <stdio.h>
@@ -173,6 +179,12 @@ int cmd_bench(int argc, char **argv)
     }
     printf("fused/unfused speed ratio %.3f; fused/unfused predicted memory ratio %.3f\n",
            cf[1].best / cf[0].best, (double)plan_bytes(&cf[0].plan) / (double)plan_bytes(&cf[1].plan));
+    for (int k = 0; k < 2; k++) {
+        size_t fb = plan_traffic_bytes(&cf[k].plan);
+        printf("traffic floor %s: %.1f MB/step (%zu bytes)", k == 0 ? "fused" : "unfused", fb * 1e-6, fb);
+        if (gpu) printf("; %.1f GB/s achieved at %.2f ms/step", fb / cf[k].best * 1e-9, 1e3 * cf[k].best);
+        printf("\n");
+    }
     if (gpu)
         printf("(measured bytes: growth of the device memory in use over creation and one step: arenas, cuBLAS's\n"
                " workspace and the loaded kernels)\n");
