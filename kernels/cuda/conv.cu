@@ -58,11 +58,8 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *cols)
     const int SH = {{SH}}, SW = {{SW}};
     long i = kiln_gid();
     if (i >= (long)n * H * W * C) return;
-    int c = (int)(i % C);
-    long t = i / C;
-    int w = (int)(t % W); t /= W;
-    int h = (int)(t % H);
-    long img = t / H;
+    int h, w, c;
+    long img = kiln_nhwc(i, H, W, C, &h, &w, &c);
     int hp = h + {{PT}}, wp = w + {{PL}};
     int p0, p1, q0, q1;
     kiln_window_cover(hp, R, SH, P, &p0, &p1);
@@ -93,11 +90,8 @@ KILN_KERNEL void {{NAME}}(int n, float *z, const float *x, const float *wt, cons
     const int H = {{H}}, W = {{W}}, C = {{C}}, R = {{R}}, S = {{S}}, P = {{P}}, Q = {{Q}};
     long i = kiln_gid();
     if (i >= (long)n * P * Q * C) return;
-    int c = (int)(i % C);
-    long t = i / C;
-    int q = (int)(t % Q); t /= Q;
-    int p = (int)(t % P);
-    long img = t / P;
+    int p, q, c;
+    long img = kiln_nhwc(i, P, Q, C, &p, &q, &c);
     float o = {{BIAS}} ? bias[c] : 0.0f;
     for (int r = 0; r < R; r++) {
         int h = p * {{SH}} - {{PT}} + r;
@@ -119,11 +113,8 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *wt)
     const int SH = {{SH}}, SW = {{SW}};
     long i = kiln_gid();
     if (i >= (long)n * H * W * C) return;
-    int c = (int)(i % C);
-    long t = i / C;
-    int w = (int)(t % W); t /= W;
-    int h = (int)(t % H);
-    long img = t / H;
+    int h, w, c;
+    long img = kiln_nhwc(i, H, W, C, &h, &w, &c);
     int hp = h + {{PT}}, wp = w + {{PL}};
     int p0, p1, q0, q1;
     kiln_window_cover(hp, R, SH, P, &p0, &p1);

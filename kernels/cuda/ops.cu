@@ -134,11 +134,8 @@ KILN_KERNEL void {{NAME}}(int n, float *out, const float *x)
 {
     long i = kiln_gid();
     if (i >= (long)n * ({{P}} * {{Q}} * {{C}})) return;
-    int c = (int)(i % {{C}});
-    long pix = i / {{C}};
-    int q = (int)(pix % {{Q}});
-    int p = (int)((pix / {{Q}}) % {{P}});
-    long b = pix / ({{Q}} * {{P}});
+    int p, q, c;
+    long b = kiln_nhwc(i, {{P}}, {{Q}}, {{C}}, &p, &q, &c);
     const float *xb = x + b * ({{H}} * {{W}} * (long){{C}}) + c;
     float o = -1.0f / 0.0f;
     int any = 0;
@@ -164,11 +161,8 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *x)
 {
     long i = kiln_gid();
     if (i >= (long)n * ({{H}} * {{W}} * {{C}})) return;
-    int c = (int)(i % {{C}});
-    long pix = i / {{C}};
-    int w = (int)(pix % {{W}});
-    int h = (int)((pix / {{W}}) % {{H}});
-    long b = pix / ({{W}} * {{H}});
+    int h, w, c;
+    long b = kiln_nhwc(i, {{H}}, {{W}}, {{C}}, &h, &w, &c);
     const float *xb = x + b * ({{H}} * {{W}} * (long){{C}}) + c;
     const float *db = dout + b * ({{P}} * {{Q}} * (long){{C}}) + c;
     /* windows p with p*SH - PT <= h < p*SH - PT + R, likewise q */
@@ -202,11 +196,10 @@ KILN_KERNEL void {{NAME}}(int n, float *out, const float *x)
 {
     long i = kiln_gid();
     if (i >= (long)n * ({{HO}} * {{WO}} * {{C}})) return;
-    int c = (int)(i % {{C}});
-    long pix = i / {{C}};
-    int w = (int)(pix % {{WO}}) - {{PL}};
-    int h = (int)((pix / {{WO}}) % {{HO}}) - {{PT}};
-    long b = pix / ({{WO}} * {{HO}});
+    int h, w, c;
+    long b = kiln_nhwc(i, {{HO}}, {{WO}}, {{C}}, &h, &w, &c);
+    h -= {{PT}};
+    w -= {{PL}};
     int inside = h >= 0 && h < {{H}} && w >= 0 && w < {{W}};
     out[i] = inside ? x[((b * {{H}} + h) * {{W}} + w) * {{C}} + c] : 0.0f;
 }
@@ -217,11 +210,8 @@ KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout)
 {
     long i = kiln_gid();
     if (i >= (long)n * ({{H}} * {{W}} * {{C}})) return;
-    int c = (int)(i % {{C}});
-    long pix = i / {{C}};
-    int w = (int)(pix % {{W}});
-    int h = (int)((pix / {{W}}) % {{H}});
-    long b = pix / ({{W}} * {{H}});
+    int h, w, c;
+    long b = kiln_nhwc(i, {{H}}, {{W}}, {{C}}, &h, &w, &c);
     float v = dout[((b * {{HO}} + h + {{PT}}) * {{WO}} + w + {{PL}}) * {{C}} + c];
     dx[i] = {{ACC}} ? dx[i] + v : v;
 }

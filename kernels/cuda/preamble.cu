@@ -38,6 +38,18 @@ KILN_DEV float kiln_bn(float x, float mean, float invstd, float gamma, float bet
 /* Finite without isfinite(): x - x is 0 exactly for finite x, NaN otherwise. */
 KILN_DEV int kiln_finite(float x) { return x - x == 0.0f; }
 
+/* Split a flat index i of an (n, H, W, C) tensor, channels fastest: sets
+ * *h, *w, *c and returns the image. */
+KILN_DEV long kiln_nhwc(long i, int H, int W, int C, int *h, int *w, int *c)
+{
+    *c = (int)(i % C);
+    long t = i / C;
+    *w = (int)(t % W);
+    t /= W;
+    *h = (int)(t % H);
+    return t / H;
+}
+
 /* Global thread index over the x dimension. */
 KILN_DEV long kiln_gid(void) { return (long)blockIdx.x * (long)blockDim.x + (long)threadIdx.x; }
 
