@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "codegen/emit.h"
+#include "runtime/cuda/cuda.h"
 #include "runtime/strategy.h"
 
 typedef struct {
@@ -258,6 +259,16 @@ static void check_deterministic(const char *net, int size, int strategy, int fus
     emit_free(&b);
 }
 
+/* The CUDA backend opens cuBLAS and NVRTC at run time: both open and every
+ * function it calls resolves (twice: the second call reuses the table). */
+START_TEST(libraries_load)
+{
+    char err[512];
+    ck_assert_msg(cuda_load_libraries(err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(cuda_load_libraries(err, sizeof err) == 0, "second call: %s", err);
+}
+END_TEST
+
 START_TEST(emission_is_deterministic)
 {
     check_deterministic("tiny", 0, STRAT_NAIVE, 1);
@@ -272,6 +283,7 @@ int main(void)
     Suite *s = suite_create("nvrtc");
     TCase *tc = tcase_create("nvrtc");
     tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, libraries_load);
     tcase_add_test(tc, emission_is_deterministic);
     tcase_add_test(tc, compiles_tiny);
     tcase_add_test(tc, compiles_efficientnet_lite0);

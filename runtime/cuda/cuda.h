@@ -47,6 +47,12 @@ void cuda_options_default(CudaOptions *o);
  * driver ...", "no CUDA device", "this kiln was built without CUDA"). */
 int cuda_available(char *why, size_t len);
 
+/* Open cuBLAS and NVRTC (dlopen, once) and resolve every function the
+ * backend calls; cuda_backend_create does it first. Needs no GPU. Returns
+ * 0, or 1 with the library or symbol that is missing in err. Builds without
+ * the toolkit do not have it. */
+int cuda_load_libraries(char *err, size_t errlen);
+
 /* "NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB" of the device kiln uses, into
  * buf; returns 0, or 1 when there is none. */
 int cuda_device_name(char *buf, size_t len);
