@@ -44,6 +44,7 @@
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
 #include "runtime/strategy.h"
+#include "tiny_fixture.h"
 
 #define BATCH 4
 #define ERRLEN 65536
@@ -52,17 +53,7 @@ static Graph g;
 static Dataset ds;
 static Preproc pp;
 
-static void load_tiny(void)
-{
-    const char *src = getenv("KILN_SOURCE_DIR");
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/archs/tiny.arch", src ? src : ".");
-    ck_assert_msg(graph_load(&g, path, err, sizeof err) == 0, "%s", err);
-    const InputAttr *in = &g.layers[0].a.input;
-    DataOptions o = {in->h, in->w, in->c, 0, 1};
-    ck_assert_msg(dataset_open(&ds, "synthetic:n=64,noise=0.5", &o, err, sizeof err) == 0, "%s", err);
-    pp = (Preproc){in->scale, {in->mean[0], in->mean[1], in->mean[2]}, {in->std[0], in->std[1], in->std[2]}};
-}
+static void load_tiny(void) { tiny_load(&g, &ds, &pp, "synthetic:n=64,noise=0.5"); }
 
 static void unload(void)
 {
@@ -141,18 +132,7 @@ static Backend *gpu_open(const Plan *p, Program *pr, int graphs, void **dev, siz
 static void init_state(Pair *r)
 {
     float *params = calloc(r->p.param_floats + 1, sizeof(float));
-    params_init(&r->p, params, 3, 0, g.n_layers - 1);
-    for (int i = 0; i < g.n_params; i++) {
-        Param *pa = &g.params[i];
-        float *v = params + r->p.param_off[i];
-        for (size_t k = 0; k < pa->numel; k++) {
-            float u = (float)((k * 7919 + (size_t)i * 104729) % 1000) / 1000.0f;
-            if (pa->role == ROLE_GAMMA) v[k] = 0.5f + u;
-            if (pa->role == ROLE_BETA) v[k] = u - 0.5f;
-            if (pa->role == ROLE_MEAN) v[k] = 0.2f * (u - 0.5f);
-            if (pa->role == ROLE_VAR) v[k] = 0.5f + u;
-        }
-    }
+    params_nontrivial(&g, &r->p, params);
     float *mom = calloc(r->p.opt_floats + 1, sizeof(float));
     for (size_t k = 0; k < r->p.opt_floats; k++) mom[k] = 0.01f * (float)((k * 2654435761u) % 200) / 100.0f - 0.01f;
     r->cpu->write_params(r->cpu, params);

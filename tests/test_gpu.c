@@ -31,6 +31,7 @@
 #include "runtime/params.h"
 #include "runtime/strategy.h"
 #include "runtime/train.h"
+#include "tiny_fixture.h"
 
 typedef struct {
     Plan p;
@@ -47,24 +48,6 @@ static void load_arch(Graph *g, const char *arch, int size)
     if (size) ck_assert_msg(graph_set_input_size(g, size, size, err, sizeof err) == 0, "%s", err);
 }
 
-/* He-initialized weights, BN statistics and affine parameters away from
- * their trivial values (so folding and the inference modes are exercised). */
-static void init_params(const Graph *g, const Plan *p, float *params)
-{
-    params_init(p, params, 3, 0, g->n_layers - 1);
-    for (int i = 0; i < g->n_params; i++) {
-        const Param *pa = &g->params[i];
-        float *v = params + p->param_off[i];
-        for (size_t k = 0; k < pa->numel; k++) {
-            float u = (float)((k * 7919 + (size_t)i * 104729) % 1000) / 1000.0f;
-            if (pa->role == ROLE_GAMMA) v[k] = 0.5f + u;
-            if (pa->role == ROLE_BETA) v[k] = u - 0.5f;
-            if (pa->role == ROLE_MEAN) v[k] = 0.2f * (u - 0.5f);
-            if (pa->role == ROLE_VAR) v[k] = 0.5f + u;
-        }
-    }
-}
-
 static void pair_open(Pair *r, const Graph *g, int batch, int fuse, const char *what)
 {
     char err[1024];
@@ -79,7 +62,7 @@ static void pair_open(Pair *r, const Graph *g, int batch, int fuse, const char *
     ck_assert_msg(r->gpu != NULL, "%s: cuda: %s", what, err);
     r->params = malloc(sizeof(float) * (r->p.param_floats + 1));
     ck_assert(r->params != NULL);
-    init_params(g, &r->p, r->params);
+    params_nontrivial(g, &r->p, r->params);
     r->cpu->write_params(r->cpu, r->params);
     r->gpu->write_params(r->gpu, r->params);
 }

@@ -18,22 +18,13 @@
 #include "runtime/backend.h"
 #include "runtime/params.h"
 #include "runtime/train.h"
+#include "tiny_fixture.h"
 
 static Graph g;
 static Dataset ds;
 static Preproc pp;
 
-static void load_tiny(void)
-{
-    const char *src = getenv("KILN_SOURCE_DIR");
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/archs/tiny.arch", src ? src : ".");
-    ck_assert_msg(graph_load(&g, path, err, sizeof err) == 0, "%s", err);
-    const InputAttr *in = &g.layers[0].a.input;
-    DataOptions o = {in->h, in->w, in->c, 0, 1};
-    ck_assert_msg(dataset_open(&ds, "synthetic:n=400,noise=0.5", &o, err, sizeof err) == 0, "%s", err);
-    pp = (Preproc){in->scale, {in->mean[0], in->mean[1], in->mean[2]}, {in->std[0], in->std[1], in->std[2]}};
-}
+static void load_tiny(void) { tiny_load(&g, &ds, &pp, "synthetic:n=400,noise=0.5"); }
 
 static void unload(void)
 {
@@ -52,20 +43,7 @@ static void run_open(Run *r, int batch, int fuse, int fold)
     r->be = cpu_backend_create(&r->p, err, sizeof err);
     ck_assert_msg(r->be != NULL, "%s", err);
     r->params = calloc(r->p.param_floats, sizeof(float));
-    params_init(&r->p, r->params, 3, 0, g.n_layers - 1);
-    /* non-trivial BN statistics and affine parameters, so folding and the
-     * infer modes are really exercised */
-    for (int i = 0; i < g.n_params; i++) {
-        Param *pa = &g.params[i];
-        float *v = r->params + r->p.param_off[i];
-        for (size_t k = 0; k < pa->numel; k++) {
-            float u = (float)((k * 7919 + (size_t)i * 104729) % 1000) / 1000.0f;
-            if (pa->role == ROLE_GAMMA) v[k] = 0.5f + u;
-            if (pa->role == ROLE_BETA) v[k] = u - 0.5f;
-            if (pa->role == ROLE_MEAN) v[k] = 0.2f * (u - 0.5f);
-            if (pa->role == ROLE_VAR) v[k] = 0.5f + u;
-        }
-    }
+    params_nontrivial(&g, &r->p, r->params);
     r->be->write_params(r->be, r->params);
 }
 
