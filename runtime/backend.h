@@ -31,6 +31,13 @@ struct Backend {
     /* Forward, loss, backward, update. Returns 0, or 1 when the loss or a
      * gradient is not finite (then nothing is updated). */
     int (*train_step)(Backend *b, int n, const StepConfig *cfg, double *loss, int *correct);
+    /* Optional (NULL: the backend runs a step only as train_step): the same
+     * step in two halves. train_launch queues it and returns at once;
+     * train_wait waits for it and returns what train_step would have. In
+     * between the caller may prepare and upload the next batch (the step
+     * keeps the batch it started with) and must call nothing else. */
+    void (*train_launch)(Backend *b, int n, const StepConfig *cfg);
+    int (*train_wait)(Backend *b, double *loss, int *correct);
     /* Forward in inference mode (BN on running statistics, no dropout). */
     void (*evaluate)(Backend *b, int n, double *loss, int *correct);
     /* The logits of the last evaluate() call: (n, K). (A training step

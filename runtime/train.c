@@ -1,7 +1,9 @@
 /* runtime/train.c — the training loop (see train.h).
  *
  * Batches are made on the host (from the uint8 table, or gathered from a
- * feature cache) and uploaded; the backend never sees the data set. At each
+ * feature cache) and uploaded; the backend never sees the data set. With a
+ * backend that can launch a step and wait for it apart (the GPU), batch k+1
+ * is made and uploaded while step k runs. At each
  * epoch start the loop keeps a copy of parameters, momentum and its own
  * state: the last good state that a rollback restores, and what a diverged
  * run ends with when no epoch improved.
@@ -163,15 +165,34 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
         double te = kiln_now();
         int seen0 = (int)ls->seen;
         float lr = schedule_lr(&ls->sched);
+        int ready = -1;                 /* the step whose batch is uploaded already */
         for (int s = ls->pos; s < steps; s++) {
             int i = s * B, m = sp->n_train - i < B ? sp->n_train - i : B, c = 0;
             double l;
-            make_batch(x, y, dv, order + i, m);
-            be->upload(be, x, y, m);
+            if (ready != s) {
+                make_batch(x, y, dv, order + i, m);
+                be->upload(be, x, y, m);
+            }
+            ready = -1;
             lr = schedule_lr(&ls->sched);
             for (int k = 0; k < ng; k++) glr[k] = lr * (pc->groups ? pc->groups->scale[k] : 1.0f);
             StepConfig sc = {glr, ng, pc->momentum, pc->weight_decay};
-            if (be->train_step(be, m, &sc, &l, &c)) {
+            int bad;
+            if (be->train_launch && be->train_wait) {
+                /* the next batch is made and uploaded while this step runs */
+                be->train_launch(be, m, &sc);
+                if (s + 1 < steps) {
+                    int i1 = i + B, m1 = sp->n_train - i1 < B ? sp->n_train - i1 : B;
+                    make_batch(x, y, dv, order + i1, m1);
+                    be->upload(be, x, y, m1);
+                    ready = s + 1;
+                }
+                bad = be->train_wait(be, &l, &c);
+            } else {
+                bad = be->train_step(be, m, &sc, &l, &c);
+            }
+            if (bad) {
+                ready = -1;
                 if (pc->on_diverge == DIVERGE_ROLLBACK && ls->rollbacks < pc->max_rollbacks) {
                     int rb = ls->rollbacks + 1;
                     snap_restore(&snap, be, ls);

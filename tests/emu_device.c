@@ -27,6 +27,15 @@
  *  - Graphs: graph_begin..graph_end records the launches and GEMMs (pointer
  *    and n values copied) without running them, as CUDA stream capture does;
  *    graph_run replays them.
+ *  - The copy stream (h2d_async ... d2d): the compute stream runs at once,
+ *    but a copy on the copy stream is deferred to the latest point CUDA
+ *    allows, the next copy_fence or copy_sync, so whatever reads its
+ *    destination without that order reads stale memory. The hazards that
+ *    would be races on a GPU abort with a message: a copy's host source
+ *    changed before the copy ran (a hash taken when it was queued); a d2d, a
+ *    release or a host_free touching a queued copy's memory; a copy into
+ *    device memory that compute work queued since the last d2h (a d2d, an
+ *    allocation's zero fill) may still use.
  *  - An optional memory limit (emu_device_set_limit) makes alloc fail past it
  *    and mem_info report it, to test the executor's out-of-memory message.
  * Errors that a kernel makes at run time (barrier misuse) print a message and
@@ -60,6 +69,9 @@ typedef struct {
 
 typedef struct { int key, ready; EmuOp *v; int n, cap; } EmuGraph;
 
+typedef struct { char *dst; const char *src; size_t bytes; uint64_t hash; } EmuCopy;
+typedef struct { const char *p; size_t bytes; } EmuRange;
+
 typedef struct {
     void *dl;              /* the loaded object (the process's: never closed) */
     KilnEmuState *st;
@@ -71,6 +83,9 @@ typedef struct {
     EmuGraph *graphs; int n_graphs;
     EmuGraph *recording;   /* the graph being recorded, or NULL */
     size_t limit, used;    /* limit 0: none */
+    EmuCopy *copies; int n_copies, cap_copies;      /* queued on the copy stream */
+    EmuRange *inflight; int n_inflight, cap_inflight; /* used by compute work since the last d2h */
+    int busy;              /* compute work queued since the last d2h */
     EmuStats stats;
 } Emu;
 
@@ -328,6 +343,7 @@ static EmuOp *record(Emu *e)
 static void emu_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
 {
     Emu *e = ctx;
+    e->busy = 1;
     if (!e->recording) { exec_launch(e, kernel, gx, gy, block, args); return; }
     if (kernel < 0 || kernel >= e->n_kernels) die("launch of kernel %d: no such kernel", kernel);
     EmuOp *o = record(e);
@@ -343,6 +359,7 @@ static void emu_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha
 {
     Emu *e = ctx;
     EmuOp tmp, *o = e->recording ? record(e) : &tmp;
+    e->busy = 1;
     *o = (EmuOp){.gemm = 1, .ta = ta, .tb = tb, .m = m, .nn = n, .k = k, .lda = lda, .ldb = ldb,
                  .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
     if (!e->recording) exec_gemm(e, o);
@@ -403,6 +420,7 @@ static int emu_graph_run(void *ctx, int key)
     EmuGraph *g = find_graph(e, key);
     if (!g || !g->ready || e->recording) return 1;
     replay(e, g);
+    e->busy = 1;
     e->stats.replays++;
     return 0;
 }
@@ -411,6 +429,53 @@ static int emu_graph_run(void *ctx, int key)
 
 /* Each block carries its size in a 64-byte header, for the limit's accounting. */
 #define HDR 64
+
+static int overlaps(const void *a, size_t an, const void *b, size_t bn)
+{
+    const char *x = a, *y = b;
+    return an && bn && x < y + bn && y < x + an;
+}
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static void note_inflight(Emu *e, const void *p, size_t bytes)
+{
+    if (e->n_inflight == e->cap_inflight) {
+        int cap = e->cap_inflight ? 2 * e->cap_inflight : 16;
+        EmuRange *v = realloc(e->inflight, sizeof *v * (size_t)cap);
+        if (!v) die("out of memory");
+        e->inflight = v; e->cap_inflight = cap;
+    }
+    e->inflight[e->n_inflight++] = (EmuRange){p, bytes};
+    e->busy = 1;
+}
+
+/* No queued copy reads or writes [p, p + bytes). */
+static void check_no_copy(Emu *e, const void *p, size_t bytes, const char *what)
+{
+    for (int i = 0; i < e->n_copies; i++)
+        if (overlaps(p, bytes, e->copies[i].dst, e->copies[i].bytes) ||
+            overlaps(p, bytes, e->copies[i].src, e->copies[i].bytes))
+            die("%s touches the memory of a copy still queued on the copy stream (no copy_fence/copy_sync before it)", what);
+}
+
+/* Run the queued copies, as the copy stream would have by now. */
+static void run_copies(Emu *e)
+{
+    for (int i = 0; i < e->n_copies; i++) {
+        EmuCopy *c = &e->copies[i];
+        if (hash_bytes(c->src, c->bytes) != c->hash)
+            die("the host source of a queued copy changed before the copy ran");
+        memcpy(c->dst, c->src, c->bytes);
+    }
+    e->n_copies = 0;
+}
 
 static void *emu_alloc(void *ctx, size_t bytes)
 {
@@ -423,6 +488,7 @@ static void *emu_alloc(void *ctx, size_t bytes)
     memset(b, 0, HDR + sz);
     memcpy(b, &sz, sizeof sz);
     e->used += sz;
+    note_inflight(e, b + HDR, sz);   /* cudaMemsetAsync on the compute stream */
     return b + HDR;
 }
 
@@ -433,18 +499,78 @@ static void emu_release(void *ctx, void *ptr)
     char *b = (char *)ptr - HDR;
     size_t sz;
     memcpy(&sz, b, sizeof sz);
+    check_no_copy(e, ptr, sz, "release");
     e->used -= sz;
     free(b);
 }
 
+static void *emu_host_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    return malloc(bytes ? bytes : 1);
+}
+
+static void emu_host_free(void *ctx, void *ptr)
+{
+    Emu *e = ctx;
+    if (!ptr) return;
+    /* the emulation does not know the block's size: one byte is enough to
+     * find a copy whose source starts in it */
+    for (int i = 0; i < e->n_copies; i++)
+        if ((const char *)ptr == e->copies[i].src) die("host_free of the source of a queued copy");
+    free(ptr);
+}
+
+static void emu_h2d_async(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    Emu *e = ctx;
+    if (!bytes) return;
+    if (e->recording) die("a copy-stream copy during graph recording");
+    for (int i = 0; i < e->n_inflight; i++)
+        if (overlaps(dst, bytes, e->inflight[i].p, e->inflight[i].bytes))
+            die("a copy-stream copy into device memory that compute work queued since the last d2h may still use");
+    if (e->n_copies == e->cap_copies) {
+        int cap = e->cap_copies ? 2 * e->cap_copies : 8;
+        EmuCopy *v = realloc(e->copies, sizeof *v * (size_t)cap);
+        if (!v) die("out of memory");
+        e->copies = v; e->cap_copies = cap;
+    }
+    e->copies[e->n_copies++] = (EmuCopy){dst, src, bytes, hash_bytes(src, bytes)};
+    e->stats.async_copies++;
+    e->stats.overlapped += e->busy;
+}
+
+static void emu_copy_fence(void *ctx) { run_copies(ctx); }
+
+static void emu_copy_sync(void *ctx) { run_copies(ctx); }
+
+static void emu_d2d(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    Emu *e = ctx;
+    if (!bytes) return;
+    if (e->recording) die("a device copy during graph recording");
+    check_no_copy(e, src, bytes, "a device copy (source)");
+    check_no_copy(e, dst, bytes, "a device copy (destination)");
+    memmove(dst, src, bytes);
+    note_inflight(e, src, bytes);
+    note_inflight(e, dst, bytes);
+}
+
 static void emu_h2d(void *ctx, void *dst, const void *src, size_t bytes)
 {
-    if (bytes) memcpy(dst, src, bytes);
+    Emu *e = ctx;
+    if (!bytes) return;
+    check_no_copy(e, dst, bytes, "a compute-stream copy");
+    memcpy(dst, src, bytes);
+    e->busy = 1;
 }
 
 static void emu_d2h(void *ctx, void *dst, const void *src, size_t bytes)
 {
+    Emu *e = ctx;
     if (bytes) memcpy(dst, src, bytes);
+    e->n_inflight = 0;     /* the compute stream is idle; the copy stream is not waited for */
+    e->busy = 0;
 }
 
 static int emu_mem_info(void *ctx, size_t *free_b, size_t *total_b)
@@ -470,6 +596,7 @@ static void emu_destroy(void *ctx)
     free(e->names); free(e->fn); free(e->uses_sync); free(e->n_args);
     for (int i = 0; i < e->n_graphs; i++) free(e->graphs[i].v);
     free(e->graphs);
+    free(e->copies); free(e->inflight);
     free(e);
     fibers_free();
 }
@@ -668,6 +795,12 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
     ops->graph_end = emu_graph_end;
     ops->graph_run = emu_graph_run;
     ops->mem_info = emu_mem_info;
+    ops->host_alloc = emu_host_alloc;
+    ops->host_free = emu_host_free;
+    ops->h2d_async = emu_h2d_async;
+    ops->copy_fence = emu_copy_fence;
+    ops->copy_sync = emu_copy_sync;
+    ops->d2d = emu_d2d;
     ops->destroy = emu_destroy;
     return 0;
 }

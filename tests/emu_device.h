@@ -2,7 +2,8 @@
  * emitted Program on the host: the kernels compiled by the host C compiler
  * under tests/cuda_emu.h into a shared object, GEMMs through the CPU BLAS,
  * "device" memory in host memory, CUDA graphs emulated by recording the
- * launches and replaying them.
+ * launches and replaying them, a copy stream emulated by deferring its copies
+ * as long as CUDA allows and checking the hazards that would be races.
  *
  * One emulated device runs at a time in a process (the fiber scheduler is
  * process-wide state); tests are single-threaded.
@@ -23,6 +24,8 @@ typedef struct {
     long gemms;           /* GEMMs executed */
     long recorded;        /* launches + GEMMs recorded into graphs */
     long replays;         /* graph_run calls that replayed a graph */
+    long async_copies;    /* h2d_async calls (the copy stream) */
+    long overlapped;      /* of which were queued while compute work was in flight */
 } EmuStats;
 
 /* Compile pr's source with the C compiler `cc` and extra options `flags`

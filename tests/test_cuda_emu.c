@@ -30,6 +30,7 @@
  * tests/CMakeLists.txt. */
 #include <check.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +404,95 @@ START_TEST(graph_replay_matches_direct_launches)
 }
 END_TEST
 
+/* The training loop's pattern: step k launched, batch k+1 uploaded while it
+ * runs (on the copy stream), step k waited for. The steps match the CPU's
+ * run one after the other (each step keeps the batch it was launched with),
+ * the second upload was queued with compute work in flight, and the
+ * emulated device saw no race (it aborts on one). */
+START_TEST(upload_overlaps_step)
+{
+    load_tiny();
+    graph_flags_all(&g, 1, BN_TRAIN);
+    Pair r;
+    pair_open(&r, 1, 1);
+    float lr = 0.05f;
+    StepConfig sc = {&lr, 1, 0.9f, 1e-4f};
+    const int n[3] = {BATCH, BATCH, BATCH - 1}, off[3] = {0, 9, 20};
+    upload_batch(r.gpu, n[0], off[0]);
+    for (int k = 0; k < 3; k++) {
+        double lc, lg;
+        int cc, cg;
+        r.gpu->train_launch(r.gpu, n[k], &sc);
+        if (k + 1 < 3) upload_batch(r.gpu, n[k + 1], off[k + 1]);
+        int bg = r.gpu->train_wait(r.gpu, &lg, &cg);
+        upload_batch(r.cpu, n[k], off[k]);
+        int bc = r.cpu->train_step(r.cpu, n[k], &sc, &lc, &cc);
+        ck_assert_int_eq(bg, 0);
+        ck_assert_int_eq(bc, 0);
+        ck_assert_msg(fabs(lg - lc) <= 1e-5 * fmax(1, fabs(lc)), "step %d: loss gpu %.9g cpu %.9g", k + 1, lg, lc);
+        ck_assert_int_eq(cg, cc);
+        char when[64];
+        snprintf(when, sizeof when, "overlapped step %d", k + 1);
+        compare_arena(&r, A_PARAMS, 1e-4, when);
+    }
+    const EmuStats *st = emu_device_stats(r.dev);
+    ck_assert_int_eq(st->async_copies, 3);
+    ck_assert_int_eq(st->overlapped, 2);
+    ck_assert_int_eq(st->replays, 2);   /* steps 1 (recorded, then replayed) and 2; 3 is short */
+    /* evaluation after it reads its own upload */
+    compare_eval(&r, BATCH, 32, "evaluate after overlapped steps");
+    pair_close(&r);
+    unload();
+}
+END_TEST
+
+/* The emulated copy stream's hazard checks, each of which must abort:
+ * reading a copy's destination without a fence, changing a queued copy's
+ * host source, copying into memory queued compute work still uses. */
+typedef enum { HZ_NO_FENCE, HZ_SOURCE_CHANGED, HZ_INTO_INFLIGHT } Hazard;
+
+static void hazard(Hazard h)
+{
+    load_tiny();
+    char err[512];
+    PlanOptions po = {.batch = BATCH, .fuse = 1, .fold = 1};
+    Plan p;
+    Program pr;
+    ck_assert_msg(plan_build(&p, &g, &po, err, sizeof err) == 0, "%s", err);
+    EmitOptions eo = {0, 0};
+    ck_assert_msg(emit_program(&pr, &p, &eo, err, sizeof err) == 0, "%s", err);
+    DevOps o;
+    ck_assert_msg(emu_device_open(&o, &pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, sizeof err) == 0,
+                  "%s", err);
+    float *a = o.alloc(o.ctx, 4096), *b = o.alloc(o.ctx, 4096), w;
+    float *host = o.host_alloc(o.ctx, 4096);
+    memset(host, 1, 4096);
+    o.d2h(o.ctx, &w, a, sizeof w);                /* the allocations' zero fill done */
+    o.h2d_async(o.ctx, a, host, 4096);
+    switch (h) {
+    case HZ_NO_FENCE:
+        o.d2d(o.ctx, b, a, 4096);                  /* aborts */
+        break;
+    case HZ_SOURCE_CHANGED:
+        host[7] = 2;
+        o.copy_fence(o.ctx);                       /* aborts */
+        break;
+    case HZ_INTO_INFLIGHT:
+        o.copy_fence(o.ctx);
+        o.d2d(o.ctx, b, a, 4096);                  /* fine: fenced */
+        o.h2d_async(o.ctx, a, host, 4096);         /* aborts: the d2d may not have run yet */
+        break;
+    }
+    ck_abort_msg("the emulated device did not see the race");
+}
+
+START_TEST(hazard_read_without_fence) { hazard(HZ_NO_FENCE); }
+END_TEST
+START_TEST(hazard_source_changed) { hazard(HZ_SOURCE_CHANGED); }
+END_TEST
+START_TEST(hazard_copy_into_inflight) { hazard(HZ_INTO_INFLIGHT); }
+END_TEST
+
 /* Features extracted at a frozen cut and fed back in: the GPU's features,
  * training steps (a graph keyed by the entry) and logits match the CPU's. */
 START_TEST(cached_features_match_cpu)
@@ -495,11 +585,23 @@ END_TEST
  * destroyed, through a wrapper of its destroy). */
 typedef struct {
     int made;
-    struct { Backend *be; void *dev; void (*destroy)(Backend *); } live[2];
+    struct { Backend *be; void *dev; void (*destroy)(Backend *); void (*launch)(Backend *, int, const StepConfig *); } live[2];
     EmuStats total;
+    long launched;           /* train_launch calls */
 } EmuRun;
 
-static EmuRun *emu_run;   /* the run in progress (the destroy wrapper has only the Backend) */
+static EmuRun *emu_run;   /* the run in progress (the wrappers have only the Backend) */
+
+static void emu_run_launch(Backend *be, int n, const StepConfig *sc)
+{
+    emu_run->launched++;
+    for (int k = 0; k < 2; k++)
+        if (emu_run->live[k].be == be) {
+            emu_run->live[k].launch(be, n, sc);
+            return;
+        }
+    ck_abort_msg("train_launch of a backend the run did not make");
+}
 
 static void emu_run_destroy(Backend *be)
 {
@@ -509,6 +611,8 @@ static void emu_run_destroy(Backend *be)
         emu_run->total.launches += st->launches;
         emu_run->total.gemms += st->gemms;
         emu_run->total.replays += st->replays;
+        emu_run->total.async_copies += st->async_copies;
+        emu_run->total.overlapped += st->overlapped;
         void (*destroy)(Backend *) = emu_run->live[k].destroy;
         emu_run->live[k].be = NULL;
         destroy(be);
@@ -538,7 +642,9 @@ static Backend *make_emu_backend(const Plan *p, void *ctx, char *err, size_t err
     r->live[k].be = be;
     r->live[k].dev = dev;
     r->live[k].destroy = be->destroy;
+    r->live[k].launch = be->train_launch;
     be->destroy = emu_run_destroy;
+    be->train_launch = emu_run_launch;
     r->made++;
     return be;
 }
@@ -731,11 +837,13 @@ START_TEST(training_runs_match_cpu)
         worst_w = fmax(worst_w, w);
         printf("%-26s epochs %d+%d (best %d+%d), batch %d, cut %d, lr %.4g, diverged %d (epoch %d step %d), "
                "rollbacks %d; val %.4f/%.4f, test %.4f/%.4f (cpu/gpu); weights: worst %.3g normwise, %.3g abs; "
-               "%ld launches, %ld GEMMs, %ld replays; %.1fs cpu, %.1fs gpu\n",
+               "%ld launches, %ld GEMMs, %ld replays, %ld steps, %ld of %ld uploads overlapped a step; "
+               "%.1fs cpu, %.1fs gpu\n",
                sn, rc.epochs[0], rc.phases > 1 ? rc.epochs[1] : 0, rc.best_epoch[0],
                rc.phases > 1 ? rc.best_epoch[1] : 0, rc.batch, rc.cached_layer, rc.lr, rc.diverged,
                rc.div_epoch, rc.div_step, rc.rollbacks, rc.val_acc, rg.val_acc, rc.test_acc, rg.test_acc, w,
-               wabs, er.total.launches, er.total.gemms, er.total.replays, t[1] - t[0], t[2] - t[1]);
+               wabs, er.total.launches, er.total.gemms, er.total.replays, er.launched, er.total.overlapped,
+               er.total.async_copies, t[1] - t[0], t[2] - t[1]);
         fflush(stdout);
         ck_assert_int_eq(rg.phases, rc.phases);
         for (int ph = 0; ph < rc.phases; ph++) {
@@ -761,6 +869,12 @@ START_TEST(training_runs_match_cpu)
             continue;
         }
         ck_assert_int_eq(rc.diverged, 0);
+        /* every step's batch but an epoch's first was uploaded while the
+         * step before it ran */
+        ck_assert_int_gt(er.launched, 0);
+        ck_assert_msg(er.total.overlapped == er.launched - (rg.epochs[0] + (rg.phases > 1 ? rg.epochs[1] : 0)),
+                      "%s: %ld uploads overlapped a step, for %ld steps in %d+%d epochs", sn, er.total.overlapped,
+                      er.launched, rg.epochs[0], rg.phases > 1 ? rg.epochs[1] : 0);
         if (TRAIN_CASES[k].s == STRAT_FREEZE_FINETUNE) gpu_resume_matches(TRAIN_CASES[k].s, pre, budget, save_g, err);
         ck_assert_int_gt(er.total.replays, 0);   /* the steps replayed the captured graph */
         if (TRAIN_CASES[k].s == STRAT_AUTO) ck_assert_int_eq(rc.batch, 32);
@@ -796,6 +910,10 @@ int main(void)
     tcase_add_test(tc, graph_replay_matches_direct_launches);
     tcase_add_test(tc, cached_features_match_cpu);
     tcase_add_test(tc, out_of_memory_names_the_fitting_batch);
+    tcase_add_test(tc, upload_overlaps_step);
+    tcase_add_test_raise_signal(tc, hazard_read_without_fence, SIGABRT);
+    tcase_add_test_raise_signal(tc, hazard_source_changed, SIGABRT);
+    tcase_add_test_raise_signal(tc, hazard_copy_into_inflight, SIGABRT);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("training");
     tcase_set_timeout(tr, 300);

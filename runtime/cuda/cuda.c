@@ -10,6 +10,9 @@
  *
  * Invariants:
  *  - every operation goes to c->stream, in order; d2h waits for the stream;
+ *    the one exception is h2d_async, on c->copy, which c->stream waits for
+ *    only from a copy_fence on (an event), so a batch is copied while the
+ *    previous step computes;
  *  - h2d copies through a pinned staging ring: a region is reused only
  *    after the copy out of it is done (an event per wrap), so the caller's
  *    source may change as soon as h2d returns;
@@ -223,6 +226,8 @@ typedef struct { int key; cudaGraphExec_t exec; } GraphSlot;
 
 typedef struct {
     cudaStream_t stream;
+    cudaStream_t copy;              /* uploads of the next batch */
+    cudaEvent_t copied;             /* recorded on copy by copy_fence */
     cublasHandle_t blas;
     void *blas_ws;
     cudaLibrary_t lib;
@@ -400,6 +405,52 @@ static int dev_graph_run(void *ctx, int key)
     return 0;
 }
 
+static void *dev_host_alloc(void *ctx, size_t bytes)
+{
+    (void)ctx;
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void dev_host_free(void *ctx, void *ptr)
+{
+    (void)ctx;
+    if (ptr) MUST(cudaFreeHost(ptr));
+}
+
+static void dev_h2d_async(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    Cuda *c = ctx;
+    if (!bytes) return;
+    MUST(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy));
+}
+
+static void dev_copy_fence(void *ctx)
+{
+    Cuda *c = ctx;
+    if (c->capturing) die(__FILE__, __LINE__, "a copy fence inside a CUDA graph capture");
+    MUST(cudaEventRecord(c->copied, c->copy));
+    MUST(cudaStreamWaitEvent(c->stream, c->copied, 0));
+}
+
+static void dev_copy_sync(void *ctx)
+{
+    MUST(cudaStreamSynchronize(((Cuda *)ctx)->copy));
+}
+
+static void dev_d2d(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    Cuda *c = ctx;
+    if (!bytes) return;
+    if (c->capturing) die(__FILE__, __LINE__, "a device copy inside a CUDA graph capture");
+    MUST(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    sync_after(c, "a device-to-device copy");
+}
+
 static int dev_mem_info(void *ctx, size_t *free_b, size_t *total_b)
 {
     (void)ctx;
@@ -415,6 +466,7 @@ static void dev_destroy(void *ctx)
     Cuda *c = ctx;
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->copy) cudaStreamSynchronize(c->copy);
     for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     free(c->graphs);
     if (c->blas) cublasDestroy(c->blas);
@@ -423,6 +475,8 @@ static void dev_destroy(void *ctx)
     if (c->staging) cudaFreeHost(c->staging);
     if (c->staged) cudaEventDestroy(c->staged);
     if (c->stream) cudaStreamDestroy(c->stream);
+    if (c->copied) cudaEventDestroy(c->copied);
+    if (c->copy) cudaStreamDestroy(c->copy);
     for (int i = 0; i < c->n_kern; i++) free(c->kname[i]);
     free(c->kname);
     free(c->kern);
@@ -717,6 +771,8 @@ static int open_device(Cuda *c, const CudaOptions *o, int *cc, char *err, size_t
     *cc = 10 * major + minor;
     if (!CK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking))) return 1;
     if (!CK(cudaEventCreateWithFlags(&c->staged, cudaEventDisableTiming))) return 1;
+    if (!CK(cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking))) return 1;
+    if (!CK(cudaEventCreateWithFlags(&c->copied, cudaEventDisableTiming))) return 1;
     if (!CKB(cublasCreate(&c->blas))) { c->blas = NULL; return 1; }
     if (!CKB(cublasSetStream(c->blas, c->stream))) return 1;
     if (!CKB(cublasSetMathMode(c->blas, o->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH))) return 1;
@@ -760,6 +816,8 @@ Backend *cuda_backend_create(const Plan *p, const CudaOptions *o, char *err, siz
         .ctx = c, .alloc = dev_alloc, .release = dev_release, .h2d = dev_h2d, .d2h = dev_d2h,
         .launch = dev_launch, .gemm = dev_gemm, .graph_begin = dev_graph_begin, .graph_end = dev_graph_end,
         .graph_run = dev_graph_run, .mem_info = dev_mem_info, .destroy = dev_destroy,
+        .host_alloc = dev_host_alloc, .host_free = dev_host_free, .h2d_async = dev_h2d_async,
+        .copy_fence = dev_copy_fence, .copy_sync = dev_copy_sync, .d2d = dev_d2d,
     };
     /* from here the executor owns the program and the device (also on failure) */
     return gpu_backend_create(p, &pr, &ops, o->graphs, err, errlen);

@@ -23,11 +23,24 @@
  *    (CUDA stream-capture semantics), so the first step records and then
  *    replays. The control block's h2d and the derive lists stay outside the
  *    graph; every pointer is fixed, so a graph stays valid from step to step.
- *  - copies: upload stages x and the labels in a host buffer of its own (the
- *    caller's may change at once), so its h2d can run asynchronously; the
- *    staging buffer is reused only after a later d2h (which waits for all
- *    before it). Other h2d copies (parameters, momentum) wait for
- *    completion before returning, through a one-word d2h.
+ *  - uploads, with a copy stream (DevOps.h2d_async and the rest): the batch
+ *    goes into one of two input slots, each a page-locked host buffer and a
+ *    device buffer of its own (outside the activation arena, whose input
+ *    region the running step may still read or reuse), copied on the copy
+ *    stream, so that upload k+1 runs while step k does (train_launch ...
+ *    upload ... train_wait). The step, evaluation or extraction that follows
+ *    makes the compute stream wait for the copy (copy_fence) and copies the
+ *    slot into the plan's input and label tensors (d2d), outside any graph.
+ *    A slot's state says what it may still be part of: QUEUED (its copy may
+ *    be running: copy_sync before refilling it), FENCED (queued compute work
+ *    reads it: a compute-stream sync before refilling it; any d2h is one).
+ *    Uploads alternate between the slots, so in the training loop's pattern
+ *    no upload waits. Without a copy stream, or when a slot cannot be
+ *    allocated, upload stages x and the labels in a host buffer of its own
+ *    and copies on the compute stream; that buffer is reused only after a
+ *    later d2h (which waits for all before it).
+ *  - other h2d copies (parameters, momentum) wait for completion before
+ *    returning, through a one-word d2h.
  *  - DevOps.mem_info returns 0 when it filled in the sizes.
  *  - ownership: the backend keeps a copy of *pr and ops->ctx and releases
  *    both at destroy, and also when creation fails; the caller may read *pr
@@ -44,6 +57,15 @@
 static const char *const BUF_NAMES[BUF_COUNT] = {
     "null", "parameter", "gradient", "momentum", "activation", "derived", "workspace", "control"};
 
+enum { SLOT_IDLE, SLOT_QUEUED, SLOT_FENCED };
+
+typedef struct {
+    void *dev; void *host; size_t cap;   /* bytes, each */
+    int state;
+    int tensor, n;                       /* where it goes, for how many images */
+    size_t x_bytes;                      /* then n labels */
+} InSlot;
+
 typedef struct {
     const Plan *p;
     Program pr;              /* owned (a copy of the caller's struct) */
@@ -56,6 +78,9 @@ typedef struct {
     int entry_node, entry_tensor;
     int dirty;               /* parameters written since the derive lists ran */
     int pending;             /* an upload's h2d may still read the staging buffer */
+    InSlot in[2];            /* with a copy stream: the two input slots */
+    int cur;                 /* the slot of the last upload, -1: none (or the direct path) */
+    int step_n;              /* images of the step between train_launch and train_wait */
     uint32_t ctrl[CTRL_WORDS];
     uint32_t zero_head[4];
     float *stage; size_t stage_floats;
@@ -82,19 +107,124 @@ static size_t tensor_floats(const Gpu *g, int t, int n)
     return g->p->tensors[t].floats / (size_t)g->p->opt.batch * (size_t)n;
 }
 
+/* After a d2h: the compute stream is idle, and with it the copies it
+ * waited for. */
+static void synced(Gpu *g)
+{
+    g->pending = 0;
+    for (int i = 0; i < 2; i++)
+        if (g->in[i].state == SLOT_FENCED) g->in[i].state = SLOT_IDLE;
+}
+
 /* Wait for everything queued on the device (a d2h waits for all before it). */
 static void dev_sync(Gpu *g)
 {
     uint32_t w;
     g->ops.d2h(g->ops.ctx, &w, g->buf[BUF_CTRL], sizeof w);
-    g->pending = 0;
+    synced(g);
 }
 
 static void d2h(Gpu *g, void *dst, const void *src, size_t bytes)
 {
     if (!bytes) return;
     g->ops.d2h(g->ops.ctx, dst, src, bytes);
-    g->pending = 0;
+    synced(g);
+}
+
+static int has_copy_stream(const Gpu *g)
+{
+    const DevOps *o = &g->ops;
+    return o->host_alloc && o->host_free && o->h2d_async && o->copy_fence && o->copy_sync && o->d2d;
+}
+
+/* Slot i idle: nothing queued reads or writes it. */
+static void slot_idle(Gpu *g, int i)
+{
+    if (g->in[i].state == SLOT_FENCED) dev_sync(g);
+    if (g->in[i].state == SLOT_QUEUED) {
+        g->ops.copy_sync(g->ops.ctx);
+        for (int k = 0; k < 2; k++)
+            if (g->in[k].state == SLOT_QUEUED) g->in[k].state = SLOT_IDLE;
+    }
+}
+
+static void slot_free(Gpu *g, InSlot *S)
+{
+    if (S->dev) g->ops.release(g->ops.ctx, S->dev);
+    if (S->host) g->ops.host_free(g->ops.ctx, S->host);
+    S->dev = S->host = NULL;
+    S->cap = 0;
+}
+
+/* Both slots hold at least `bytes` (grown together, so that growing never
+ * waits in the middle of a run of overlapped uploads). Returns 0, or 1 when
+ * out of memory (then there are none). */
+static int slots_reserve(Gpu *g, size_t bytes)
+{
+    if (bytes <= g->in[0].cap && bytes <= g->in[1].cap) return 0;
+    for (int i = 0; i < 2; i++) {
+        slot_idle(g, i);
+        slot_free(g, &g->in[i]);
+    }
+    g->cur = -1;
+    for (int i = 0; i < 2; i++) {
+        InSlot *S = &g->in[i];
+        S->dev = g->ops.alloc(g->ops.ctx, bytes);
+        S->host = S->dev ? g->ops.host_alloc(g->ops.ctx, bytes) : NULL;
+        if (!S->host) {
+            slot_free(g, &g->in[0]);
+            slot_free(g, &g->in[1]);
+            return 1;
+        }
+        S->cap = bytes;
+    }
+    dev_sync(g);                 /* alloc's zero fill runs on the compute stream */
+    return 0;
+}
+
+/* Bytes of a slot for n rows of tensor t and their labels. */
+static size_t slot_bytes(const Gpu *g, int t, int n)
+{
+    return sizeof(float) * tensor_floats(g, t, n) + sizeof(int32_t) * (size_t)n;
+}
+
+/* Upload through the next slot. Returns 0, or 1 when the slots cannot hold
+ * the batch (out of memory: the caller copies directly). */
+static int upload_slot(Gpu *g, int t, const float *x, const int32_t *y, int n)
+{
+    size_t xb = sizeof(float) * tensor_floats(g, t, n);
+    size_t bytes = slot_bytes(g, t, n);
+    if (slots_reserve(g, bytes)) return 1;
+    int i = g->cur < 0 ? 0 : 1 - g->cur;
+    InSlot *S = &g->in[i];
+    slot_idle(g, i);
+    memcpy(S->host, x, xb);
+    memcpy((char *)S->host + xb, y, sizeof(int32_t) * (size_t)n);
+    g->ops.h2d_async(g->ops.ctx, S->dev, S->host, bytes);
+    S->state = SLOT_QUEUED;
+    S->tensor = t;
+    S->n = n;
+    S->x_bytes = xb;
+    g->cur = i;
+    return 0;
+}
+
+/* Before work that reads the batch: the uploaded slot into the input and
+ * label tensors, once its copy is done. */
+static void take_input(Gpu *g)
+{
+    if (g->cur < 0) return;
+    InSlot *S = &g->in[g->cur];
+    if (S->state == SLOT_QUEUED) {
+        g->ops.copy_fence(g->ops.ctx);    /* covers every copy queued so far */
+        for (int k = 0; k < 2; k++)
+            if (g->in[k].state == SLOT_QUEUED) g->in[k].state = SLOT_FENCED;
+    }
+    S->state = SLOT_FENCED;
+    if (S->x_bytes) g->ops.d2d(g->ops.ctx, tensor_ptr(g, S->tensor), S->dev, S->x_bytes);
+    if (S->n)
+        g->ops.d2d(g->ops.ctx, tensor_ptr(g, g->p->labels_tensor), (char *)S->dev + S->x_bytes,
+                   sizeof(int32_t) * (size_t)S->n);
 }
 
 /* h2d from a buffer the caller may reuse at once. */
@@ -227,6 +357,8 @@ static void gpu_upload(Backend *be, const float *x, const int32_t *y, int n)
     size_t xf = tensor_floats(g, t, n);
     float *dx = tensor_ptr(g, t), *dy = tensor_ptr(g, p->labels_tensor);
     g->n = n;
+    if (has_copy_stream(g) && upload_slot(g, t, x, y, n) == 0) return;
+    g->cur = -1;
     if (g->pending) dev_sync(g);
     if (xf + (size_t)n > g->stage_floats) {
         float *s = realloc(g->stage, sizeof(float) * (xf + (size_t)n));
@@ -260,22 +392,36 @@ static void write_ctrl(Gpu *g, const StepConfig *cfg)
     g->ops.h2d(g->ops.ctx, g->buf[BUF_CTRL], c, sizeof g->ctrl);
 }
 
-static int gpu_train_step(Backend *be, int n, const StepConfig *cfg, double *loss, int *correct)
+static void gpu_train_launch(Backend *be, int n, const StepConfig *cfg)
 {
     Gpu *g = be->impl;
-    g->n = n;
+    g->n = g->step_n = n;
     g->step++;
+    take_input(g);
     write_ctrl(g, cfg);
     run_derive(g);
     run_step(g);
-    int bad = read_head(g, n, loss, correct);
+}
+
+static int gpu_train_wait(Backend *be, double *loss, int *correct)
+{
+    Gpu *g = be->impl;
+    g->n = g->step_n;
+    int bad = read_head(g, g->step_n, loss, correct);
     return bad || !isfinite(*loss);
+}
+
+static int gpu_train_step(Backend *be, int n, const StepConfig *cfg, double *loss, int *correct)
+{
+    gpu_train_launch(be, n, cfg);
+    return gpu_train_wait(be, loss, correct);
 }
 
 static void gpu_evaluate(Backend *be, int n, double *loss, int *correct)
 {
     Gpu *g = be->impl;
     g->n = n;
+    take_input(g);
     g->ops.h2d(g->ops.ctx, g->buf[BUF_CTRL], g->zero_head, sizeof g->zero_head);
     run_derive(g);
     run_forward(g, 0, -1);
@@ -287,6 +433,7 @@ static void gpu_extract(Backend *be, int n, int cut, float *dst)
     Gpu *g = be->impl;
     const Plan *p = g->p;
     g->n = n;
+    take_input(g);
     run_derive(g);
     run_forward(g, 0, p->layer_node[cut]);
     d2h(g, dst, tensor_ptr(g, p->layer_tensor[cut]), sizeof(float) * plan_layer_floats(p, cut) * (size_t)n);
@@ -371,7 +518,11 @@ static void gpu_destroy(Backend *be)
     if (!be) return;
     Gpu *g = be->impl;
     if (g) {
-        if (g->pending) dev_sync(g);
+        if (g->buf[BUF_CTRL]) dev_sync(g);
+        for (int i = 0; i < 2; i++) {
+            if (g->in[i].state == SLOT_QUEUED) g->ops.copy_sync(g->ops.ctx);
+            slot_free(g, &g->in[i]);
+        }
         release_arenas(g);
         if (g->ops.destroy) g->ops.destroy(g->ops.ctx);
         emit_free(&g->pr);
@@ -512,6 +663,7 @@ Backend *gpu_backend_create(const Plan *p, Program *pr, const DevOps *ops, int u
     g->pr = *pr;
     g->ops = *ops;
     g->use_graphs = use_graphs;
+    g->cur = -1;
     g->entry_tensor = p->input_tensor;
     g->dirty = 1;
     g->n = p->opt.batch;
@@ -528,10 +680,14 @@ Backend *gpu_backend_create(const Plan *p, Program *pr, const DevOps *ops, int u
         gpu_destroy(be);
         return NULL;
     }
+    /* the input slots for a batch of images (without them: direct uploads) */
+    if (has_copy_stream(g)) slots_reserve(g, slot_bytes(g, p->input_tensor, p->opt.batch));
     be->name = "cuda";
     be->plan = p;
     be->upload = gpu_upload;
     be->train_step = gpu_train_step;
+    be->train_launch = gpu_train_launch;
+    be->train_wait = gpu_train_wait;
     be->evaluate = gpu_evaluate;
     be->logits = gpu_logits;
     be->layer_output = gpu_layer_output;

@@ -44,6 +44,23 @@ typedef struct DevOps {
     int (*graph_begin)(void *ctx, int key);
     void (*graph_end)(void *ctx, int key);
     int (*graph_run)(void *ctx, int key);   /* 0: replayed; 1: nothing recorded under key */
+    /* Optional, all or none (NULL: uploads go through h2d on the compute
+     * stream): a second, copy stream so that a batch is uploaded while the
+     * previous step runs.
+     *  - host_alloc/host_free: page-locked host memory (NULL when none);
+     *  - h2d_async: a copy on the copy stream; src must stay unchanged, and
+     *    dst must not be in use by queued device work, until the copy is
+     *    done (copy_sync, or copy_fence followed by a d2h);
+     *  - copy_fence: work queued on the compute stream after it waits for
+     *    every copy queued on the copy stream before it;
+     *  - copy_sync: the host waits for the copy stream;
+     *  - d2d: a device copy on the compute stream, in order with launches. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *ptr);
+    void (*h2d_async)(void *ctx, void *dst, const void *src, size_t bytes);
+    void (*copy_fence)(void *ctx);
+    void (*copy_sync)(void *ctx);
+    void (*d2d)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Optional: free and total device bytes. */
     int (*mem_info)(void *ctx, size_t *free_b, size_t *total_b);
     void (*destroy)(void *ctx);
