@@ -20,7 +20,8 @@
  *    into dz at R_WS(conv workspace) (an epilogue that is only a residual
  *    add writes dres alone, and the conv reads dout), then dbias (chan_bwd),
  *    dW (im2col + GEMM), dx (GEMM + col2im, or one GEMM); depthwise:
- *    chan_bwd (dbias), dwconv_dw, dwconv_dx;
+ *    chan_bwd (dbias), dwconv_dx, dwconv_dw (split over the output cells
+ *    like the column sums: dwconv_dw_part + dwconv_dw_fin);
  *  - standalone BN: the same bn_stats / bn_derive / epi_fwd forward, and
  *    chan_bwd (+ bn_infer_dx) backward;
  *  - fold: bn_fold into the node's derived slot (weights, then bias).
@@ -137,15 +138,25 @@ static WsSpan ws_free_around(const Emitter *e, size_t used, size_t n)
  * G*C doubles plus `extra` arrays of C doubles must fit in sp; a run with
  * fewer images than the plan's batch visits fewer rows per split. 0: too
  * little room (or rows) for G >= 2, use the one-block-per-channel kernel. */
-static int split_count(const Emitter *e, long M, int C, int arrays, int extra, WsSpan sp)
+static int split_count_max(const Emitter *e, long M, int C, int arrays, int extra, WsSpan sp, int max)
 {
     long rows = (long)e->p->opt.batch * M;
     long g = (rows + SPLIT_ROWS - 1) / SPLIT_ROWS;
     long fit = ((long)(sp.len / 2 / (size_t)C) - extra) / arrays;
-    if (g > SPLIT_MAX) g = SPLIT_MAX;
+    if (g > max) g = max;
     if (g > fit) g = fit;
     return g >= 2 ? (int)g : 0;
 }
+
+static int split_count(const Emitter *e, long M, int C, int arrays, int extra, WsSpan sp)
+{
+    return split_count_max(e, M, C, arrays, extra, sp, SPLIT_MAX);
+}
+
+/* A depthwise dW does R*S products per row where a column sum does one or
+ * two, and its early layers have few channel tiles (32 channels: one), so
+ * it takes up to 4x the splits to keep a GPU's multiprocessors busy. */
+#define DW_SPLIT_MAX (4 * SPLIT_MAX)
 
 /* Launch col_part (see the template) into part, G splits. */
 static void emit_col_part(Emitter *e, LaunchList *l, long M, int C, int G, int mode, int sx,
@@ -555,9 +566,11 @@ static void emit_conv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Ref 
     em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 2, args);
 }
 
-/* dW, dx of a depthwise conv from d (n*P*Q, C) (dwconv2d_backward; dbias done). */
+/* dW, dx of a depthwise conv from d (n*P*Q, C) (dwconv2d_backward; dbias
+ * done). dW is split over the output cells with its partials in sp when
+ * they fit (R*S arrays of G*C doubles), else one block per (channel, tap). */
 static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Ref dw, Ref d,
-                             Ref x, Ref w, int acc)
+                             Ref x, Ref w, int acc, WsSpan sp)
 {
     if (dx.buf != BUF_NULL) {
         Kv k = {0};
@@ -567,7 +580,22 @@ static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Re
         Ref args[3] = {dx, d, w};
         em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 3, args);
     }
-    if (dw.buf != BUF_NULL) {
+    if (dw.buf == BUF_NULL) return;
+    int G = split_count_max(e, (long)s->P * s->Q, s->C, s->R * s->S, 0, sp, DW_SPLIT_MAX);
+    if (G) {
+        Kv k = {0};
+        kv_geo(e, &k, s);
+        kv_int(e, &k, "G", G);
+        const char *tag = em_fmt(e, "%s_g%d", geo_tag(e, s), G);
+        int kp = em_kernel(e, "conv", "dwconv_dw_part", tag, 3, 1, k.v);
+        Ref pa[3] = {R_WS(sp.off), d, x};
+        em_launch(e, l, kp, (Dim){0, (s->C + 31) / 32}, 1, G, EMIT_SYNC_BLOCK, 3, pa);
+        int kf = em_kernel(e, "conv", "dwconv_dw_fin", tag, 2, 0, k.v);
+        Ref fa[2] = {dw, R_WS(sp.off)};
+        em_launch_elems(e, l, kf, (Dim){0, (long)s->R * s->S * s->C}, 2, fa);
+        return;
+    }
+    {
         Kv k = {0};
         kv_geo(e, &k, s);
         int kern = em_kernel(e, "conv", "dwconv_dw", geo_tag(e, s), 3, 1, k.v);
@@ -596,7 +624,7 @@ void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
     Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
     if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d, sp);
     if (L->op == OP_CONV) emit_conv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
-    else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
+    else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0], sp);
 }
 
 /* ---- standalone BN ------------------------------------------------------------------------- */

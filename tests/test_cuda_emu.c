@@ -143,16 +143,18 @@ static void init_state(Pair *r)
     free(params); free(mom);
 }
 
-static void pair_open(Pair *r, int fuse, int graphs)
+static void pair_open_batch(Pair *r, int fuse, int graphs, int batch)
 {
     char err[512];
-    PlanOptions po = {.batch = BATCH, .fuse = fuse, .fold = 1};
+    PlanOptions po = {.batch = batch, .fuse = fuse, .fold = 1};
     ck_assert_msg(plan_build(&r->p, &g, &po, err, sizeof err) == 0, "%s", err);
     r->cpu = cpu_backend_create(&r->p, err, sizeof err);
     ck_assert_msg(r->cpu != NULL, "%s", err);
     r->gpu = gpu_open(&r->p, &r->pr, graphs, &r->dev, 0, NULL);
     init_state(r);
 }
+
+static void pair_open(Pair *r, int fuse, int graphs) { pair_open_batch(r, fuse, graphs, BATCH); }
 
 static void pair_close(Pair *r)
 {
@@ -317,6 +319,39 @@ END_TEST
 START_TEST(matches_cpu_head_only) { matches_cpu(F_HEAD_ONLY); }
 END_TEST
 START_TEST(matches_cpu_layerwise) { matches_cpu(F_LAYERWISE); }
+END_TEST
+
+/* At batch 32 the reductions over rows are split across blocks (BN
+ * statistics, dbias, the depthwise dW); at batch 4 they are too short to
+ * split. Two steps and an evaluation, fused and unfused, against the CPU. */
+START_TEST(matches_cpu_split_reductions)
+{
+    load_tiny();
+    graph_flags_all(&g, 1, BN_TRAIN);
+    float lr = 0.05f;
+    StepConfig sc = {&lr, 1, 0.9f, 1e-4f};
+    for (int fuse = 1; fuse >= 0; fuse--) {
+        Pair r;
+        pair_open_batch(&r, fuse, 1, 32);
+        int split_dw = 0, split_cols = 0;
+        for (int k = 0; k < r.pr.n_kernels; k++) {
+            split_dw += strncmp(r.pr.kernels[k].name, "dwconv_dw_part_", 15) == 0;
+            split_cols += strncmp(r.pr.kernels[k].name, "col_part_", 9) == 0;
+        }
+        ck_assert_msg(split_dw > 0 && split_cols > 0, "%s: %d split dW, %d split column sums",
+                      fuse ? "fused" : "unfused", split_dw, split_cols);
+        char when[64];
+        for (int step = 0; step < 2; step++) {
+            snprintf(when, sizeof when, "batch 32, %s, step %d", fuse ? "fused" : "unfused", step + 1);
+            compare_step(&r, 32, 32 * step, &sc, when);
+        }
+        snprintf(when, sizeof when, "batch 32, %s, short batch", fuse ? "fused" : "unfused");
+        compare_step(&r, 27, 5, &sc, when);
+        compare_eval(&r, 32, 3, "batch 32, evaluate");
+        pair_close(&r);
+    }
+    unload();
+}
 END_TEST
 
 /* A NaN weight: the loss is not finite, train_step returns 1 on both
@@ -906,6 +941,7 @@ int main(void)
     tcase_add_test(tc, matches_cpu_half_frozen);
     tcase_add_test(tc, matches_cpu_head_only);
     tcase_add_test(tc, matches_cpu_layerwise);
+    tcase_add_test(tc, matches_cpu_split_reductions);
     tcase_add_test(tc, non_finite_loss_skips_update);
     tcase_add_test(tc, graph_replay_matches_direct_launches);
     tcase_add_test(tc, cached_features_match_cpu);

@@ -152,6 +152,67 @@ KILN_KERNEL void {{NAME}}(int n, float *dw, const float *dout, const float *x)
     a = kiln_block_sum(a, sh);
     if (threadIdx.x == 0) dw[(long)rs * C + c] = (float)a;
 }
+//@ dwconv_dw_part
+/* dwconv_dw split over the output cells (n*P*Q of them) like col_part:
+ * split blockIdx.y of G takes cells [y*chunk, min((y+1)*chunk, n*P*Q)),
+ * chunk = ceil(n*P*Q / G); a block of 256 threads covers the 32 channels
+ * blockIdx.x*32 + threadIdx.x%32 x 8 cell lanes (threadIdx.x/32, every 8th
+ * cell), so a warp reads one contiguous stretch of a row of dout and of x.
+ * Each thread keeps the R*S tap sums in double; per tap the 8 lanes are
+ * added in lane order into part (doubles) at [(y*R*S + r*S+s)*C + c]. */
+KILN_KERNEL void {{NAME}}(int n, float *part, const float *dout, const float *x)
+{
+    KILN_SHARED double sh[256];
+    const int H = {{H}}, W = {{W}}, C = {{C}}, R = {{R}}, S = {{S}}, P = {{P}}, Q = {{Q}}, G = {{G}};
+    const long M = (long)n * P * Q;
+    const long chunk = (M + G - 1) / G;
+    int t = (int)threadIdx.x, lane = t % 32, row = t / 32;
+    int c = (int)blockIdx.x * 32 + lane, y = (int)blockIdx.y;
+    long m0 = (long)y * chunk, m1 = m0 + chunk < M ? m0 + chunk : M;
+    double acc[{{R}} * {{S}}];
+    for (int k = 0; k < R * S; k++) acc[k] = 0.0;
+    if (c < C)
+        for (long m = m0 + row; m < m1; m += 8) {
+            int q = (int)(m % Q);
+            long u = m / Q;
+            int p = (int)(u % P);
+            long img = u / P;
+            double d = dout[m * C + c];
+            for (int r = 0; r < R; r++) {
+                int h = p * {{SH}} - {{PT}} + r;
+                if (h < 0 || h >= H) continue;
+                for (int s = 0; s < S; s++) {
+                    int w = q * {{SW}} - {{PL}} + s;
+                    if (w >= 0 && w < W) acc[r * S + s] += d * x[((img * H + h) * W + w) * C + c];
+                }
+            }
+        }
+    double *pt = (double *)part;
+    for (int k = 0; k < R * S; k++) {
+        sh[t] = acc[k];
+        KILN_SYNC();   /* every lane's sum of tap k is in sh */
+        if (row == 0 && c < C) {
+            double v = 0.0;
+            for (int j = 0; j < 8; j++) v += sh[j * 32 + lane];
+            pt[((long)y * R * S + k) * C + c] = v;
+        }
+        KILN_SYNC();   /* read before the next tap overwrites it */
+    }
+}
+//@ dwconv_dw_fin
+/* dw (R*S, C), overwritten: the G partials of dwconv_dw_part added in split
+ * order, one thread per (tap, channel). */
+KILN_KERNEL void {{NAME}}(int n, float *dw, const float *part)
+{
+    const int C = {{C}}, RS = {{R}} * {{S}}, G = {{G}};
+    long i = kiln_gid();
+    (void)n;
+    if (i >= (long)RS * C) return;
+    const double *pt = (const double *)part;
+    double v = 0.0;
+    for (int y = 0; y < G; y++) v += pt[(long)y * RS * C + i];
+    dw[i] = (float)v;
+}
 //@ bn_derive
 /* The constants of a BN on running statistics, per channel c < C:
  * d[c] = scale = gamma/sqrt(var+eps), d[C+c] = shift = beta - mean*scale
