@@ -79,6 +79,26 @@ const char *em_fmt(Emitter *e, const char *fmt, ...)
     return s;
 }
 
+void kv_str(Emitter *e, Kv *k, const char *key, const char *val)
+{
+    if (k->n + 2 > 2 * KV_MAX) {
+        em_fail(e, "more than %d template keys", KV_MAX);
+        return;
+    }
+    k->v[k->n++] = key;
+    k->v[k->n++] = val;
+    k->v[k->n] = NULL;
+}
+
+void kv_int(Emitter *e, Kv *k, const char *key, long val) { kv_str(e, k, key, em_fmt(e, "%ld", val)); }
+
+void kv_flag(Emitter *e, Kv *k, const char *key, int val) { kv_str(e, k, key, val ? "1" : "0"); }
+
+void kv_float(Emitter *e, Kv *k, const char *key, float val)
+{
+    kv_str(e, k, key, em_fmt(e, "%.9ef", (double)val));
+}
+
 void em_scratch_reset(Emitter *e)
 {
     for (int i = 0; i < n_scratch; i++) free(scratch[i]);

@@ -41,31 +41,6 @@
  */
 #include "codegen/emit_internal.h"
 
-/* ---- key/value lists -------------------------------------------------------------- */
-
-#define KV_MAX 48
-
-typedef struct { const char *v[2 * KV_MAX + 1]; int n; } Kv;
-
-static void kv_str(Kv *k, const char *key, const char *val)
-{
-    if (k->n + 2 > 2 * KV_MAX) return;
-    k->v[k->n++] = key;
-    k->v[k->n++] = val;
-    k->v[k->n] = NULL;
-}
-
-static void kv_int(Emitter *e, Kv *k, const char *key, long val)
-{
-    kv_str(k, key, em_fmt(e, "%ld", val));
-}
-
-/* A float constant that reads back as the same float (C and CUDA literal). */
-static void kv_float(Emitter *e, Kv *k, const char *key, float val)
-{
-    kv_str(k, key, em_fmt(e, "%.9ef", (double)val));
-}
-
 /* ---- shapes ---------------------------------------------------------------------------- */
 
 /* Geometry of a conv-like layer, per image. */
@@ -108,8 +83,6 @@ static size_t geo_ws(const Geo *s, int batch)
 {
     return geo_direct(s) ? 0 : (size_t)batch * s->P * s->Q * s->R * s->S * s->C;
 }
-
-static const char *flag(int v) { return v ? "1" : "0"; }
 
 /* ---- workspace scratch of the split column sums ------------------------------------------ */
 
@@ -167,8 +140,8 @@ static void emit_col_part(Emitter *e, LaunchList *l, long M, int C, int G, int m
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "G", G);
     kv_int(e, &k, "MODE", mode);
-    kv_str(&k, "SX", flag(sx));
-    kv_str(&k, "INV", flag(inv));
+    kv_flag(e, &k, "SX", sx);
+    kv_flag(e, &k, "INV", inv);
     kv_float(e, &k, "EPS", eps);
     int kern = em_kernel(e, "conv", "col_part", em_fmt(e, "%ldx%d_g%d", M, C, G), 6, 1, k.v);
     em_launch(e, l, kern, (Dim){0, (C + 31) / 32}, 1, G, EMIT_SYNC_BLOCK, 6, a);
@@ -247,11 +220,11 @@ static void emit_epi_fwd(Emitter *e, LaunchList *l, long M, int C, const EpiFwd 
     Kv k = {0};
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "C", C);
-    kv_str(&k, "BIAS", flag(f->bias));
-    kv_str(&k, "STORE_Z", flag(f->store_z));
+    kv_flag(e, &k, "BIAS", f->bias);
+    kv_flag(e, &k, "STORE_Z", f->store_z);
     kv_int(e, &k, "BN", f->bn);
-    kv_str(&k, "ACT", f->act);
-    kv_str(&k, "RES", flag(f->res));
+    kv_str(e, &k, "ACT", f->act);
+    kv_flag(e, &k, "RES", f->res);
     int kern = em_kernel(e, "conv", "epi_fwd", rc_tag(e, M, C), 10, 0, k.v);
     Ref a[10] = {f->out, f->z, f->bias_p, f->mean, f->invstd, f->gamma, f->beta,
                  f->scale, f->shift, f->res_p};
@@ -291,13 +264,13 @@ static void emit_chan(Emitter *e, LaunchList *l, long M, int C, const ChanBwd *c
     Kv k = {0};
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "C", C);
-    kv_str(&k, "SX", flag(cb->sx));
-    kv_str(&k, "INV", flag(cb->inv));
+    kv_flag(e, &k, "SX", cb->sx);
+    kv_flag(e, &k, "INV", cb->inv);
     kv_float(e, &k, "EPS", cb->eps);
-    kv_str(&k, "DG", flag(cb->dg));
-    kv_str(&k, "DB", flag(cb->db));
+    kv_flag(e, &k, "DG", cb->dg);
+    kv_flag(e, &k, "DB", cb->db);
     kv_int(e, &k, "DX", cb->dx);
-    kv_str(&k, "ACC", flag(cb->acc));
+    kv_flag(e, &k, "ACC", cb->acc);
     if (G) {
         kv_int(e, &k, "G", G);
         emit_chan_split(e, l, M, C, G, cb, k.v);
@@ -362,7 +335,7 @@ static void emit_dwconv_fwd(Emitter *e, LaunchList *l, const Geo *s, Ref z, Ref 
 {
     Kv k = {0};
     kv_geo(e, &k, s);
-    kv_str(&k, "BIAS", flag(has_b));
+    kv_flag(e, &k, "BIAS", has_b);
     int kern = em_kernel(e, "conv", "dwconv_fwd", geo_tag(e, s), 4, 0, k.v);
     Ref args[4] = {z, x, w, bias};
     em_launch_elems(e, l, kern, (Dim){(long)s->P * s->Q * s->C, 0}, 4, args);
@@ -517,13 +490,13 @@ static void emit_epi_bwd(Emitter *e, int ni, LaunchList *l, Ref dz, WsSpan sp)
     Kv k = {0};
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "C", K);
-    kv_str(&k, "RES", flag(dres.buf != BUF_NULL));
-    kv_str(&k, "RES_ACC", flag(nd->din_acc[1]));
-    kv_str(&k, "HAS_ACT", flag(has_act));
+    kv_flag(e, &k, "RES", dres.buf != BUF_NULL);
+    kv_flag(e, &k, "RES_ACC", nd->din_acc[1]);
+    kv_flag(e, &k, "HAS_ACT", has_act);
     kv_int(e, &k, "BN", mode);
-    kv_str(&k, "ACT", node_act(e, nd));
-    kv_str(&k, "SCALE", flag(mode == 2 && !sums));
-    kv_str(&k, "DZ", flag(write_dz));
+    kv_str(e, &k, "ACT", node_act(e, nd));
+    kv_flag(e, &k, "SCALE", mode == 2 && !sums);
+    kv_flag(e, &k, "DZ", write_dz);
     int kern = em_kernel(e, "conv", "epi_bwd", rc_tag(e, M, K), 10, 0, k.v);
     Ref a[10] = {write_dz ? dz : R_NULL(), dres, R_ACT(e, nd->dout), z, r.mean, r.invstd,
                  r.gamma, r.beta, r.scale, r.shift};
@@ -560,7 +533,7 @@ static void emit_conv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Ref 
             0.0f, R_WS(0), (int)kc);
     Kv k = {0};
     kv_geo(e, &k, s);
-    kv_str(&k, "ACC", flag(acc));
+    kv_flag(e, &k, "ACC", acc);
     int kern = em_kernel(e, "conv", "col2im", geo_tag(e, s), 2, 0, k.v);
     Ref args[2] = {dx, R_WS(0)};
     em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 2, args);
@@ -575,7 +548,7 @@ static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Re
     if (dx.buf != BUF_NULL) {
         Kv k = {0};
         kv_geo(e, &k, s);
-        kv_str(&k, "ACC", flag(acc));
+        kv_flag(e, &k, "ACC", acc);
         int kern = em_kernel(e, "conv", "dwconv_dx", geo_tag(e, s), 3, 0, k.v);
         Ref args[3] = {dx, d, w};
         em_launch_elems(e, l, kern, (Dim){(long)s->H * s->W * s->C, 0}, 3, args);
@@ -699,7 +672,7 @@ void em_bn_bwd(Emitter *e, int ni, LaunchList *l)
     kv_int(e, &k, "M", M);
     kv_int(e, &k, "C", C);
     kv_float(e, &k, "EPS", L->a.bn.eps);
-    kv_str(&k, "ACC", flag(acc));
+    kv_flag(e, &k, "ACC", acc);
     int kern = em_kernel(e, "conv", "bn_infer_dx", rc_tag(e, M, C), 4, 0, k.v);
     Ref args[4] = {dx, dout, R_PARAM(e, b, 0), R_PARAM(e, b, 3)};
     em_launch_elems(e, l, kern, (Dim){M * C, 0}, 4, args);
@@ -720,7 +693,7 @@ void em_fold(Emitter *e, int ni, LaunchList *l)
     kv_int(e, &k, "C", C);
     kv_int(e, &k, "ROWS", rows);
     kv_float(e, &k, "EPS", bl->a.bn.eps);
-    kv_str(&k, "BIAS", flag(has_b));
+    kv_flag(e, &k, "BIAS", has_b);
     int kern = em_kernel(e, "conv", "bn_fold", rc_tag(e, rows, C), 7, 0, k.v);
     Ref a[7] = {R_DERIVED(e, nd->derived), R_PARAM(e, nd->layer, 0),
                 has_b ? R_PARAM(e, nd->layer, 1) : R_NULL(), R_PARAM(e, nd->bn, 0),

@@ -58,6 +58,19 @@ void em_fail(Emitter *e, const char *fmt, ...);
 const char *em_fmt(Emitter *e, const char *fmt, ...);
 void em_scratch_reset(Emitter *e);
 
+/* A key/value list for em_kernel, built a pair at a time (values through
+ * em_fmt). Zero-initialize; always NULL-terminated; at most KV_MAX pairs
+ * (more fail the emission). */
+#define KV_MAX 48
+typedef struct { const char *v[2 * KV_MAX + 1]; int n; } Kv;
+
+void kv_str(Emitter *e, Kv *k, const char *key, const char *val);
+void kv_int(Emitter *e, Kv *k, const char *key, long val);
+/* "1" or "0" */
+void kv_flag(Emitter *e, Kv *k, const char *key, int val);
+/* A float constant that reads back as the same float (C and CUDA literal). */
+void kv_float(Emitter *e, Kv *k, const char *key, float val);
+
 /* ---- pointers -------------------------------------------------------------------- */
 Ref R_NULL(void);
 Ref R_ACT(const Emitter *e, int tensor);          /* tensor < 0: NULL */

@@ -26,16 +26,14 @@
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-static int ops_kernel(Emitter *e, const char *section, const char *tag, int n_args,
-                      const char *const *kv)
+static int ops_kernel(Emitter *e, const char *section, const char *tag, int n_args, const Kv *k)
 {
-    return em_kernel(e, "ops", section, tag, n_args, 0, kv);
+    return em_kernel(e, "ops", section, tag, n_args, 0, k->v);
 }
 
-static int ops_sync_kernel(Emitter *e, const char *section, const char *tag, int n_args,
-                           const char *const *kv)
+static int ops_sync_kernel(Emitter *e, const char *section, const char *tag, int n_args, const Kv *k)
 {
-    return em_kernel(e, "ops", section, tag, n_args, 1, kv);
+    return em_kernel(e, "ops", section, tag, n_args, 1, k->v);
 }
 
 /* A pointer the CPU executor would dereference: fail when the plan gives none. */
@@ -61,8 +59,10 @@ static void emit_grad_pass(Emitter *e, LaunchList *l, Shape s, Ref dx, Ref dout,
 {
     if (!acc && same_ref(dx, dout)) return;
     long per = shape_elems(s);
-    const char *kv[] = {"PER", em_fmt(e, "%ld", per), "ACC", acc ? "1" : "0", NULL};
-    int k = ops_kernel(e, "grad_pass", shape_tag(e, s), 2, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "PER", per);
+    kv_flag(e, &kv, "ACC", acc);
+    int k = ops_kernel(e, "grad_pass", shape_tag(e, s), 2, &kv);
     Ref a[] = {dx, dout};
     em_launch_elems(e, l, k, (Dim){per, 0}, 2, a);
 }
@@ -72,8 +72,9 @@ static void emit_copy(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x)
 {
     if (same_ref(out, x)) return;
     long per = shape_elems(s);
-    const char *kv[] = {"PER", em_fmt(e, "%ld", per), NULL};
-    int k = ops_kernel(e, "copy", shape_tag(e, s), 2, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "PER", per);
+    int k = ops_kernel(e, "copy", shape_tag(e, s), 2, &kv);
     Ref a[] = {out, x};
     em_launch_elems(e, l, k, (Dim){per, 0}, 2, a);
 }
@@ -85,8 +86,10 @@ static void emit_act_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref
     Shape s = in_shape(e, L);
     long per = shape_elems(s);
     const char *act = em_act_name(L->op);
-    const char *kv[] = {"PER", em_fmt(e, "%ld", per), "ACT", act, NULL};
-    int k = ops_kernel(e, "act_fwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 2, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "PER", per);
+    kv_str(e, &kv, "ACT", act);
+    int k = ops_kernel(e, "act_fwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 2, &kv);
     Ref a[] = {out, x};
     em_launch_elems(e, l, k, (Dim){per, 0}, 2, a);
 }
@@ -97,8 +100,11 @@ static void emit_act_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, Ref 
     Shape s = in_shape(e, L);
     long per = shape_elems(s);
     const char *act = em_act_name(L->op);
-    const char *kv[] = {"PER", em_fmt(e, "%ld", per), "ACT", act, "ACC", acc ? "1" : "0", NULL};
-    int k = ops_kernel(e, "act_bwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 3, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "PER", per);
+    kv_str(e, &kv, "ACT", act);
+    kv_flag(e, &kv, "ACC", acc);
+    int k = ops_kernel(e, "act_bwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 3, &kv);
     Ref a[] = {dx, need(e, ni, dout, "the output gradient"), need(e, ni, x, "the input")};
     em_launch_elems(e, l, k, (Dim){per, 0}, 3, a);
 }
@@ -106,26 +112,27 @@ static void emit_act_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, Ref 
 static void emit_add_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref a0, Ref a1)
 {
     long per = shape_elems(s);
-    const char *kv[] = {"PER", em_fmt(e, "%ld", per), NULL};
-    int k = ops_kernel(e, "add_fwd", shape_tag(e, s), 3, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "PER", per);
+    int k = ops_kernel(e, "add_fwd", shape_tag(e, s), 3, &kv);
     Ref a[] = {out, a0, a1};
     em_launch_elems(e, l, k, (Dim){per, 0}, 3, a);
 }
 
 /* Keys HW, C (and ACC) of the channel multiply and the pool. */
-static const char **hw_c_kv(Emitter *e, const char **kv, Shape s, int acc)
+static const Kv *hw_c_kv(Emitter *e, Kv *k, Shape s, int acc)
 {
-    kv[0] = "HW"; kv[1] = em_fmt(e, "%ld", (long)s.h * s.w);
-    kv[2] = "C"; kv[3] = em_fmt(e, "%d", s.c);
-    kv[4] = "ACC"; kv[5] = acc ? "1" : "0";
-    kv[6] = NULL;
-    return kv;
+    *k = (Kv){0};
+    kv_int(e, k, "HW", (long)s.h * s.w);
+    kv_int(e, k, "C", s.c);
+    kv_flag(e, k, "ACC", acc);
+    return k;
 }
 
 static void emit_mul_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x, Ref sc)
 {
-    const char *kv[7];
-    int k = ops_kernel(e, "chanmul_fwd", shape_tag(e, s), 3, hw_c_kv(e, kv, s, 0));
+    Kv kv;
+    int k = ops_kernel(e, "chanmul_fwd", shape_tag(e, s), 3, hw_c_kv(e, &kv, s, 0));
     Ref a[] = {out, x, sc};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
 }
@@ -135,15 +142,15 @@ static void emit_mul_bwd(Emitter *e, LaunchList *l, int ni, Shape s)
 {
     const Node *nd = &e->p->nodes[ni];
     Ref dout = need(e, ni, R_ACT(e, nd->dout), "the output gradient");
-    const char *kv[7];
+    Kv kv;
     if (nd->din[0] >= 0) {
-        int k = ops_kernel(e, "chanmul_dx", shape_tag(e, s), 3, hw_c_kv(e, kv, s, nd->din_acc[0]));
+        int k = ops_kernel(e, "chanmul_dx", shape_tag(e, s), 3, hw_c_kv(e, &kv, s, nd->din_acc[0]));
         Ref a[] = {R_ACT(e, nd->din[0]), dout, need(e, ni, R_ACT(e, nd->in[1]), "the scale")};
         em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
     }
     if (nd->din[1] >= 0) {
         Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
-        int k = ops_kernel(e, "chanmul_ds", shape_tag(e, s), 3, hw_c_kv(e, kv, s, nd->din_acc[1]));
+        int k = ops_kernel(e, "chanmul_ds", shape_tag(e, s), 3, hw_c_kv(e, &kv, s, nd->din_acc[1]));
         Ref a[] = {R_ACT(e, nd->din[1]), dout, need(e, ni, x, "the input")};
         em_launch_elems(e, l, k, (Dim){s.c, 0}, 3, a);
     }
@@ -153,33 +160,32 @@ static void emit_mul_bwd(Emitter *e, LaunchList *l, int ni, Shape s)
 
 static void emit_gap_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x)
 {
-    const char *kv[7];
-    int k = ops_kernel(e, "gap_fwd", shape_tag(e, s), 2, hw_c_kv(e, kv, s, 0));
+    Kv kv;
+    int k = ops_kernel(e, "gap_fwd", shape_tag(e, s), 2, hw_c_kv(e, &kv, s, 0));
     Ref a[] = {out, x};
     em_launch_elems(e, l, k, (Dim){s.c, 0}, 2, a);
 }
 
 static void emit_gap_bwd(Emitter *e, LaunchList *l, Shape s, Ref dx, Ref dout, int acc)
 {
-    const char *kv[7];
-    int k = ops_kernel(e, "gap_bwd", shape_tag(e, s), 2, hw_c_kv(e, kv, s, acc));
+    Kv kv;
+    int k = ops_kernel(e, "gap_bwd", shape_tag(e, s), 2, hw_c_kv(e, &kv, s, acc));
     Ref a[] = {dx, dout};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 2, a);
 }
 
 /* Keys of the max pool: the input, the window, the output, ACC. */
-static const char **pool_kv(Emitter *e, const char **kv, const Layer *L, Shape s, int acc)
+static const Kv *pool_kv(Emitter *e, Kv *k, const Layer *L, Shape s, int acc)
 {
     const ConvAttr *c = &L->a.conv;
-    const char *v[] = {
-        "H", em_fmt(e, "%d", s.h), "W", em_fmt(e, "%d", s.w), "C", em_fmt(e, "%d", s.c),
-        "R", em_fmt(e, "%d", c->kh), "S", em_fmt(e, "%d", c->kw),
-        "SH", em_fmt(e, "%d", c->sh), "SW", em_fmt(e, "%d", c->sw),
-        "PT", em_fmt(e, "%d", c->pt), "PL", em_fmt(e, "%d", c->pl),
-        "P", em_fmt(e, "%d", L->out.h), "Q", em_fmt(e, "%d", L->out.w),
-        "ACC", acc ? "1" : "0", NULL};
-    memcpy(kv, v, sizeof v);
-    return kv;
+    *k = (Kv){0};
+    kv_int(e, k, "H", s.h); kv_int(e, k, "W", s.w); kv_int(e, k, "C", s.c);
+    kv_int(e, k, "R", c->kh); kv_int(e, k, "S", c->kw);
+    kv_int(e, k, "SH", c->sh); kv_int(e, k, "SW", c->sw);
+    kv_int(e, k, "PT", c->pt); kv_int(e, k, "PL", c->pl);
+    kv_int(e, k, "P", L->out.h); kv_int(e, k, "Q", L->out.w);
+    kv_flag(e, k, "ACC", acc);
+    return k;
 }
 
 static const char *pool_tag(Emitter *e, const Layer *L, Shape s)
@@ -191,8 +197,8 @@ static const char *pool_tag(Emitter *e, const Layer *L, Shape s)
 static void emit_maxpool_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref x)
 {
     Shape s = in_shape(e, L);
-    const char *kv[25];
-    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, L, s), 2, pool_kv(e, kv, L, s, 0));
+    Kv kv;
+    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, L, s), 2, pool_kv(e, &kv, L, s, 0));
     Ref a[] = {out, x};
     em_launch_elems(e, l, k, (Dim){shape_elems(L->out), 0}, 2, a);
 }
@@ -201,22 +207,21 @@ static void emit_maxpool_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, 
                              Ref dout, Ref x, int acc)
 {
     Shape s = in_shape(e, L);
-    const char *kv[25];
-    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, L, s), 3, pool_kv(e, kv, L, s, acc));
+    Kv kv;
+    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, L, s), 3, pool_kv(e, &kv, L, s, acc));
     Ref a[] = {dx, need(e, ni, dout, "the output gradient"), need(e, ni, x, "the input")};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
 }
 
-static const char **pad_kv(Emitter *e, const char **kv, const Layer *L, Shape s, int acc)
+static const Kv *pad_kv(Emitter *e, Kv *k, const Layer *L, Shape s, int acc)
 {
     const PadAttr *p = &L->a.pad;
-    const char *v[] = {
-        "H", em_fmt(e, "%d", s.h), "W", em_fmt(e, "%d", s.w), "C", em_fmt(e, "%d", s.c),
-        "PT", em_fmt(e, "%d", p->pt), "PL", em_fmt(e, "%d", p->pl),
-        "HO", em_fmt(e, "%d", s.h + p->pt + p->pb), "WO", em_fmt(e, "%d", s.w + p->pl + p->pr),
-        "ACC", acc ? "1" : "0", NULL};
-    memcpy(kv, v, sizeof v);
-    return kv;
+    *k = (Kv){0};
+    kv_int(e, k, "H", s.h); kv_int(e, k, "W", s.w); kv_int(e, k, "C", s.c);
+    kv_int(e, k, "PT", p->pt); kv_int(e, k, "PL", p->pl);
+    kv_int(e, k, "HO", s.h + p->pt + p->pb); kv_int(e, k, "WO", s.w + p->pl + p->pr);
+    kv_flag(e, k, "ACC", acc);
+    return k;
 }
 
 static const char *pad_tag(Emitter *e, const Layer *L, Shape s)
@@ -228,8 +233,8 @@ static const char *pad_tag(Emitter *e, const Layer *L, Shape s)
 static void emit_zeropad_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref x)
 {
     Shape s = in_shape(e, L);
-    const char *kv[17];
-    int k = ops_kernel(e, "zeropad_fwd", pad_tag(e, L, s), 2, pad_kv(e, kv, L, s, 0));
+    Kv kv;
+    int k = ops_kernel(e, "zeropad_fwd", pad_tag(e, L, s), 2, pad_kv(e, &kv, L, s, 0));
     Ref a[] = {out, x};
     const PadAttr *p = &L->a.pad;
     Shape o = {s.h + p->pt + p->pb, s.w + p->pl + p->pr, s.c};
@@ -239,8 +244,8 @@ static void emit_zeropad_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out,
 static void emit_zeropad_bwd(Emitter *e, LaunchList *l, const Layer *L, Ref dx, Ref dout, int acc)
 {
     Shape s = in_shape(e, L);
-    const char *kv[17];
-    int k = ops_kernel(e, "zeropad_bwd", pad_tag(e, L, s), 2, pad_kv(e, kv, L, s, acc));
+    Kv kv;
+    int k = ops_kernel(e, "zeropad_bwd", pad_tag(e, L, s), 2, pad_kv(e, &kv, L, s, acc));
     Ref a[] = {dx, dout};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 2, a);
 }
@@ -256,8 +261,9 @@ static void emit_dense_fwd(Emitter *e, LaunchList *l, int ni, Ref out, Ref x)
     em_gemm(e, l, 0, 0, (Dim){1, 0}, (Dim){0, K}, (Dim){0, F}, 1.0f, x, F,
             R_PARAM(e, nd->layer, 0), K, 0.0f, out, K);
     if (!em_has_bias(L)) return;
-    const char *kv[] = {"K", em_fmt(e, "%d", K), NULL};
-    int k = ops_kernel(e, "dense_bias", em_fmt(e, "%d", K), 2, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "K", K);
+    int k = ops_kernel(e, "dense_bias", em_fmt(e, "%d", K), 2, &kv);
     Ref a[] = {out, R_PARAM(e, nd->layer, 1)};
     em_launch_elems(e, l, k, (Dim){K, 0}, 2, a);
 }
@@ -277,9 +283,10 @@ static void emit_dense_bwd(Emitter *e, LaunchList *l, int ni)
                 0.0f, dw, K);
     }
     if (db.buf != BUF_NULL) {
-        const char *kv[] = {"K", em_fmt(e, "%d", K), "BLOCK", em_fmt(e, "%d", EMIT_SYNC_BLOCK),
-                            NULL};
-        int k = ops_sync_kernel(e, "dense_dbias", em_fmt(e, "%d", K), 2, kv);
+        Kv kv = {0};
+        kv_int(e, &kv, "K", K);
+        kv_int(e, &kv, "BLOCK", EMIT_SYNC_BLOCK);
+        int k = ops_sync_kernel(e, "dense_dbias", em_fmt(e, "%d", K), 2, &kv);
         Ref a[] = {db, dout};
         em_launch(e, l, k, (Dim){0, K}, 1, 1, EMIT_SYNC_BLOCK, 2, a);
     }
@@ -291,16 +298,16 @@ static void emit_dense_bwd(Emitter *e, LaunchList *l, int ni)
 
 /* ---- dropout ------------------------------------------------------------------------------- */
 
-static const char **drop_kv(Emitter *e, const char **kv, int ni, Shape s, int acc)
+static const Kv *drop_kv(Emitter *e, Kv *k, int ni, Shape s, int acc)
 {
     const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
-    const char *v[] = {
-        "PER", em_fmt(e, "%ld", shape_elems(s)),
-        "RATE", em_fmt(e, "%.9ef", (double)L->a.dropout.rate),   /* a float literal, exact */
-        "LAYER", em_fmt(e, "%d", e->p->nodes[ni].layer), "STEP", em_fmt(e, "%d", CTRL_STEP),
-        "ACC", acc ? "1" : "0", NULL};
-    memcpy(kv, v, sizeof v);
-    return kv;
+    *k = (Kv){0};
+    kv_int(e, k, "PER", shape_elems(s));
+    kv_float(e, k, "RATE", L->a.dropout.rate);
+    kv_int(e, k, "LAYER", e->p->nodes[ni].layer);
+    kv_int(e, k, "STEP", CTRL_STEP);
+    kv_flag(e, k, "ACC", acc);
+    return k;
 }
 
 /* dropout_forward in training (rate <= 0: a copy), a copy in inference. */
@@ -309,8 +316,8 @@ static void emit_dropout_fwd(Emitter *e, LaunchList *l, int ni, int training, Re
     const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
     Shape s = in_shape(e, L);
     if (!training || L->a.dropout.rate <= 0) { emit_copy(e, l, s, out, x); return; }
-    const char *kv[11];
-    int k = ops_kernel(e, "dropout_fwd", shape_tag(e, s), 3, drop_kv(e, kv, ni, s, 0));
+    Kv kv;
+    int k = ops_kernel(e, "dropout_fwd", shape_tag(e, s), 3, drop_kv(e, &kv, ni, s, 0));
     Ref a[] = {out, x, R_CTRL()};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
 }
@@ -320,8 +327,8 @@ static void emit_dropout_bwd(Emitter *e, LaunchList *l, int ni, Ref dx, Ref dout
     const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
     Shape s = in_shape(e, L);
     if (L->a.dropout.rate <= 0) { emit_grad_pass(e, l, s, dx, dout, acc); return; }
-    const char *kv[11];
-    int k = ops_kernel(e, "dropout_bwd", shape_tag(e, s), 3, drop_kv(e, kv, ni, s, acc));
+    Kv kv;
+    int k = ops_kernel(e, "dropout_bwd", shape_tag(e, s), 3, drop_kv(e, &kv, ni, s, acc));
     Ref a[] = {dx, dout, R_CTRL()};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
 }
@@ -397,11 +404,14 @@ void em_loss(Emitter *e, int training, LaunchList *l)
     const Node *ln = &p->nodes[p->loss_node];
     int K = e->g->layers[ln->layer].out.c;
     int train = training && ln->din[0] >= 0;
-    const char *kv[] = {
-        "K", em_fmt(e, "%d", K), "TRAIN", train ? "1" : "0",
-        "BLOCK", em_fmt(e, "%d", EMIT_SYNC_BLOCK), "LOSS", em_fmt(e, "%d", CTRL_LOSS),
-        "CORRECT", em_fmt(e, "%d", CTRL_CORRECT), "BAD", em_fmt(e, "%d", CTRL_BAD), NULL};
-    int k = ops_sync_kernel(e, "softmax_ce", em_fmt(e, "%s%d", train ? "train" : "eval", K), 4, kv);
+    Kv kv = {0};
+    kv_int(e, &kv, "K", K);
+    kv_flag(e, &kv, "TRAIN", train);
+    kv_int(e, &kv, "BLOCK", EMIT_SYNC_BLOCK);
+    kv_int(e, &kv, "LOSS", CTRL_LOSS);
+    kv_int(e, &kv, "CORRECT", CTRL_CORRECT);
+    kv_int(e, &kv, "BAD", CTRL_BAD);
+    int k = ops_sync_kernel(e, "softmax_ce", em_fmt(e, "%s%d", train ? "train" : "eval", K), 4, &kv);
     Ref a[] = {R_CTRL(), R_ACT(e, p->logits_tensor), R_ACT(e, p->labels_tensor),
                train ? R_ACT(e, ln->din[0]) : R_NULL()};
     em_launch(e, l, k, (Dim){0, 1}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
@@ -470,10 +480,11 @@ static int segs_ok(Emitter *e)
 void em_update(Emitter *e, LaunchList *l)
 {
     const Plan *p = e->p;
-    const char *bad = em_fmt(e, "%d", CTRL_BAD);
     if (p->grad_floats) {
-        const char *kv[] = {"TOTAL", em_fmt(e, "%zuL", p->grad_floats), "BAD", bad, NULL};
-        int k = ops_kernel(e, "finite_check", em_fmt(e, "%zu", p->grad_floats), 2, kv);
+        Kv kv = {0};
+        kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->grad_floats));
+        kv_int(e, &kv, "BAD", CTRL_BAD);
+        int k = ops_kernel(e, "finite_check", em_fmt(e, "%zu", p->grad_floats), 2, &kv);
         Ref a[] = {R_CTRL(), R_GRADS(0)};
         em_launch_elems(e, l, k, (Dim){0, (long)p->grad_floats}, 2, a);
     }
@@ -481,11 +492,14 @@ void em_update(Emitter *e, LaunchList *l)
     Text find = {0};
     if (p->n_segs) seg_tree(&find, p->segs, 0, p->n_segs);
     if (find.failed) { free(find.s); em_fail(e, "out of memory"); return; }
-    const char *kv[] = {
-        "TOTAL", em_fmt(e, "%zuL", p->trainable_floats), "FIND", find.s ? find.s : "",
-        "BAD", bad, "LR", em_fmt(e, "%d", CTRL_LR), "WD", em_fmt(e, "%d", CTRL_WD),
-        "MOMENTUM", em_fmt(e, "%d", CTRL_MOMENTUM), NULL};
-    int k = ops_kernel(e, "sgd", em_fmt(e, "%zu_%dseg", p->trainable_floats, p->n_segs), 4, kv);
+    Kv kv = {0};
+    kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->trainable_floats));
+    kv_str(e, &kv, "FIND", find.s ? find.s : "");
+    kv_int(e, &kv, "BAD", CTRL_BAD);
+    kv_int(e, &kv, "LR", CTRL_LR);
+    kv_int(e, &kv, "WD", CTRL_WD);
+    kv_int(e, &kv, "MOMENTUM", CTRL_MOMENTUM);
+    int k = ops_kernel(e, "sgd", em_fmt(e, "%zu_%dseg", p->trainable_floats, p->n_segs), 4, &kv);
     free(find.s);
     Ref a[] = {R_PARAMS(0), R_GRADS(0), R_MOM(0), R_CTRL()};
     em_launch_elems(e, l, k, (Dim){0, (long)p->trainable_floats}, 4, a);
