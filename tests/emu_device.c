@@ -26,7 +26,8 @@
  *    they complete at once); GEMMs are cblas_sgemm, row-major.
  *  - Graphs: graph_begin..graph_end records the launches and GEMMs (pointer
  *    and n values copied) without running them, as CUDA stream capture does;
- *    graph_run replays them.
+ *    graph_run replays them. emu_device_fail_captures makes graph_end fail
+ *    (nothing kept), as CUDA does when a capture was invalidated.
  *  - The copy stream (h2d_async ... d2d): the compute stream runs at once,
  *    but a copy on the copy stream is deferred to the latest point CUDA
  *    allows, the next copy_fence or copy_sync, so whatever reads its
@@ -86,6 +87,7 @@ typedef struct {
     EmuCopy *copies; int n_copies, cap_copies;      /* queued on the copy stream */
     EmuRange *inflight; int n_inflight, cap_inflight; /* used by compute work since the last d2h */
     int busy;              /* compute work queued since the last d2h */
+    int fail_captures;     /* graph_end fails this many more times */
     EmuStats stats;
 } Emu;
 
@@ -406,13 +408,23 @@ static int emu_graph_begin(void *ctx, int key)
     return 0;
 }
 
-static void emu_graph_end(void *ctx, int key)
+static int emu_graph_end(void *ctx, int key)
 {
     Emu *e = ctx;
     if (!e->recording || e->recording->key != key) die("graph_end(%d) without graph_begin", key);
-    e->recording->ready = 1;
+    EmuGraph *g = e->recording;
     e->recording = NULL;
+    if (e->fail_captures) {      /* as a capture CUDA invalidated: nothing kept */
+        e->fail_captures--;
+        g->n = 0;
+        g->ready = 0;
+        return 1;
+    }
+    g->ready = 1;
+    return 0;
 }
+
+void emu_device_fail_captures(void *ctx, int count) { ((Emu *)ctx)->fail_captures = count; }
 
 static int emu_graph_run(void *ctx, int key)
 {

@@ -42,6 +42,9 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
  * (0: no limit, and mem_info reports nothing). */
 void emu_device_set_limit(void *ctx, size_t bytes);
 
+/* Make the next `count` graph captures fail at graph_end. */
+void emu_device_fail_captures(void *ctx, int count);
+
 /* The counters of a device made by emu_device_open (ctx = ops->ctx). */
 const EmuStats *emu_device_stats(void *ctx);
 

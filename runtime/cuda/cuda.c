@@ -86,22 +86,30 @@ static struct {
 #define nvrtcGetPTX (*lz.p_nvrtcGetPTX)
 #define nvrtcGetCUBIN (*lz.p_nvrtcGetCUBIN)
 
-static void *open_lib(const char *soname, const char *path)
+/* dlopen by soname, then by path; NULL with both reasons in err. */
+static void *open_lib(const char *what, const char *soname, const char *path, char *err, size_t errlen)
 {
     void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
-    return h ? h : dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h) return h;
+    char first[512];
+    snprintf(first, sizeof first, "%s", dlerror());
+    if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) return h;
+    snprintf(err, errlen, "cannot load %s: %s; %s", what, first, dlerror());
+    return NULL;
 }
 
 int cuda_load_libraries(char *err, size_t errlen)
 {
     if (lz.loaded) return 0;
-    void *hb = open_lib(KILN_CUBLAS_SONAME, KILN_CUBLAS_LIB);
-    if (!hb) { snprintf(err, errlen, "cannot load cuBLAS (%s): %s", KILN_CUBLAS_SONAME, dlerror()); return 1; }
-    void *hn = open_lib(KILN_NVRTC_SONAME, KILN_NVRTC_LIB);
-    if (!hn) { snprintf(err, errlen, "cannot load NVRTC (%s): %s", KILN_NVRTC_SONAME, dlerror()); return 1; }
+    void *hb = open_lib("cuBLAS", KILN_CUBLAS_SONAME, KILN_CUBLAS_LIB, err, errlen);
+    if (!hb) return 1;
+    void *hn = open_lib("NVRTC", KILN_NVRTC_SONAME, KILN_NVRTC_LIB, err, errlen);
+    if (!hn) { dlclose(hb); return 1; }
 /* (pasting and stringizing keep the names from expanding to the table) */
 #define LAZY_SYM(h, field, name) \
-    if (!(*(void **)&lz.field = dlsym(h, name))) { snprintf(err, errlen, "no symbol %s in %s", name, h == hb ? KILN_CUBLAS_SONAME : KILN_NVRTC_SONAME); return 1; }
+    if (!(*(void **)&lz.field = dlsym(h, name))) { \
+        snprintf(err, errlen, "no symbol %s in %s", name, h == hb ? KILN_CUBLAS_SONAME : KILN_NVRTC_SONAME); \
+        memset(&lz, 0, sizeof lz); dlclose(hb); dlclose(hn); return 1; }
 #define LAZY_SYM_B(f) LAZY_SYM(hb, p_##f, #f)
 #define LAZY_SYM_N(f) LAZY_SYM(hn, p_##f, #f)
     LAZY_BLAS(LAZY_SYM_B)
@@ -238,6 +246,7 @@ typedef struct {
     size_t staging_cap, staging_off;
     cudaEvent_t staged;             /* after the last copy out of staging */
     int staging_pending;
+    int no_pinned;                  /* page-locked memory was refused: stop asking */
     GraphSlot *graphs; int n_graphs;
     int capturing;
     int sync_each;                  /* KILN_CUDA_SYNC=1: wait after every launch and GEMM */
@@ -257,6 +266,7 @@ static void *dev_alloc(void *ctx, size_t bytes)
 {
     Cuda *c = ctx;
     void *p = NULL;
+    if (c->capturing) die(__FILE__, __LINE__, "an allocation inside a CUDA graph capture");
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();   /* not sticky: clear it */
@@ -269,14 +279,15 @@ static void *dev_alloc(void *ctx, size_t bytes)
 
 static void dev_release(void *ctx, void *ptr)
 {
-    (void)ctx;
+    Cuda *c = ctx;
+    if (c->capturing) die(__FILE__, __LINE__, "a release inside a CUDA graph capture");
     if (ptr) MUST(cudaFree(ptr));
 }
 
 /* A staging region of `bytes`, or NULL when the copy should go direct. */
 static unsigned char *staging_take(Cuda *c, size_t bytes)
 {
-    if (bytes > STAGING_DIRECT) return NULL;
+    if (bytes > STAGING_DIRECT || c->no_pinned) return NULL;
     if (c->staging_off + bytes > c->staging_cap) {
         /* wrap: everything copied out of the ring so far must be done */
         if (c->staging_pending) MUST(cudaEventSynchronize(c->staged));
@@ -290,6 +301,7 @@ static unsigned char *staging_take(Cuda *c, size_t bytes)
             void *p = NULL;
             if (cudaHostAlloc(&p, cap, cudaHostAllocDefault) != cudaSuccess) {
                 cudaGetLastError();
+                c->no_pinned = 1;
                 return NULL;   /* no pinned memory: copy from pageable memory */
             }
             c->staging = p;
@@ -373,27 +385,38 @@ static int dev_graph_begin(void *ctx, int key)
     return 0;
 }
 
-static void dev_graph_end(void *ctx, int key)
+/* A capture that failed (an operation the capture could not take: its
+ * error invalidates the capture, not the context) is reported once and the
+ * executor runs the step directly from then on. */
+static int dev_graph_end(void *ctx, int key)
 {
     Cuda *c = ctx;
-    if (!c->capturing) return;
+    if (!c->capturing) return 1;
     cudaGraph_t g = NULL;
-    MUST(cudaStreamEndCapture(c->stream, &g));
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
     c->capturing = 0;
     cudaGraphExec_t x;
-    cudaError_t e = cudaGraphInstantiate(&x, g, 0);
-    cudaGraphDestroy(g);
-    MUST(e);
+    if (e == cudaSuccess) {
+        e = cudaGraphInstantiate(&x, g, 0);
+        cudaGraphDestroy(g);
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fprintf(stderr, "kiln: CUDA graph capture failed (%s: %s); running the step without a graph\n",
+                cudaGetErrorName(e), cudaGetErrorString(e));
+        return 1;
+    }
     GraphSlot *s = slot_find(c, key);
     if (s) {
         MUST(cudaGraphExecDestroy(s->exec));
         s->exec = x;
-        return;
+        return 0;
     }
     GraphSlot *v = realloc(c->graphs, sizeof *v * (size_t)(c->n_graphs + 1));
     if (!v) die(__FILE__, __LINE__, "out of memory");
     c->graphs = v;
     c->graphs[c->n_graphs++] = (GraphSlot){key, x};
+    return 0;
 }
 
 static int dev_graph_run(void *ctx, int key)
@@ -402,6 +425,7 @@ static int dev_graph_run(void *ctx, int key)
     GraphSlot *s = slot_find(c, key);
     if (!s) return 1;
     MUST(cudaGraphLaunch(s->exec, c->stream));
+    sync_after(c, "the training step's graph");
     return 0;
 }
 
@@ -710,14 +734,27 @@ static int load_kernels(Cuda *c, const Program *pr, const void *image, char *err
             snprintf(err, errlen, "kernel %s is launched with %d threads per block; with %d registers a thread "
                      "the device runs at most %d", pr->kernels[k].name, mb[k], fa.numRegs, fa.maxThreadsPerBlock);
             free(mb);
-            return 1;
+            return 2;
         }
     }
     free(mb);
     return 0;
 }
 
-/* Compile pr (or take it from the cache) and load it into c. */
+static void unload_kernels(Cuda *c)
+{
+    if (c->lib) cudaLibraryUnload(c->lib);
+    c->lib = NULL;
+    for (int k = 0; k < c->n_kern; k++) free(c->kname[k]);
+    free(c->kname); free(c->kern);
+    c->kname = NULL; c->kern = NULL; c->n_kern = 0;
+    cudaGetLastError();
+}
+
+/* Compile pr (or take it from the cache) and load it into c. A cached image
+ * that does not load is replaced; one that loads but cannot be launched as
+ * planned (load_kernels 2) fails as a fresh one would. A fresh image is
+ * cached only once it has loaded. */
 static int build_kernels(Cuda *c, const Program *pr, int cc, const CudaOptions *o, char *err, size_t errlen)
 {
     Target t;
@@ -729,35 +766,33 @@ static int build_kernels(Cuda *c, const Program *pr, int cc, const CudaOptions *
     size_t len = 0;
     void *image = have_cache ? read_all(path, &len) : NULL;
     if (image) {
-        if (!load_kernels(c, pr, image, err, errlen)) {
-            if (!o->quiet)
-                fprintf(stderr, "kiln: %d kernels for %s from the cache (%s) in %.2f s\n", pr->n_kernels, t.arch,
-                        path, now_s() - t0);
-            free(image);
-            return 0;
-        }
+        int rc = load_kernels(c, pr, image, err, errlen);
+        if (!rc && !o->quiet)
+            fprintf(stderr, "kiln: %d kernels for %s from the cache (%s) in %.2f s\n", pr->n_kernels, t.arch,
+                    path, now_s() - t0);
+        free(image);
+        if (rc != 1) return rc;
         /* a damaged or foreign file: compile afresh and replace it */
         fprintf(stderr, "kiln: ignoring the cached kernels %s: %s\n", path, err);
-        free(image);
         image = NULL;
-        if (c->lib) cudaLibraryUnload(c->lib);
-        c->lib = NULL;
-        for (int k = 0; k < c->n_kern; k++) free(c->kname[k]);
-        free(c->kname); free(c->kern);
-        c->kname = NULL; c->kern = NULL; c->n_kern = 0;
+        unload_kernels(c);
         unlink(path);
     }
     if (nvrtc_compile(pr, &t, &image, &len, err, errlen)) return 1;
     double secs = now_s() - t0;
+    int rc = load_kernels(c, pr, image, err, errlen);
+    if (rc) {
+        free(image);
+        return rc;
+    }
     int e = have_cache ? make_dirs(dir) : 0;
     if (!have_cache) snprintf(note, sizeof note, "not cached: no $KILN_CACHE or $HOME");
     else if (!e && !(e = write_atomic(path, image, len))) snprintf(note, sizeof note, "cached: %s", path);
     else snprintf(note, sizeof note, "not cached: %s: %s", path, strerror(e));
-    int rc = load_kernels(c, pr, image, err, errlen);
     free(image);
-    if (!rc && !o->quiet)
+    if (!o->quiet)
         fprintf(stderr, "kiln: compiled %d kernels for %s in %.1f s (%s)\n", pr->n_kernels, t.arch, secs, note);
-    return rc;
+    return 0;
 }
 
 /* ---- the backend ------------------------------------------------------------------------ */
@@ -820,5 +855,7 @@ Backend *cuda_backend_create(const Plan *p, const CudaOptions *o, char *err, siz
         .copy_fence = dev_copy_fence, .copy_sync = dev_copy_sync, .d2d = dev_d2d,
     };
     /* from here the executor owns the program and the device (also on failure) */
-    return gpu_backend_create(p, &pr, &ops, o->graphs, err, errlen);
+    /* KILN_CUDA_SYNC names the faulting kernel only when kernels are launched
+     * one by one: no graphs then */
+    return gpu_backend_create(p, &pr, &ops, o->graphs && !c->sync_each, err, errlen);
 }

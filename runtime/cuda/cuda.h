@@ -25,7 +25,8 @@
  * message on stderr and ends the process with exit code 1 (a CUDA context
  * after a device fault is unusable anyway). A fault inside a kernel shows at
  * the next wait; KILN_CUDA_SYNC=1 waits after every launch and GEMM so the
- * message names the kernel (slow: for debugging).
+ * message names the kernel (slow: for debugging; CUDA graphs are off then,
+ * since a replayed graph would report its fault without a kernel name).
  */
 #ifndef KILN_CUDA_H
 #define KILN_CUDA_H

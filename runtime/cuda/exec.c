@@ -17,11 +17,13 @@
  *    correct count and the bad flag: 1 is returned when it is set (nothing
  *    was updated), as cpu.c returns 1 on a non-finite loss or gradient.
  *  - CUDA graphs: when use_graphs and the device has them, the launch
- *    sequence of a step with n == the plan's batch is recorded the first time
- *    under key = the entry node (0 for images) and replayed afterwards. The
- *    launches made between graph_begin and graph_end are recorded, not run
- *    (CUDA stream-capture semantics), so the first step records and then
- *    replays. The control block's h2d and the derive lists stay outside the
+ *    sequence of a step with n == the plan's batch runs directly the first
+ *    time (a warm-up: libraries finish their one-time set-up outside any
+ *    capture), is recorded the second time under key = the entry node (0
+ *    for images) and replayed from then on. The launches made between
+ *    graph_begin and graph_end are recorded, not run (CUDA stream-capture
+ *    semantics), so the recording step records and then replays; a capture
+ *    that fails (graph_end != 0) runs the step directly, as every later one. The control block's h2d and the derive lists stay outside the
  *    graph; every pointer is fixed, so a graph stays valid from step to step.
  *  - uploads, with a copy stream (DevOps.h2d_async and the rest): the batch
  *    goes into one of two input slots, each a page-locked host buffer and a
@@ -84,7 +86,7 @@ typedef struct {
     uint32_t ctrl[CTRL_WORDS];
     uint32_t zero_head[4];
     float *stage; size_t stage_floats;
-    signed char *graph;      /* per entry node: 0 not recorded, 1 recorded, -1 cannot */
+    signed char *graph;      /* per entry node: GRAPH_NONE, _WARM (one direct step run), _READY, _CANNOT */
     float *logits; size_t logits_floats;
     float *out; size_t out_floats;
 } Gpu;
@@ -310,27 +312,41 @@ static void step_lists(Gpu *g)
     run_list(g, &g->pr.update);
 }
 
+enum { GRAPH_CANNOT = -1, GRAPH_NONE = 0, GRAPH_READY = 1, GRAPH_WARM = 2 };
+
 static void run_step(Gpu *g)
 {
     const DevOps *o = &g->ops;
     int key = g->entry_node;
     if (!g->use_graphs || !o->graph_begin || !o->graph_end || !o->graph_run ||
-        g->n != g->p->opt.batch || g->graph[key] < 0) {
+        g->n != g->p->opt.batch || g->graph[key] == GRAPH_CANNOT) {
         step_lists(g);
         return;
     }
-    if (g->graph[key] == 0) {
+    if (g->graph[key] == GRAPH_NONE) {
+        /* the first step runs directly: one-time set-up of the libraries
+         * (lazily loaded kernels, cuBLAS's choices) happens outside the
+         * capture */
+        step_lists(g);
+        g->graph[key] = GRAPH_WARM;
+        return;
+    }
+    if (g->graph[key] == GRAPH_WARM) {
         if (o->graph_begin(o->ctx, key) != 0) {
-            g->graph[key] = -1;
+            g->graph[key] = GRAPH_CANNOT;
             step_lists(g);
             return;
         }
         step_lists(g);
-        o->graph_end(o->ctx, key);
-        g->graph[key] = 1;
+        if (o->graph_end(o->ctx, key) != 0) {   /* recorded launches did not run */
+            g->graph[key] = GRAPH_CANNOT;
+            step_lists(g);
+            return;
+        }
+        g->graph[key] = GRAPH_READY;
     }
     if (o->graph_run(o->ctx, key) != 0) {
-        g->graph[key] = -1;
+        g->graph[key] = GRAPH_CANNOT;
         step_lists(g);
     }
 }

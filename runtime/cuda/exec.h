@@ -40,9 +40,10 @@ typedef struct DevOps {
                  float *C, int ldc);
     /* Optional (NULL when the device has none): record the launches made
      * between begin and end under `key` and replay them with run. begin
-     * returns 0 when recording started. */
+     * returns 0 when recording started, end 0 when the graph is ready (else
+     * nothing recorded ran, and nothing is kept). */
     int (*graph_begin)(void *ctx, int key);
-    void (*graph_end)(void *ctx, int key);
+    int (*graph_end)(void *ctx, int key);
     int (*graph_run)(void *ctx, int key);   /* 0: replayed; 1: nothing recorded under key */
     /* Optional, all or none (NULL: uploads go through h2d on the compute
      * stream): a second, copy stream so that a batch is uploaded while the
