@@ -5,9 +5,12 @@
  * Networks: archs/tiny.arch at its own size, EfficientNet-Lite0 and
  * ResNet50V2 at 64x64, batch 8 (tiny 16). For each strategy's flags (both
  * phases of freeze-finetune), fused and unfused: the same parameters (with
- * non-trivial BN statistics) go to both backends, then two training steps on
- * a full batch (the first records the CUDA graph and replays it, the second
- * replays it) and one on a short batch (no graph), each compared:
+ * non-trivial BN statistics) go to both backends, then three training steps
+ * on a full batch (the first runs directly, the second records the CUDA
+ * graph and replays it, the third replays it) and one on a short batch (no
+ * graph). The GPU runs them as the training loop does: each step launched,
+ * the next batch uploaded on the copy stream while it runs, then waited
+ * for. Each step compared:
  *   loss                       1e-5 relative
  *   gradients, every tensor    1e-4 relative to the tensor's largest value
  *   parameters after the step  1e-4 likewise (BN running statistics included)
@@ -17,7 +20,12 @@
  * meaning.
  *
  * CK_RUN_CASE=tiny runs the tiny network only (what tools/gpu-check runs
- * under compute-sanitizer). The tests run in this process (no fork: a CUDA
+ * under compute-sanitizer).
+ *
+ * Built a second time as test_gpu_emu (KILN_GPU_TEST_EMU), the GPU backend
+ * is the executor over the emulated device of tests/emu_device.c and only
+ * tiny runs: this file's own logic is then exercised on every machine, so
+ * the first GPU it meets tests the GPU rather than the test. The tests run in this process (no fork: a CUDA
  * context does not survive one), so a failure ends its network's test only.
  */
 #include <check.h>
@@ -32,6 +40,34 @@
 #include "runtime/strategy.h"
 #include "runtime/train.h"
 #include "tiny_fixture.h"
+
+#ifdef KILN_GPU_TEST_EMU
+#include "codegen/emit.h"
+#include "emu_device.h"
+#include "runtime/cuda/exec.h"
+
+/* The GPU executor over the emulated device, with graphs. */
+static Backend *gpu_create(const Plan *p, char *err, size_t errlen)
+{
+    Program pr;
+    EmitOptions eo = {0, 0};
+    if (emit_program(&pr, p, &eo, err, errlen)) return NULL;
+    DevOps ops;
+    if (emu_device_open(&ops, &pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, errlen)) {
+        emit_free(&pr);
+        return NULL;
+    }
+    return gpu_backend_create(p, &pr, &ops, 1, err, errlen);
+}
+#else
+static Backend *gpu_create(const Plan *p, char *err, size_t errlen)
+{
+    CudaOptions o;
+    cuda_options_default(&o);
+    o.quiet = 1;
+    return cuda_backend_create(p, &o, err, errlen);
+}
+#endif
 
 typedef struct {
     Plan p;
@@ -55,11 +91,8 @@ static void pair_open(Pair *r, const Graph *g, int batch, int fuse, const char *
     ck_assert_msg(plan_build(&r->p, g, &po, err, sizeof err) == 0, "%s: %s", what, err);
     r->cpu = cpu_backend_create(&r->p, err, sizeof err);
     ck_assert_msg(r->cpu != NULL, "%s: cpu: %s", what, err);
-    CudaOptions o;
-    cuda_options_default(&o);
-    o.quiet = 1;
-    r->gpu = cuda_backend_create(&r->p, &o, err, sizeof err);
-    ck_assert_msg(r->gpu != NULL, "%s: cuda: %s", what, err);
+    r->gpu = gpu_create(&r->p, err, sizeof err);
+    ck_assert_msg(r->gpu != NULL, "%s: gpu: %s", what, err);
     r->params = malloc(sizeof(float) * (r->p.param_floats + 1));
     ck_assert(r->params != NULL);
     params_nontrivial(g, &r->p, r->params);
@@ -99,15 +132,18 @@ static void compare_tensors(const Graph *g, const size_t *off, const float *gpu,
     }
 }
 
-static void step_both(Pair *r, const Graph *g, const float *x, const int32_t *y, int n, const StepConfig *sc,
-                      const char *what)
+/* Step on batch (x, y, n), uploaded to the GPU before; the GPU uploads the
+ * next batch (xn, yn, nn; xn NULL: none) while its step runs. */
+static void step_both(Pair *r, const Graph *g, const float *x, const int32_t *y, int n, const float *xn,
+                      const int32_t *yn, int nn, const StepConfig *sc, const char *what)
 {
     double lc, lg;
     int cc, cg;
     r->cpu->upload(r->cpu, x, y, n);
-    r->gpu->upload(r->gpu, x, y, n);
     int bc = r->cpu->train_step(r->cpu, n, sc, &lc, &cc);
-    int bg = r->gpu->train_step(r->gpu, n, sc, &lg, &cg);
+    r->gpu->train_launch(r->gpu, n, sc);
+    if (xn) r->gpu->upload(r->gpu, xn, yn, nn);
+    int bg = r->gpu->train_wait(r->gpu, &lg, &cg);
     ck_assert_msg(bc == bg, "%s: non-finite flag cpu %d gpu %d", what, bc, bg);
     ck_assert_msg(fabs(lg - lc) <= 1e-5 * fabs(lc), "%s: loss gpu %.9g cpu %.9g", what, lg, lc);
     ck_assert_msg(abs(cg - cc) <= 1, "%s: correct gpu %d cpu %d", what, cg, cc);
@@ -131,22 +167,33 @@ static void check_variant(const Graph *g, const LrGroups *gr, int batch, int fus
     const Layer *in = &g->layers[0];
     size_t img = (size_t)in->out.h * in->out.w * in->out.c;
     int K = g->layers[g->n_layers - 1].out.c;
-    float *x = malloc(sizeof(float) * img * (size_t)batch);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)batch);
-    ck_assert(x && y);
+    enum { STEPS = 4 };
+    float *xs[STEPS];
+    int32_t *ys[STEPS];
+    int ns[STEPS];
     float lr[KILN_MAX_GROUPS];
     for (int k = 0; k < gr->n; k++) lr[k] = 0.01f * gr->scale[k];
     StepConfig sc = {lr, gr->n > 0 ? gr->n : 1, 0.9f, 1e-4f};
     if (gr->n == 0) lr[0] = 0.01f;
     uint64_t st = 11;
     char step_what[400];
-    for (int s = 0; s < 3; s++) {
-        int n = s < 2 ? batch : batch - 3;
-        for (size_t i = 0; i < img * (size_t)n; i++) x[i] = (float)(2 * kiln_rand_uniform(&st) - 1);
-        for (int i = 0; i < n; i++) y[i] = (i * 7 + s) % K;
-        snprintf(step_what, sizeof step_what, "%s, step %d (n %d)", what, s + 1, n);
-        step_both(&r, g, x, y, n, &sc, step_what);
+    for (int s = 0; s < STEPS; s++) {
+        int n = ns[s] = s < STEPS - 1 ? batch : batch - 3;
+        xs[s] = malloc(sizeof(float) * img * (size_t)batch);
+        ys[s] = malloc(sizeof(int32_t) * (size_t)batch);
+        ck_assert(xs[s] && ys[s]);
+        for (size_t i = 0; i < img * (size_t)n; i++) xs[s][i] = (float)(2 * kiln_rand_uniform(&st) - 1);
+        for (int i = 0; i < n; i++) ys[s][i] = (i * 7 + s) % K;
     }
+    r.gpu->upload(r.gpu, xs[0], ys[0], ns[0]);
+    for (int s = 0; s < STEPS; s++) {
+        int last = s == STEPS - 1;
+        snprintf(step_what, sizeof step_what, "%s, step %d (n %d)", what, s + 1, ns[s]);
+        step_both(&r, g, xs[s], ys[s], ns[s], last ? NULL : xs[s + 1], last ? NULL : ys[s + 1],
+                  last ? 0 : ns[s + 1], &sc, step_what);
+    }
+    float *x = xs[STEPS - 1];
+    int32_t *y = ys[STEPS - 1];
     double lc, lg;
     int cc, cg;
     r.cpu->upload(r.cpu, x, y, batch - 3);
@@ -156,7 +203,7 @@ static void check_variant(const Graph *g, const LrGroups *gr, int batch, int fus
     ck_assert_msg(fabs(lg - lc) <= 1e-5 * fabs(lc), "%s: eval loss gpu %.9g cpu %.9g", what, lg, lc);
     double e = rel_err(r.gpu->logits(r.gpu), r.cpu->logits(r.cpu), (size_t)(batch - 3) * (size_t)K);
     ck_assert_msg(e <= 1e-5, "%s: inference logits: relative error %.3g > 1e-5", what, e);
-    free(x); free(y);
+    for (int s = 0; s < STEPS; s++) { free(xs[s]); free(ys[s]); }
     pair_close(&r);
 }
 
@@ -205,18 +252,26 @@ static TCase *one_case(const char *name, const TTest *t)
 
 int main(void)
 {
+#ifdef KILN_GPU_TEST_EMU
+    Suite *s = suite_create("gpu");
+    printf("test_gpu: on the emulated device (tiny only)\n");
+    suite_add_tcase(s, one_case("tiny", gpu_step_tiny));
+    (void)gpu_step_efficientnet_lite0;
+    (void)gpu_step_resnet50v2;
+#else
     char why[256];
     if (!cuda_available(why, sizeof why)) {
         printf("test_gpu: skipped: %s\n", why);
         return 77;
     }
+    Suite *s = suite_create("gpu");
     char card[256];
     cuda_device_name(card, sizeof card);
     printf("test_gpu: on %s\n", card);
-    Suite *s = suite_create("gpu");
     suite_add_tcase(s, one_case("tiny", gpu_step_tiny));
     suite_add_tcase(s, one_case("lite0", gpu_step_efficientnet_lite0));
     suite_add_tcase(s, one_case("resnet50v2", gpu_step_resnet50v2));
+#endif
     SRunner *sr = srunner_create(s);
     /* no fork: CUDA, initialized above, cannot be used in a forked child */
     srunner_set_fork_status(sr, CK_NOFORK);
