@@ -9,7 +9,11 @@
  *    folder): a program emitted again (the same plan in another phase or
  *    another run) is not compiled again. Devices that share an object share
  *    its KilnEmuState, which holds only what a launch sets before it runs.
- *  - Grid: blocks run one after another (y outer, x inner). A kernel without
+ *  - Grid: blocks run one after another (y outer, x inner), or all in
+ *    reverse (emu_device_set_reverse: blocks, threads and each barrier
+ *    round from the last to the first; a kernel whose result depends on
+ *    the order, a race on a GPU, then gives other bits). Launches past
+ *    CUDA's grid and block limits abort. A kernel without
  *    block cooperation (EmitKernel.uses_sync == 0) runs its threads as plain
  *    calls in a loop; a uses_sync kernel runs each block's threads as
  *    cooperative fibers, one per thread with a stack of its own (a register
@@ -88,6 +92,7 @@ typedef struct {
     EmuRange *inflight; int n_inflight, cap_inflight; /* used by compute work since the last d2h */
     int busy;              /* compute work queued since the last d2h */
     int fail_captures;     /* graph_end fails this many more times */
+    int reverse;           /* run blocks and threads in reverse order */
     EmuStats stats;
 } Emu;
 
@@ -159,6 +164,7 @@ static struct {
     EmuFn fn;
     void **args;
     const char *kernel;
+    int reverse;      /* rounds run the threads from the last to the first */
 } fib;
 
 static void fiber_switch(FiberCtx *save, FiberCtx *to)
@@ -188,9 +194,14 @@ static void fibers_reserve(int n)
     fib.cap = n;
 }
 
-/* The next fiber after t that has not returned, or -1. */
+/* The next fiber after t in the round's order that has not returned, or -1. */
 static int next_live(int t)
 {
+    if (fib.reverse) {
+        for (t--; t >= 0; t--)
+            if (fib.state[t] != F_DONE) return t;
+        return -1;
+    }
     for (t++; t < fib.n; t++)
         if (fib.state[t] != F_DONE) return t;
     return -1;
@@ -272,7 +283,7 @@ static int run_block_fibers(KilnEmuState *st, unsigned block)
     int rounds = 0;
     for (;;) {
         rounds++;
-        resume(&fib.sched, 0);   /* back when the round's last live thread stopped */
+        resume(&fib.sched, fib.reverse ? T - 1 : 0);   /* back when the round's last live thread stopped */
         int waiting = 0, done = 0;
         for (int t = 0; t < T; t++) {
             waiting += fib.state[t] == F_WAIT;
@@ -299,18 +310,24 @@ static void exec_launch(Emu *e, int k, unsigned gx, unsigned gy, unsigned block,
     EmuFn fn = e->fn[k];
     st->grid_dim = (KilnEmuDim3){gx, gy, 1};
     st->block_dim = (KilnEmuDim3){block, 1, 1};
+    if (gx > 2147483647u || gy > 65535u || block > 1024u)
+        die("kernel %s: launch (%u, %u) x %u is past CUDA's limits (2^31-1, 65535) x 1024", e->names[k], gx, gy,
+            block);
     fib.kernel = e->names[k];
     fib.fn = fn;
     fib.args = args;
-    for (unsigned by = 0; by < gy; by++)
-        for (unsigned bx = 0; bx < gx; bx++) {
+    fib.reverse = e->reverse;
+    for (unsigned iy = 0; iy < gy; iy++)
+        for (unsigned ix = 0; ix < gx; ix++) {
+            unsigned by = e->reverse ? gy - 1 - iy : iy, bx = e->reverse ? gx - 1 - ix : ix;
             st->block_idx = (KilnEmuDim3){bx, by, 0};
             if (e->uses_sync[k]) {
                 e->stats.fiber_blocks++;
                 e->stats.fiber_rounds += run_block_fibers(st, block);
                 continue;
             }
-            for (unsigned t = 0; t < block; t++) {
+            for (unsigned i = 0; i < block; i++) {
+                unsigned t = e->reverse ? block - 1 - i : i;
                 st->thread_idx = (KilnEmuDim3){t, 0, 0};
                 fn(args);
             }
@@ -425,6 +442,8 @@ static int emu_graph_end(void *ctx, int key)
 }
 
 void emu_device_fail_captures(void *ctx, int count) { ((Emu *)ctx)->fail_captures = count; }
+
+void emu_device_set_reverse(void *ctx, int on) { ((Emu *)ctx)->reverse = on; }
 
 static int emu_graph_run(void *ctx, int key)
 {

@@ -42,6 +42,9 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
  * (0: no limit, and mem_info reports nothing). */
 void emu_device_set_limit(void *ctx, size_t bytes);
 
+/* Run every launch's blocks and threads in reverse order (on: 1). */
+void emu_device_set_reverse(void *ctx, int on);
+
 /* Make the next `count` graph captures fail at graph_end. */
 void emu_device_fail_captures(void *ctx, int count);
 

@@ -355,6 +355,74 @@ START_TEST(matches_cpu_split_reductions)
 }
 END_TEST
 
+/* The kernels' results do not depend on the order blocks and threads run
+ * in (on a GPU, any order): the emulated device run forwards and run in
+ * reverse (blocks, threads, barrier rounds) give the same bits for every
+ * loss, gradient, parameter, momentum and logit, at batch 32 so the split
+ * reductions are in it, fused and unfused, with BN training and frozen to
+ * b1_add (folded). */
+static void order_free(Flags f)
+{
+    load_tiny();
+    float lr[KILN_MAX_GROUPS];
+    int n_lr;
+    apply_flags(f, lr, &n_lr);
+    StepConfig sc = {lr, n_lr, 0.9f, 1e-4f};
+    for (int fuse = 1; fuse >= 0; fuse--) {
+        Pair r;
+        pair_open_batch(&r, fuse, 1, 32);
+        Program pr2;
+        void *dev2;
+        Backend *rev = gpu_open(&r.p, &pr2, 1, &dev2, 0, NULL);
+        emu_device_set_reverse(dev2, 1);
+        size_t P = r.p.param_floats, G = r.p.grad_floats, O = r.p.opt_floats;
+        float *a = malloc(sizeof(float) * (P + G + O + 3)), *b = malloc(sizeof(float) * (P + G + O + 3));
+        r.gpu->read_params(r.gpu, a);
+        rev->write_params(rev, a);
+        r.gpu->read_momentum(r.gpu, a);
+        rev->write_momentum(rev, a);
+        const int n[3] = {32, 32, 27};
+        for (int k = 0; k < 3; k++) {
+            double la, lb;
+            int ca, cb;
+            upload_batch(r.gpu, n[k], 7 * k);
+            upload_batch(rev, n[k], 7 * k);
+            ck_assert_int_eq(r.gpu->train_step(r.gpu, n[k], &sc, &la, &ca), 0);
+            ck_assert_int_eq(rev->train_step(rev, n[k], &sc, &lb, &cb), 0);
+            ck_assert_msg(la == lb && ca == cb, "%s, %s, step %d: loss %.17g / %.17g, correct %d / %d", FLAG_NAMES[f],
+                          fuse ? "fused" : "unfused", k + 1, la, lb, ca, cb);
+            r.gpu->read_params(r.gpu, a);
+            r.gpu->read_grads(r.gpu, a + P + 1);
+            r.gpu->read_momentum(r.gpu, a + P + G + 2);
+            rev->read_params(rev, b);
+            rev->read_grads(rev, b + P + 1);
+            rev->read_momentum(rev, b + P + G + 2);
+            ck_assert_msg(memcmp(a, b, sizeof(float) * P) == 0 && memcmp(a + P + 1, b + P + 1, sizeof(float) * G) == 0 &&
+                          memcmp(a + P + G + 2, b + P + G + 2, sizeof(float) * O) == 0,
+                          "%s, %s, step %d: parameters, gradients or momentum depend on the order", FLAG_NAMES[f],
+                          fuse ? "fused" : "unfused", k + 1);
+        }
+        double la, lb;
+        int ca, cb, K = g.layers[g.n_layers - 1].out.c;
+        upload_batch(r.gpu, 32, 3);
+        upload_batch(rev, 32, 3);
+        r.gpu->evaluate(r.gpu, 32, &la, &ca);
+        rev->evaluate(rev, 32, &lb, &cb);
+        ck_assert(la == lb && ca == cb);
+        ck_assert(memcmp(r.gpu->logits(r.gpu), rev->logits(rev), sizeof(float) * 32 * (size_t)K) == 0);
+        free(a); free(b);
+        rev->destroy(rev);
+        pair_close(&r);
+    }
+    unload();
+}
+
+START_TEST(order_free_bn_train) { order_free(F_BN_TRAIN); }
+END_TEST
+
+START_TEST(order_free_half_frozen) { order_free(F_HALF_FROZEN); }
+END_TEST
+
 /* A NaN weight: the loss is not finite, train_step returns 1 on both
  * backends, and the GPU's trainable parameters and momentum are untouched. */
 START_TEST(non_finite_loss_skips_update)
@@ -971,6 +1039,8 @@ int main(void)
     tcase_add_test(tc, matches_cpu_head_only);
     tcase_add_test(tc, matches_cpu_layerwise);
     tcase_add_test(tc, matches_cpu_split_reductions);
+    tcase_add_test(tc, order_free_bn_train);
+    tcase_add_test(tc, order_free_half_frozen);
     tcase_add_test(tc, non_finite_loss_skips_update);
     tcase_add_test(tc, graph_replay_matches_direct_launches);
     tcase_add_test(tc, cached_features_match_cpu);
