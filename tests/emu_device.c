@@ -835,3 +835,18 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
     ops->destroy = emu_destroy;
     return 0;
 }
+
+Backend *emu_backend_create(const Plan *p, Program *pr, int graphs, size_t mem_limit, void **dev,
+                            char *err, size_t errlen)
+{
+    EmitOptions eo = {0, 0};
+    if (emit_program(pr, p, &eo, err, errlen)) return NULL;
+    DevOps ops;
+    if (emu_device_open(&ops, pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, errlen)) {
+        emit_free(pr);
+        return NULL;
+    }
+    *dev = ops.ctx;
+    if (mem_limit) emu_device_set_limit(ops.ctx, mem_limit);
+    return gpu_backend_create(p, pr, &ops, graphs, err, errlen);
+}

@@ -38,6 +38,17 @@ typedef struct {
 int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *flags,
                     const char *include_dir, char *err, size_t errlen);
 
+/* The GPU executor (runtime/cuda/exec.h) over an emulated device running
+ * p's emitted program: emit_program into *pr (the backend owns it; read it
+ * until the backend is destroyed), emu_device_open with this build's
+ * compiler (KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, defined by the
+ * build for the tests that link this file), memory limited to mem_limit
+ * bytes when nonzero, then gpu_backend_create. *dev: the device, for the
+ * functions below. NULL with the message in err (a compile error carries the
+ * compiler's whole output). */
+Backend *emu_backend_create(const Plan *p, Program *pr, int graphs, size_t mem_limit, void **dev,
+                            char *err, size_t errlen);
+
 /* Make alloc fail past `bytes` in all and mem_info report that much memory
  * (0: no limit, and mem_info reports nothing). */
 void emu_device_set_limit(void *ctx, size_t bytes);

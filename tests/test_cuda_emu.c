@@ -111,18 +111,11 @@ static Backend *gpu_open(const Plan *p, Program *pr, int graphs, void **dev, siz
                          char *fail_msg)
 {
     char *err = malloc(ERRLEN);
-    EmitOptions eo = {0, 0};
-    int rc = emit_program(pr, p, &eo, err, ERRLEN);
-    ck_assert_msg(rc == 0, "emit: %s", err);
-    DevOps ops;
-    if (emu_device_open(&ops, pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, ERRLEN)) {
-        fprintf(stderr, "%s\n", err);   /* the whole compiler output */
+    Backend *be = emu_backend_create(p, pr, graphs, mem_limit, dev, err, ERRLEN);
+    if (!be && !fail_msg) {
+        fprintf(stderr, "%s\n", err);   /* the whole compiler output, if that was it */
         ck_abort_msg("%.4000s", err);
     }
-    *dev = ops.ctx;
-    if (mem_limit) emu_device_set_limit(ops.ctx, mem_limit);
-    Backend *be = gpu_backend_create(p, pr, &ops, graphs, err, ERRLEN);
-    if (!be && !fail_msg) ck_abort_msg("gpu_backend_create: %s", err);
     if (!be) snprintf(fail_msg, 1024, "%s", err);
     free(err);
     return be;
@@ -759,15 +752,8 @@ static Backend *make_emu_backend(const Plan *p, void *ctx, char *err, size_t err
 {
     EmuRun *r = ctx;
     Program pr;
-    EmitOptions eo = {0, 0};
-    if (emit_program(&pr, p, &eo, err, errlen)) return NULL;
-    DevOps ops;
-    if (emu_device_open(&ops, &pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, errlen)) {
-        emit_free(&pr);
-        return NULL;
-    }
-    void *dev = ops.ctx;
-    Backend *be = gpu_backend_create(p, &pr, &ops, 1, err, errlen);
+    void *dev;
+    Backend *be = emu_backend_create(p, &pr, 1, 0, &dev, err, errlen);
     if (!be) return NULL;
     int k = r->live[0].be ? 1 : 0;
     ck_assert_ptr_null(r->live[k].be);   /* at most two at a time: phase 1 hands over to phase 2 */

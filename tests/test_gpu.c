@@ -42,22 +42,14 @@
 #include "tiny_fixture.h"
 
 #ifdef KILN_GPU_TEST_EMU
-#include "codegen/emit.h"
 #include "emu_device.h"
-#include "runtime/cuda/exec.h"
 
 /* The GPU executor over the emulated device, with graphs. */
 static Backend *gpu_create(const Plan *p, char *err, size_t errlen)
 {
     Program pr;
-    EmitOptions eo = {0, 0};
-    if (emit_program(&pr, p, &eo, err, errlen)) return NULL;
-    DevOps ops;
-    if (emu_device_open(&ops, &pr, KILN_EMU_CC, KILN_EMU_CFLAGS, KILN_EMU_INCLUDE, err, errlen)) {
-        emit_free(&pr);
-        return NULL;
-    }
-    return gpu_backend_create(p, &pr, &ops, 1, err, errlen);
+    void *dev;
+    return emu_backend_create(p, &pr, 1, 0, &dev, err, errlen);
 }
 #else
 static Backend *gpu_create(const Plan *p, char *err, size_t errlen)
