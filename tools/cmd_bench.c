@@ -204,7 +204,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (gpu)
         printf("(measured bytes: growth of the device memory in use over creation and one step: arenas, cuBLAS's\n"
-               " workspace and the loaded kernels)\n");
+               " workspace, the loaded kernels and the two input slots of the copy stream)\n");
     else
         printf("(measured bytes: growth of peak resident memory over one step, arenas plus the BLAS's and OpenMP's own buffers;\n"
                " pages never touched are not counted)\n");
