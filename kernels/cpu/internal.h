@@ -59,8 +59,9 @@ static inline real kiln_act(real x, Act act)
 static inline real kiln_act_grad(real x, Act act)
 {
     switch (act) {
-    case ACT_RELU:  return x > 0 ? 1 : 0;
-    case ACT_RELU6: return (x > 0 && x < 6) ? 1 : 0;
+    /* comparisons as 0/1 values, not branches: the loops vectorize */
+    case ACT_RELU:  return (real)(x > 0);
+    case ACT_RELU6: return (real)((x > 0) & (x < 6));
     case ACT_SWISH: {
         real sg = 1 / (1 + kiln_exp(-x));
         return sg * (1 + x * (1 - sg));
