@@ -3,10 +3,10 @@
  * Batches are made on the host (from the uint8 table, or gathered from a
  * feature cache) and uploaded; the backend never sees the data set. With a
  * backend that can launch a step and wait for it apart (the GPU), batch k+1
- * is made and uploaded while step k runs. At each
- * epoch start the loop keeps a copy of parameters, momentum and its own
- * state: the last good state that a rollback restores, and what a diverged
- * run ends with when no epoch improved.
+ * is made and uploaded while step k runs. At each epoch start the loop keeps
+ * a copy of parameters, momentum and its own state: the last good state that
+ * a rollback restores, and what a diverged run ends with when no epoch
+ * improved.
  */
 #include "runtime/train.h"
 

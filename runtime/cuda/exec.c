@@ -23,8 +23,9 @@
  *    for images) and replayed from then on. The launches made between
  *    graph_begin and graph_end are recorded, not run (CUDA stream-capture
  *    semantics), so the recording step records and then replays; a capture
- *    that fails (graph_end != 0) runs the step directly, as every later one. The control block's h2d and the derive lists stay outside the
- *    graph; every pointer is fixed, so a graph stays valid from step to step.
+ *    that fails (graph_end != 0) runs the step directly, as every later one.
+ *    The control block's h2d and the derive lists stay outside the graph;
+ *    every pointer is fixed, so a graph stays valid from step to step.
  *  - uploads, with a copy stream (DevOps.h2d_async and the rest): the batch
  *    goes into one of two input slots, each a page-locked host buffer and a
  *    device buffer of its own (outside the activation arena, whose input
