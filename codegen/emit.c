@@ -99,6 +99,23 @@ void kv_float(Emitter *e, Kv *k, const char *key, float val)
     kv_str(e, k, key, em_fmt(e, "%.9ef", (double)val));
 }
 
+Geo geo_of(const Graph *g, const Layer *l)
+{
+    Shape x = g->layers[l->in[0]].out;
+    const ConvAttr *a = &l->a.conv;
+    return (Geo){x.h, x.w, x.c, l->out.c, a->kh, a->kw, a->sh, a->sw, a->pt, a->pl,
+                 l->out.h, l->out.w};
+}
+
+void kv_geo(Emitter *e, Kv *k, const Geo *s)
+{
+    kv_int(e, k, "H", s->H); kv_int(e, k, "W", s->W); kv_int(e, k, "C", s->C);
+    kv_int(e, k, "R", s->R); kv_int(e, k, "S", s->S);
+    kv_int(e, k, "SH", s->SH); kv_int(e, k, "SW", s->SW);
+    kv_int(e, k, "PT", s->PT); kv_int(e, k, "PL", s->PL);
+    kv_int(e, k, "P", s->P); kv_int(e, k, "Q", s->Q);
+}
+
 void em_scratch_reset(Emitter *e)
 {
     for (int i = 0; i < n_scratch; i++) free(scratch[i]);

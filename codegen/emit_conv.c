@@ -43,26 +43,6 @@
 
 /* ---- shapes ---------------------------------------------------------------------------- */
 
-/* Geometry of a conv-like layer, per image. */
-typedef struct { int H, W, C, K, R, S, SH, SW, PT, PL, P, Q; } Geo;
-
-static Geo geo_of(const Graph *g, const Layer *l)
-{
-    Shape x = g->layers[l->in[0]].out;
-    const ConvAttr *a = &l->a.conv;
-    return (Geo){x.h, x.w, x.c, l->out.c, a->kh, a->kw, a->sh, a->sw, a->pt, a->pl,
-                 l->out.h, l->out.w};
-}
-
-static void kv_geo(Emitter *e, Kv *k, const Geo *s)
-{
-    kv_int(e, k, "H", s->H); kv_int(e, k, "W", s->W); kv_int(e, k, "C", s->C);
-    kv_int(e, k, "R", s->R); kv_int(e, k, "S", s->S);
-    kv_int(e, k, "SH", s->SH); kv_int(e, k, "SW", s->SW);
-    kv_int(e, k, "PT", s->PT); kv_int(e, k, "PL", s->PL);
-    kv_int(e, k, "P", s->P); kv_int(e, k, "Q", s->Q);
-}
-
 static const char *geo_tag(Emitter *e, const Geo *s)
 {
     return em_fmt(e, "%dx%dx%d_%dx%d_s%d", s->H, s->W, s->C, s->R, s->S, s->SH);

@@ -71,6 +71,15 @@ void kv_flag(Emitter *e, Kv *k, const char *key, int val);
 /* A float constant that reads back as the same float (C and CUDA literal). */
 void kv_float(Emitter *e, Kv *k, const char *key, float val);
 
+/* The window geometry of a conv-like layer (conv, depthwise conv, max
+ * pool), per image: input H, W, C; K output channels; window R x S, strides,
+ * top/left padding; output P x Q. */
+typedef struct { int H, W, C, K, R, S, SH, SW, PT, PL, P, Q; } Geo;
+
+Geo geo_of(const Graph *g, const Layer *l);
+/* Keys H, W, C, R, S, SH, SW, PT, PL, P, Q. */
+void kv_geo(Emitter *e, Kv *k, const Geo *s);
+
 /* ---- pointers -------------------------------------------------------------------- */
 Ref R_NULL(void);
 Ref R_ACT(const Emitter *e, int tensor);          /* tensor < 0: NULL */

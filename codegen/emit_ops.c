@@ -175,15 +175,11 @@ static void emit_gap_bwd(Emitter *e, LaunchList *l, Shape s, Ref dx, Ref dout, i
 }
 
 /* Keys of the max pool: the input, the window, the output, ACC. */
-static const Kv *pool_kv(Emitter *e, Kv *k, const Layer *L, Shape s, int acc)
+static const Kv *pool_kv(Emitter *e, Kv *k, const Layer *L, int acc)
 {
-    const ConvAttr *c = &L->a.conv;
+    Geo gw = geo_of(e->g, L);
     *k = (Kv){0};
-    kv_int(e, k, "H", s.h); kv_int(e, k, "W", s.w); kv_int(e, k, "C", s.c);
-    kv_int(e, k, "R", c->kh); kv_int(e, k, "S", c->kw);
-    kv_int(e, k, "SH", c->sh); kv_int(e, k, "SW", c->sw);
-    kv_int(e, k, "PT", c->pt); kv_int(e, k, "PL", c->pl);
-    kv_int(e, k, "P", L->out.h); kv_int(e, k, "Q", L->out.w);
+    kv_geo(e, k, &gw);
     kv_flag(e, k, "ACC", acc);
     return k;
 }
@@ -198,7 +194,7 @@ static void emit_maxpool_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out,
 {
     Shape s = in_shape(e, L);
     Kv kv;
-    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, L, s), 2, pool_kv(e, &kv, L, s, 0));
+    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, L, s), 2, pool_kv(e, &kv, L, 0));
     Ref a[] = {out, x};
     em_launch_elems(e, l, k, (Dim){shape_elems(L->out), 0}, 2, a);
 }
@@ -208,7 +204,7 @@ static void emit_maxpool_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, 
 {
     Shape s = in_shape(e, L);
     Kv kv;
-    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, L, s), 3, pool_kv(e, &kv, L, s, acc));
+    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, L, s), 3, pool_kv(e, &kv, L, acc));
     Ref a[] = {dx, need(e, ni, dout, "the output gradient"), need(e, ni, x, "the input")};
     em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
 }

@@ -67,15 +67,6 @@ typedef struct {
     float *params;
 } Pair;
 
-static void load_arch(Graph *g, const char *arch, int size)
-{
-    const char *src = getenv("KILN_SOURCE_DIR");
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/archs/%s.arch", src ? src : ".", arch);
-    ck_assert_msg(graph_load(g, path, err, sizeof err) == 0, "%s", err);
-    if (size) ck_assert_msg(graph_set_input_size(g, size, size, err, sizeof err) == 0, "%s", err);
-}
-
 static void pair_open(Pair *r, const Graph *g, int batch, int fuse, const char *what)
 {
     char err[1024];
@@ -202,7 +193,7 @@ static void check_variant(const Graph *g, const LrGroups *gr, int batch, int fus
 static void check_arch(const char *arch, int size, int batch)
 {
     Graph g;
-    load_arch(&g, arch, size);
+    arch_load(&g, arch, size);
     int variants = 0;
     for (int s = 0; s < STRAT_COUNT; s++) {
         TrainSpec t;

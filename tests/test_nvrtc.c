@@ -26,6 +26,7 @@
 #include "codegen/emit.h"
 #include "runtime/cuda/cuda.h"
 #include "runtime/strategy.h"
+#include "tiny_fixture.h"
 
 typedef struct {
     char *s;
@@ -121,15 +122,6 @@ static void unit_free(Unit *u)
     memset(u, 0, sizeof *u);
 }
 
-static void load_arch(Graph *g, const char *arch, int size)
-{
-    const char *src = getenv("KILN_SOURCE_DIR");
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/archs/%s.arch", src ? src : ".", arch);
-    ck_assert_msg(graph_load(g, path, err, sizeof err) == 0, "%s", err);
-    if (size) ck_assert_msg(graph_set_input_size(g, size, size, err, sizeof err) == 0, "%s", err);
-}
-
 static void emit_plan(Program *pr, const Graph *g, int fuse, int fold, const char *what)
 {
     char err[512];
@@ -145,7 +137,7 @@ static void emit_plan(Program *pr, const Graph *g, int fuse, int fold, const cha
 static void collect(Unit *u, const char *arch, int size)
 {
     Graph g;
-    load_arch(&g, arch, size);
+    arch_load(&g, arch, size);
     for (int s = 0; s < STRAT_COUNT; s++) {
         TrainSpec t;
         strategy_defaults(&t, (Strategy)s);
@@ -241,7 +233,7 @@ static void check_deterministic(const char *net, int size, int strategy, int fus
     Program a, b;
     for (int k = 0; k < 2; k++) {
         Graph g;
-        load_arch(&g, net, size);
+        arch_load(&g, net, size);
         TrainSpec t;
         LrGroups gr;
         char err[512];

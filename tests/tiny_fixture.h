@@ -1,6 +1,7 @@
 /* tests/tiny_fixture.h — set-up shared by the suites that run plans of
- * archs/tiny.arch on real backends (test_train, test_cuda_emu, test_gpu):
- * loading the arch with a synthetic data set, and parameters away from their
+ * archs/tiny.arch on real backends (test_train, test_cuda_emu, test_gpu) and
+ * the ones that load other archs (test_gpu, test_nvrtc): loading an arch,
+ * tiny with a synthetic data set, and parameters away from their
  * trivial values so that BN folding and the inference modes are exercised.
  * Header-only (static inline), for tests. */
 #ifndef KILN_TESTS_TINY_FIXTURE_H
@@ -14,14 +15,23 @@
 #include "datasets/dataset.h"
 #include "runtime/params.h"
 
-/* archs/tiny.arch (under $KILN_SOURCE_DIR) into g, the synthetic data set
- * `spec` at its input size into ds, its preprocessing into pp. */
-static inline void tiny_load(Graph *g, Dataset *ds, Preproc *pp, const char *spec)
+/* archs/NAME.arch (under $KILN_SOURCE_DIR) into g, at size x size when size
+ * is nonzero. */
+static inline void arch_load(Graph *g, const char *name, int size)
 {
     const char *src = getenv("KILN_SOURCE_DIR");
     char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/archs/tiny.arch", src ? src : ".");
+    snprintf(path, sizeof path, "%s/archs/%s.arch", src ? src : ".", name);
     ck_assert_msg(graph_load(g, path, err, sizeof err) == 0, "%s", err);
+    if (size) ck_assert_msg(graph_set_input_size(g, size, size, err, sizeof err) == 0, "%s", err);
+}
+
+/* archs/tiny.arch into g, the synthetic data set `spec` at its input size
+ * into ds, its preprocessing into pp. */
+static inline void tiny_load(Graph *g, Dataset *ds, Preproc *pp, const char *spec)
+{
+    char err[512];
+    arch_load(g, "tiny", 0);
     const InputAttr *in = &g->layers[0].a.input;
     DataOptions o = {in->h, in->w, in->c, 0, 1};
     ck_assert_msg(dataset_open(ds, spec, &o, err, sizeof err) == 0, "%s", err);
