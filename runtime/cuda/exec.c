@@ -76,14 +76,14 @@ typedef struct {
     int use_graphs;
     void *buf[BUF_COUNT];    /* device arenas, buf[BUF_NULL] = NULL */
     size_t bytes[BUF_COUNT];
-    int n;                   /* images in the current batch */
+    int n;                   /* images of the step, evaluation or extraction last started (not of uploads:
+                              * one may come between train_launch and train_wait) */
     uint64_t step;           /* dropout seed counter, as cpu.c */
     int entry_node, entry_tensor;
     int dirty;               /* parameters written since the derive lists ran */
     int pending;             /* an upload's h2d may still read the staging buffer */
     InSlot in[2];            /* with a copy stream: the two input slots */
     int cur;                 /* the slot of the last upload, -1: none (or the direct path) */
-    int step_n;              /* images of the step between train_launch and train_wait */
     uint32_t ctrl[CTRL_WORDS];
     uint32_t zero_head[4];
     float *stage; size_t stage_floats;
@@ -373,7 +373,6 @@ static void gpu_upload(Backend *be, const float *x, const int32_t *y, int n)
     int t = g->entry_tensor;
     size_t xf = tensor_floats(g, t, n);
     float *dx = tensor_ptr(g, t), *dy = tensor_ptr(g, p->labels_tensor);
-    g->n = n;
     if (has_copy_stream(g) && upload_slot(g, t, x, y, n) == 0) return;
     g->cur = -1;
     if (g->pending) dev_sync(g);
@@ -412,7 +411,7 @@ static void write_ctrl(Gpu *g, const StepConfig *cfg)
 static void gpu_train_launch(Backend *be, int n, const StepConfig *cfg)
 {
     Gpu *g = be->impl;
-    g->n = g->step_n = n;
+    g->n = n;
     g->step++;
     take_input(g);
     write_ctrl(g, cfg);
@@ -423,8 +422,7 @@ static void gpu_train_launch(Backend *be, int n, const StepConfig *cfg)
 static int gpu_train_wait(Backend *be, double *loss, int *correct)
 {
     Gpu *g = be->impl;
-    g->n = g->step_n;
-    int bad = read_head(g, g->step_n, loss, correct);
+    int bad = read_head(g, g->n, loss, correct);
     return bad || !isfinite(*loss);
 }
 
