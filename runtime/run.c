@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "runtime/checkpoint.h"
+#include "runtime/classes.h"
 #include "runtime/device.h"
 #include "runtime/files.h"
 #include "runtime/params.h"
@@ -44,11 +45,14 @@ static void path_in(char *buf, size_t n, const char *dir, const char *file)
 }
 
 /* The resolved configuration: what `kiln train --resume DIR` reads back. */
-static json_t *spec_json(const RunConfig *c, const TrainSpec *t, const LrGroups *gr, const InputAttr *in)
+static json_t *spec_json(const RunConfig *c, const TrainSpec *t, const LrGroups *gr, const InputAttr *in,
+                         const Dataset *ds)
 {
     json_t *o = json_object();
     json_object_set_new(o, "arch", json_string(c->arch));
     json_object_set_new(o, "data", json_string(c->data));
+    json_t *cls = classes_json(ds->class_names, ds->num_classes);
+    json_object_set_new(o, "classes", cls ? cls : json_null());
     json_object_set_new(o, "weights", c->weights ? json_string(c->weights) : json_null());
     json_object_set_new(o, "strategy", json_string(strategy_name(t->strategy)));
     json_object_set_new(o, "lr", json_real(t->lr));
@@ -93,6 +97,7 @@ static json_t *spec_json(const RunConfig *c, const TrainSpec *t, const LrGroups 
 typedef struct {
     const RunConfig *c;
     const Plan *plan;
+    const Dataset *ds;          /* its class names go into every weights file */
     FILE *log;
     FILE *metrics;
     int tty;
@@ -159,7 +164,7 @@ static void hook_best(void *ctx, const float *params, int epoch, double val)
     if (!h->dir[0]) return;
     char path[1100], err[512];
     path_in(path, sizeof path, h->dir, "best.safetensors");
-    if (weights_save(h->plan, params, path, err, sizeof err)) {
+    if (weights_save(h->plan, params, path, h->ds->class_names, h->ds->num_classes, err, sizeof err)) {
         fprintf(stderr, "kiln: cannot write the best weights: %s\n", err);
         h->failed = 1;
     }
@@ -394,7 +399,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     if (dir && !have_resume) {
         char path[1100];
         if ((rc = strategy_apply(&spec, 0, &g, &groups, err, errlen))) goto out_split;
-        json_t *cfg = spec_json(c, &spec, &groups, in);
+        json_t *cfg = spec_json(c, &spec, &groups, in, ds);
         path_in(path, sizeof path, dir, "config.json");
         int bad = kiln_write_json(path, cfg);
         json_decref(cfg);
@@ -547,7 +552,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             ck.prev_seconds = resume.prev_seconds;
             fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
         }
-        hk.c = c; hk.plan = p; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
+        hk.c = c; hk.plan = p; hk.ds = ds; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
         hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;
@@ -588,7 +593,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             float *fin = malloc(sizeof(float) * (plans[last].param_floats + 1));
             if (fin) {
                 b->read_params(b, fin);
-                if (weights_save(&plans[last], fin, c->save, err, errlen)) { free(fin); rc = 1; goto out_plans; }
+                if (weights_save(&plans[last], fin, c->save, ds->class_names, ds->num_classes, err, errlen)) {
+                    free(fin);
+                    rc = 1;
+                    goto out_plans;
+                }
                 free(fin);
             }
         }
@@ -607,7 +616,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     }
     if (dir) {
         char path[1100];
-        json_t *cfg = spec_json(c, &spec, &groups, in);
+        json_t *cfg = spec_json(c, &spec, &groups, in, ds);
         path_in(path, sizeof path, dir, "config.json");
         int bad = kiln_write_json(path, cfg);
         json_decref(cfg);
@@ -615,6 +624,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "arch", json_string(g.name));
         json_object_set_new(s, "strategy", json_string(strategy_name(spec.strategy)));
         json_object_set_new(s, "data", json_string(ds->source));
+        json_t *cls = classes_json(ds->class_names, ds->num_classes);
+        json_object_set_new(s, "classes", cls ? cls : json_null());
         json_object_set_new(s, "lr", json_real(r->lr));
         json_object_set_new(s, "batch", json_integer(spec.batch));
         json_object_set_new(s, "diverged", json_boolean(r->diverged));

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "runtime/classes.h"
 #include "runtime/safetensors.h"
 
 /* Format a message into err and return rc. */
@@ -288,11 +289,22 @@ out:
 
 /* ==== saving ==================================================================== */
 
-int weights_save(const Plan *p, const float *arena, const char *path, char *err, size_t errlen)
+int weights_save(const Plan *p, const float *arena, const char *path, char *const *class_names,
+                 int n_classes, char *err, size_t errlen)
 {
     const Graph *g = p->g;
+    int head = graph_head(g), named = class_names != NULL;
+    for (int k = 0; named && k < n_classes; k++) named = class_names[k] != NULL;
+    if (named && head >= 0 && g->layers[head].out.c != n_classes)
+        return w_fail(err, errlen, 2, "%s: %d class names for a head of %d outputs", path, n_classes,
+                      g->layers[head].out.c);
+    char *classes = named ? classes_meta_value(class_names, n_classes) : NULL;
     StTensor *ts = calloc((size_t)g->n_params + 1, sizeof *ts);
-    if (!ts) return w_fail(err, errlen, 1, "%s: out of memory", path);
+    if (!ts || (named && !classes)) {
+        free(ts);
+        free(classes);
+        return w_fail(err, errlen, 1, "%s: out of memory", path);
+    }
     for (int i = 0; i < g->n_params; i++) {
         const Param *pa = &g->params[i];
         ts[i].name = (char *)pa->name;
@@ -310,9 +322,10 @@ int weights_save(const Plan *p, const float *arena, const char *path, char *err,
         om += (size_t)snprintf(mean + om, sizeof mean - om, "%s%.9g", c ? "," : "", in->mean[c]);
         os += (size_t)snprintf(std + os, sizeof std - os, "%s%.9g", c ? "," : "", in->std[c]);
     }
-    const char *keys[5] = {"kiln.arch", "kiln.input", "kiln.scale", "kiln.mean", "kiln.std"};
-    const char *vals[5] = {g->name, input, scale, mean, std};
-    int rc = st_save(path, ts, g->n_params, keys, vals, 5, err, errlen);
+    const char *keys[6] = {"kiln.arch", "kiln.input", "kiln.scale", "kiln.mean", "kiln.std", KILN_CLASSES_KEY};
+    const char *vals[6] = {g->name, input, scale, mean, std, classes};
+    int rc = st_save(path, ts, g->n_params, keys, vals, classes ? 6 : 5, err, errlen);
     free(ts);
+    free(classes);
     return rc ? 1 : 0;
 }

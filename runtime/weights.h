@@ -7,6 +7,8 @@
  *   kiln.input  "HxWxC" of the input layer
  *   kiln.scale, kiln.mean, kiln.std   the preprocessing ("%.9g" numbers,
  *               mean/std comma-separated per channel)
+ *   kiln.classes  the class names in label order, a JSON array (written
+ *               when the caller has names; see runtime/classes.h)
  * Loading weights whose preprocessing differs from the arch's is an error at
  * plan time; a different input H x W is allowed (fine-tuning at another
  * resolution is ordinary), a different channel count is not.
@@ -42,9 +44,11 @@ int weights_load(const Plan *p, float *arena, const char *path, WeightsReport *r
                  FILE *warn, char *err, size_t errlen);
 
 /* Write every parameter of the plan's graph from `arena` to PATH, with the
- * metadata above, atomically. Returns 0, or 1 with a message (also when a
- * value is NaN or Inf: such a file could not be loaded back). */
-int weights_save(const Plan *p, const float *arena, const char *path,
-                 char *err, size_t errlen);
+ * metadata above, atomically. class_names (n_classes of them, one per output
+ * of the head; NULL: none) go to kiln.classes. Returns 0, or 1 with a
+ * message (also when a value is NaN or Inf: such a file could not be loaded
+ * back), or 2 when n_classes is not the head's output count. */
+int weights_save(const Plan *p, const float *arena, const char *path, char *const *class_names,
+                 int n_classes, char *err, size_t errlen);
 
 #endif

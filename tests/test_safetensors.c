@@ -771,7 +771,7 @@ static void saved_small(Net *a, char *path, const char *name)
     char err[512];
     net_open(a, 4, 0, 1);
     tpath(path, name);
-    ck_assert_msg(weights_save(&a->p, a->arena, path, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(weights_save(&a->p, a->arena, path, NULL, 0, err, sizeof err) == 0, "%s", err);
 }
 
 /* Loading must fail with rc 2, the file named, `what` said, and net b's
@@ -866,7 +866,7 @@ START_TEST(weights_shape_mismatch)
     Net wide, b;
     net_open(&wide, 8, 0, 1);
     tpath(path, "wide.safetensors");
-    ck_assert_msg(weights_save(&wide.p, wide.arena, path, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(weights_save(&wide.p, wide.arena, path, NULL, 0, err, sizeof err) == 0, "%s", err);
     net_open(&b, 4, 0, 2);
     LoadResult r;
     expect_load_fails(&b, path, "tensor 'c1.kernel' has shape [3,3,3,8], the arch wants [3,3,3,4]", &r);
