@@ -4,8 +4,17 @@
  *  - on archs/tiny.arch trained briefly by run_train: the matrix of its best
  *    weights (inference plan, BN folded) sums to the test split and its
  *    trace / total is the accuracy run_train reported; `kiln eval` prints the
- *    same, and refuses weights whose head does not fit the data (exit 2,
- *    naming the file);
+ *    same on the run's own test split, and refuses weights whose head does
+ *    not fit the data (exit 2, naming the file);
+ *  - class names: the run's weights files, config.json and summary.json hold
+ *    them (kiln.classes round-trips quotes, backslashes and bytes that are
+ *    not UTF-8); names match up to case and separators (Fashion-MNIST's
+ *    against its folder spellings); `kiln eval` on an ImageFolder zip of the
+ *    same images with the folders renamed (another byte order) prints the
+ *    mapping and the very results of the zip with the weights' own names,
+ *    on the whole source; a different set is refused with both lists (exit
+ *    2); --class-map pairs the rest, and a bad map line is refused with
+ *    file:line; weights without names are matched by index, saying so;
  *  - `kiln compare` of 2 strategies x 2 trials (trial 1 at lr 1e6, where
  *    naive diverges) and its report: results.csv rows and values, both tables
  *    of report.md with both strategies, scatter.svg well-formed with one
@@ -23,10 +32,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/classes.h"
 #include "runtime/evaluate.h"
 #include "runtime/params.h"
 #include "runtime/run.h"
+#include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "zip_fixture.h"
 
 #define DATA "synthetic:n=200,noise=1"
 
@@ -140,7 +152,8 @@ static const char *xml_check(const char *s)
 
 /* ---- fixture: tiny.arch trained briefly, once --------------------------------------- */
 
-/* Unchecked fixture: tiny.arch, naive, 3 epochs from random weights into tmp/pre. */
+/* Unchecked fixture: tiny.arch, naive, 3 epochs from random weights into
+ * tmp/pre, the final weights also to tmp/pre-final.safetensors. */
 static void pretrain(void)
 {
     const char *src = getenv("KILN_SOURCE_DIR");
@@ -153,8 +166,10 @@ static void pretrain(void)
     c.spec.lr = 0.05f;
     c.spec.batch = 16;
     c.spec.max_epochs = 3;
-    char out[512], err[1024];
+    char out[512], save[512], err[1024];
     snprintf(out, sizeof out, "%s/pre", tmp);
+    snprintf(save, sizeof save, "%s/pre-final.safetensors", tmp);
+    c.save = save;
     c.arch = arch;
     c.data = DATA;
     c.out = out;
@@ -304,6 +319,7 @@ START_TEST(confusion_matches_training)
     ck_assert_msg(a && sscanf(a, "\naccuracy %lf (%ld/%ld)", &acc, &hit, &n) == 3, "no accuracy line in:\n%s", out);
     ck_assert_int_eq(n, total);
     ck_assert_int_eq(hit, diag);
+    ck_assert_msg(strstr(out, "split test, ") && strstr(out, "the run's own test split"), "%s", out);
     ck_assert(strstr(out, "confusion matrix (rows: true class, columns: predicted class)"));
     ck_assert(strstr(out, "grating3"));
     free(out);
@@ -313,6 +329,250 @@ START_TEST(confusion_matches_training)
     char *e = tmp_file("err.txt");
     ck_assert_msg(strstr(e, wpath) && strstr(e, "4 classes"), "unexpected message: %s", e);
     free(e);
+}
+END_TEST
+
+/* ---- class names ------------------------------------------------------------------------ */
+
+/* Fashion-MNIST's names against its folder spellings, and what must not match. */
+START_TEST(class_names_by_name)
+{
+    ck_assert(class_name_match("T-shirt/top", "t_shirt_top"));
+    ck_assert(class_name_match("T-shirt/top", "T-shirt top"));
+    ck_assert(class_name_match("Ankle boot", "ANKLE-BOOT"));
+    ck_assert(!class_name_match("Shirt", "T-shirt"));
+    ck_assert(!class_name_match("Bag", "Bags"));
+    char *fm[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+    char *folders[10] = {"ankle_boot", "bag", "coat", "dress", "pullover",
+                         "sandal", "shirt", "sneaker", "t_shirt_top", "trouser"};
+    const int want[10] = {9, 8, 4, 3, 2, 5, 6, 7, 0, 1};
+    int map[10];
+    char err[4096];
+    ck_assert_msg(classes_map(folders, 10, "data", fm, 10, "weights", NULL, map, err, sizeof err) == 0, "%s", err);
+    for (int k = 0; k < 10; k++) ck_assert_int_eq(map[k], want[k]);
+    /* two folders for one class: refused, both named */
+    folders[1] = "T-SHIRT TOP";
+    ck_assert_int_eq(classes_map(folders, 10, "data", fm, 10, "weights", NULL, map, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "'T-SHIRT TOP'") && strstr(err, "'t_shirt_top'") && strstr(err, "data, 10 classes:"),
+                  "%s", err);
+}
+END_TEST
+
+/* metadata key KILN_CLASSES_KEY of a weights file (asserted present). */
+static char *classes_of(const char *path)
+{
+    StFile f;
+    char err[512];
+    ck_assert_msg(st_load(path, &f, err, sizeof err) == 0, "%s", err);
+    const char *v = st_meta(&f, KILN_CLASSES_KEY);
+    ck_assert_msg(v != NULL, "%s has no %s", path, KILN_CLASSES_KEY);
+    char *s = strdup(v);
+    st_free(&f);
+    return s;
+}
+
+/* The "classes" array of tmp/pre/NAME as compact JSON. */
+static char *classes_in_json(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/pre/%s", tmp, name);
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    ck_assert_msg(o != NULL, "%s: %s", path, je.text);
+    char *s = json_dumps(json_object_get(o, "classes"), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(o);
+    return s;
+}
+
+/* tiny's plan at 4 classes with He-initialized parameters (seed 5). */
+static void tiny_plan(Graph *g, Plan *p, float **params)
+{
+    char err[512];
+    ck_assert_msg(graph_load(g, arch, err, sizeof err) == 0, "%s", err);
+    PlanOptions po = {.batch = 4, .fuse = 1, .fold = 1};
+    ck_assert_msg(plan_build(p, g, &po, err, sizeof err) == 0, "%s", err);
+    *params = calloc(p->param_floats, sizeof(float));
+    params_init(p, *params, 5, 0, g->n_layers - 1);
+}
+
+/* Every weights file of the run, config.json and summary.json name the
+ * classes in label order; awkward names survive the metadata. */
+START_TEST(class_names_stored)
+{
+    const char *want = "[\"grating0\",\"grating1\",\"grating2\",\"grating3\"]";
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/pre/best.safetensors", tmp);
+    char *v = classes_of(path);
+    ck_assert_str_eq(v, want);
+    free(v);
+    snprintf(path, sizeof path, "%s/pre-final.safetensors", tmp);
+    v = classes_of(path);
+    ck_assert_str_eq(v, want);
+    free(v);
+    v = classes_in_json("config.json");
+    ck_assert_str_eq(v, want);
+    free(v);
+    v = classes_in_json("summary.json");
+    ck_assert_str_eq(v, want);
+    free(v);
+
+    Graph g;
+    Plan p;
+    float *params;
+    tiny_plan(&g, &p, &params);
+    char *names[4] = {"T-shirt/top", "say \"hi\" \\o/", "caf\xc3\xa9", "bad\xff"};
+    snprintf(path, sizeof path, "%s/awkward.safetensors", tmp);
+    ck_assert_msg(weights_save(&p, params, path, names, 4, err, sizeof err) == 0, "%s", err);
+    v = classes_of(path);
+    char **back;
+    int n;
+    ck_assert_msg(classes_parse(path, v, &back, &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(n, 4);
+    for (int k = 0; k < 3; k++) ck_assert_str_eq(back[k], names[k]);
+    ck_assert_str_eq(back[3], "bad\\xff");      /* not UTF-8: its escaped text */
+    classes_free(back, n);
+    free(v);
+    /* names that do not fit the head, and a value that is not a list of names */
+    ck_assert_int_eq(weights_save(&p, params, path, names, 3, err, sizeof err), 2);
+    ck_assert_int_eq(classes_parse(path, "{\"a\": 1}", &back, &n, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, path) && strstr(err, KILN_CLASSES_KEY), "%s", err);
+    free(params);
+    plan_free(&p);
+    graph_free(&g);
+}
+END_TEST
+
+/* DATA's images as JPEGs in an ImageFolder zip tmp/NAME, class k in the
+ * folder folders[k]. */
+static void data_zip(const char *name, const char *const folders[4])
+{
+    char err[512], path[512];
+    Graph g;
+    ck_assert_msg(graph_load(&g, arch, err, sizeof err) == 0, "%s", err);
+    const InputAttr *in = &g.layers[0].a.input;
+    Dataset ds;
+    DataOptions o = {in->h, in->w, in->c, 0, 1};
+    ck_assert_msg(dataset_open(&ds, DATA, &o, err, sizeof err) == 0, "%s", err);
+    ZEntry *e = calloc((size_t)ds.n, sizeof *e);
+    char (*names)[64] = calloc((size_t)ds.n, sizeof *names);
+    uint8_t **jpg = calloc((size_t)ds.n, sizeof *jpg);
+    for (int i = 0; i < ds.n; i++) {
+        snprintf(names[i], sizeof names[i], "%s/img%03d.jpg", folders[ds.labels[i]], i);
+        jpg[i] = jpeg_encode(ds.pixels + (size_t)i * ds.h * ds.w * ds.c, ds.w, ds.h, ds.c, 100, &e[i].len);
+        e[i].name = names[i];
+        e[i].data = jpg[i];
+    }
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    write_zip(path, e, ds.n);
+    for (int i = 0; i < ds.n; i++) free(jpg[i]);
+    free(jpg);
+    free(names);
+    free(e);
+    dataset_free(&ds);
+    graph_free(&g);
+}
+
+/* The results part of an eval's output (accuracy, per-class table, matrix). */
+static const char *results_of(const char *out)
+{
+    const char *r = strstr(out, "\naccuracy ");
+    ck_assert_msg(r != NULL, "no accuracy line in:\n%s", out);
+    return r;
+}
+
+/* Write text to tmp/map.txt. */
+static void write_map(const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/map.txt", tmp);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* `kiln eval` on renamed folders: mapped by name, the same results; other
+ * sets refused; --class-map; weights without names. */
+START_TEST(eval_maps_classes_by_name)
+{
+    static const char *const same[4] = {"grating0", "grating1", "grating2", "grating3"};
+    /* byte order sorts these 2, 1, 3, 0 */
+    static const char *const renamed[4] = {"grating_0", "Grating-1", "GRATING 2", "grating3"};
+    static const char *const other[4] = {"grating0", "grating1", "grating2", "stripes"};
+    data_zip("same.zip", same);
+    data_zip("renamed.zip", renamed);
+    data_zip("other.zip", other);
+    char wpath[512];
+    snprintf(wpath, sizeof wpath, "%s/pre/best.safetensors", tmp);
+
+    /* not the run's data: the whole source */
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/same.zip'", arch, wpath, tmp), 0);
+    char *a = tmp_file("out.txt");
+    ck_assert_msg(strstr(a, "split all, 200 of 200 images: the whole source") &&
+                  strstr(a, "class names are the weights', in the same order"), "%s", a);
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/renamed.zip'", arch, wpath, tmp), 0);
+    char *b = tmp_file("out.txt");
+    ck_assert_msg(strstr(b, "split all, 200 of 200 images") && strstr(b, "mapped to the weights' 4 by name") &&
+                  strstr(b, "data   0 'GRATING 2' -> weights   2 'grating2'") &&
+                  strstr(b, "data   1 'Grating-1' -> weights   1 'grating1'") &&
+                  strstr(b, "data   2 'grating3' -> weights   3 'grating3'") &&
+                  strstr(b, "data   3 'grating_0' -> weights   0 'grating0'"), "%s", b);
+    ck_assert_str_eq(results_of(b), results_of(a));
+    free(b);
+
+    /* another set of classes: refused, both lists */
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/other.zip'", arch, wpath, tmp), 2);
+    char *e = tmp_file("err.txt"), want[700];
+    snprintf(want, sizeof want, "data zip:%s/other.zip, 4 classes: 'grating0', 'grating1', 'grating2', 'stripes'", tmp);
+    ck_assert_msg(strstr(e, want), "%s", e);
+    snprintf(want, sizeof want, "weights %s, 4 classes: 'grating0', 'grating1', 'grating2', 'grating3'", wpath);
+    ck_assert_msg(strstr(e, want) && strstr(e, "'stripes' matches no class"), "%s", e);
+    free(e);
+
+    /* a class map pairs what the names cannot */
+    write_map("# the folder of grating3\n\nstripes = grating3\n");
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/other.zip' --class-map '%s/map.txt'",
+                          arch, wpath, tmp, tmp), 0);
+    b = tmp_file("out.txt");
+    ck_assert_msg(strstr(b, "data   3 'stripes' -> weights   3 'grating3'"), "%s", b);
+    ck_assert_str_eq(results_of(b), results_of(a));
+    free(b);
+    char mp[600];
+    snprintf(mp, sizeof mp, "%s/map.txt:2: expected 'data name = weights name'", tmp);
+    write_map("# a line without '='\nstripes grating3\n");
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/other.zip' --class-map '%s/map.txt'",
+                          arch, wpath, tmp, tmp), 2);
+    e = tmp_file("err.txt");
+    ck_assert_msg(strstr(e, mp), "%s", e);
+    free(e);
+    snprintf(mp, sizeof mp, "%s/map.txt:1: 'zebra' is none of the weights' classes", tmp);
+    write_map("stripes = zebra\n");
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/other.zip' --class-map '%s/map.txt'",
+                          arch, wpath, tmp, tmp), 2);
+    e = tmp_file("err.txt");
+    ck_assert_msg(strstr(e, mp), "%s", e);
+    free(e);
+
+    /* weights written without names: by index, saying so; no class map */
+    Graph g;
+    Plan p;
+    float *params;
+    char err[512], old[512];
+    tiny_plan(&g, &p, &params);
+    snprintf(old, sizeof old, "%s/old.safetensors", tmp);
+    ck_assert_msg(weights_save(&p, params, old, NULL, 0, err, sizeof err) == 0, "%s", err);
+    free(params);
+    plan_free(&p);
+    graph_free(&g);
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/renamed.zip'", arch, old, tmp), 0);
+    b = tmp_file("out.txt");
+    ck_assert_msg(strstr(b, "stores no class names") && strstr(b, "by index, unchecked") &&
+                  strstr(b, "GRATING 2"), "%s", b);
+    free(b);
+    ck_assert_int_eq(kiln("eval --arch '%s' --weights '%s' --data 'zip:%s/other.zip' --class-map '%s/map.txt'",
+                          arch, old, tmp, tmp), 2);
+    free(a);
 }
 END_TEST
 
@@ -453,10 +713,13 @@ Suite *compare_suite(void)
     Suite *s = suite_create("compare");
     TCase *unit = tcase_create("unit");
     tcase_add_test(unit, confusion_known_predictions);
+    tcase_add_test(unit, class_names_by_name);
     suite_add_tcase(s, unit);
     TCase *runs = tcase_create("runs");
     tcase_add_unchecked_fixture(runs, pretrain, cleanup);
     tcase_add_test(runs, confusion_matches_training);
+    tcase_add_test(runs, class_names_stored);
+    tcase_add_test(runs, eval_maps_classes_by_name);
     tcase_add_test(runs, compare_and_report);
     suite_add_tcase(s, runs);
     return s;
