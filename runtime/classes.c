@@ -16,6 +16,7 @@
 
 #define CLASSES_MAX 100000      /* more names than any head kiln plans */
 #define MAP_LINE_MAX 4096
+#define NAME_ESC 160            /* bytes of one escaped name in a message */
 
 /* ---- stored form and JSON ------------------------------------------------------------ */
 
@@ -152,28 +153,25 @@ static void put(char *err, size_t errlen, size_t *o, const char *fmt, ...)
     *o = w < 0 ? errlen : *o + (size_t)w;
 }
 
+/* A name escaped for a message, into buf (NAME_ESC bytes). */
+static const char *esc_name(char *buf, const char *s)
+{
+    return dataset_escape(buf, NAME_ESC, s, strlen(s));
+}
+
 /* "what, N classes: a, b, c" with names escaped, as many as fit. */
 static void put_list(char *err, size_t errlen, size_t *o, const char *what, char *const *names, int n)
 {
-    char esc[160];
+    char esc[NAME_ESC];
     put(err, errlen, o, "%s, %d classes:", what, n);
     for (int k = 0; k < n; k++) {
-        dataset_escape(esc, sizeof esc, names[k], strlen(names[k]));
+        esc_name(esc, names[k]);
         if (*o + strlen(esc) + 40 >= errlen) {
             put(err, errlen, o, " and %d more", n - k);
             return;
         }
         put(err, errlen, o, "%s '%s'", k ? "," : "", esc);
     }
-}
-
-/* A name escaped for a message (one of two static buffers, alternating). */
-static const char *esc_name(const char *s)
-{
-    static char buf[2][160];
-    static int which;
-    which ^= 1;
-    return dataset_escape(buf[which], sizeof buf[which], s, strlen(s));
 }
 
 /* ---- the class map file ---------------------------------------------------------------------- */
@@ -197,7 +195,7 @@ static int read_map(const char *path, char *const *sd, int nd, char *const *weig
         snprintf(err, errlen, "%s: cannot read the class map: %s", path, strerror(errno));
         return 2;
     }
-    char *buf = NULL, *l = NULL, *r = NULL;
+    char *buf = NULL, *l = NULL, *r = NULL, e1[NAME_ESC];
     size_t cap = 0;
     ssize_t got;
     int rc = 0, ln = 0;
@@ -230,13 +228,13 @@ static int read_map(const char *path, char *const *sd, int nd, char *const *weig
         if (d < 0 || w < 0) {
             put(err, errlen, &o, "%s:%d: ", path, ln);
             if (d < 0)
-                put(err, errlen, &o, "'%s' %s of the data's classes; ", esc_name(l), d == -1 ? "is none" : "matches more than one");
+                put(err, errlen, &o, "'%s' %s of the data's classes; ", esc_name(e1, l), d == -1 ? "is none" : "matches more than one");
             if (w < 0)
-                put(err, errlen, &o, "'%s' %s of the weights' classes; ", esc_name(r), w == -1 ? "is none" : "matches more than one");
+                put(err, errlen, &o, "'%s' %s of the weights' classes; ", esc_name(e1, r), w == -1 ? "is none" : "matches more than one");
             put_list(err, errlen, &o, d < 0 ? "the data" : "the weights", d < 0 ? sd : weights, d < 0 ? nd : nw);
             rc = 2;
         } else if (map[d] >= 0) {
-            snprintf(err, errlen, "%s:%d: data class '%s' is already mapped on line %d", path, ln, esc_name(sd[d]),
+            snprintf(err, errlen, "%s:%d: data class '%s' is already mapped on line %d", path, ln, esc_name(e1, sd[d]),
                      line[d]);
             rc = 2;
         } else {
@@ -270,20 +268,20 @@ int classes_map(char *const *data, int nd, const char *data_what, char *const *w
     if (map_path && (rc = read_map(map_path, sd, nd, weights, nw, map, line, err, errlen))) goto out;
 
     /* by name, then one data class per weights class */
-    char why[600] = "";
+    char why[600] = "", e1[NAME_ESC], e2[NAME_ESC], e3[NAME_ESC];
     for (int d = 0; d < nd && !why[0]; d++) {
         if (map[d] < 0) map[d] = find_name(weights, nw, sd[d]);
         if (map[d] < 0)
-            snprintf(why, sizeof why, "data class '%s' %s", esc_name(sd[d]),
+            snprintf(why, sizeof why, "data class '%s' %s", esc_name(e1, sd[d]),
                      map[d] == -1 ? "matches no class of the weights" : "matches more than one class of the weights");
         else if (user[map[d]])
             snprintf(why, sizeof why, "data classes '%s' and '%s' both match the weights' '%s'",
-                     esc_name(sd[user[map[d]] - 1]), esc_name(sd[d]), esc_name(weights[map[d]]));
+                     esc_name(e1, sd[user[map[d]] - 1]), esc_name(e2, sd[d]), esc_name(e3, weights[map[d]]));
         else
             user[map[d]] = d + 1;
     }
     for (int w = 0; w < nw && !why[0] && !map_path; w++)
-        if (!user[w]) snprintf(why, sizeof why, "the weights' class '%s' is in no data class", esc_name(weights[w]));
+        if (!user[w]) snprintf(why, sizeof why, "the weights' class '%s' is in no data class", esc_name(e1, weights[w]));
     rc = 0;
     if (why[0]) {
         size_t o = 0;
