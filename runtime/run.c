@@ -615,6 +615,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "arch", json_string(g.name));
         json_object_set_new(s, "strategy", json_string(strategy_name(spec.strategy)));
         json_object_set_new(s, "data", json_string(ds->source));
+        json_object_set_new(s, "classes", json_integer(ds->num_classes));
+        json_object_set_new(s, "images", json_pack("{s:i,s:i,s:i}", "train", sp.n_train, "val", sp.n_val,
+                                                   "test", sp.n_test));
         json_object_set_new(s, "lr", json_real(r->lr));
         json_object_set_new(s, "batch", json_integer(spec.batch));
         json_object_set_new(s, "diverged", json_boolean(r->diverged));

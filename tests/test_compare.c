@@ -331,7 +331,8 @@ static int read_results(const char *dir, CsvRow *rows, int max)
     char line[1024];
     int n = 0;
     if (!fgets(line, sizeof line, f) ||
-        strcmp(line, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run\n")) {
+        strcmp(line, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run,phase_epochs,input_size,"
+                     "max_epochs,patience,per_class,options,train_images,val_images,test_images,classes,data\n")) {
         fclose(f);
         return -1;
     }
@@ -395,10 +396,10 @@ START_TEST(compare_and_report)
     ck_assert(strstr(md, "## tiny"));
     const char *t1 = strstr(md, "### Mean over trials"), *t2 = strstr(md, "### Best trial");
     ck_assert(t1 && t2 && t1 < t2);
-    ck_assert(strstr(t1, "| Strategy | Trials | Diverged | Mean test accuracy | SD | Mean train time (s) |"));
+    ck_assert(strstr(t1, "| Strategy | Trials | Diverged | Collapsed | Mean test accuracy | SD | Mean train time (s) |"));
     ck_assert(strstr(t2, "| Strategy | Best test accuracy | Its train time (s) | Trial | LR | Batch | Epochs |"));
-    ck_assert_int_eq(count(md, "| naive |"), 2);
-    ck_assert_int_eq(count(md, "| frozen |"), 2);
+    ck_assert_int_eq(count(md, "| naive |"), 3);          /* the mean, best and settings tables */
+    ck_assert_int_eq(count(md, "| frozen |"), 3);
     ck_assert_msg(strstr(t1, "| naive | 2 | 1 | "), "naive's row does not count 2 trials, 1 diverged:\n%s", md);
     char want[96], bold[96];                              /* the best naive trial is trial 0, the only one left */
     snprintf(want, sizeof want, "| naive | %.2f%% | ", 100 * r[0].acc);
@@ -406,29 +407,35 @@ START_TEST(compare_and_report)
     ck_assert_msg(strstr(t2, want) || strstr(t2, bold), "no '%s' in:\n%s", want, t2);
     free(md);
 
-    /* scatter.svg: well-formed, one marker per trial, diverged apart, a legend */
+    /* scatter.svg: well-formed, one marker per trial in the combined plot,
+     * diverged apart, a legend, a small plot per strategy */
     char *svg = tmp_file("cmp/scatter.svg");
     const char *why = xml_check(svg);
     ck_assert_msg(why == NULL, "scatter.svg is not well-formed XML: %s", why);
-    ck_assert_int_eq(count(svg, "<g class=\"marker\""), 4 - ndiv);
-    ck_assert_int_eq(count(svg, "<g class=\"marker diverged\""), ndiv);
+    const char *cs = strstr(svg, "<g class=\"combined\">"), *ce = cs ? strstr(cs, "\n</g>\n") : NULL;
+    ck_assert(cs && ce);
+    char *comb = strndup(cs, (size_t)(ce - cs));          /* the combined plot alone, for the counts below */
+    ck_assert_int_eq(count(comb, "<g class=\"marker"), 4);
+    ck_assert_int_eq(count(comb, "<g class=\"marker diverged\""), ndiv);
+    ck_assert_int_eq(count(ce, "<g class=\"small\" data-strategy="), 2);
     ck_assert(strstr(svg, "<g class=\"legend\">"));
     ck_assert_int_eq(count(svg, "class=\"legend-marker\""), 3);        /* naive, frozen, the diverged sample */
     ck_assert(strstr(svg, ">naive (2, 1 diverged)</text>") && strstr(svg, ">frozen (2"));
     ck_assert(strstr(svg, "class=\"pareto\"") && strstr(svg, "test accuracy (%)") && strstr(svg, "train time (s"));
-    const char *strip = strstr(svg, "class=\"strip\"");
+    const char *strip = strstr(comb, "class=\"strip\"");
     ck_assert(strip != NULL);
     const char *rect = strip;
-    while (rect > svg && *rect != '<') rect--;
+    while (rect > comb && *rect != '<') rect--;
     const char *sy = strstr(rect, " y=\"");
     ck_assert(sy != NULL && sy < strip);
     double strip_top = atof(sy + 4);
-    for (const char *m = svg; (m = strstr(m, "<g class=\"marker")); m++) {
-        int div = !strncmp(m, "<g class=\"marker diverged\"", 26);
+    for (const char *m = comb; (m = strstr(m, "<g class=\"marker")); m++) {
+        int apart = !strncmp(m, "<g class=\"marker diverged\"", 26) || !strncmp(m, "<g class=\"marker collapsed\"", 27);
         double y = marker_y(m);
-        ck_assert_msg(div ? y > strip_top : y < strip_top, "%s marker at y %.1f, the strip starts at %.1f",
-                      div ? "a diverged" : "a trained", y, strip_top);
+        ck_assert_msg(apart ? y > strip_top : y < strip_top, "%s marker at y %.1f, the strips start at %.1f",
+                      apart ? "a diverged or collapsed" : "a trained", y, strip_top);
     }
+    free(comb);
     free(svg);
 
     /* again: every trial is kept, nothing retrains */
@@ -447,6 +454,103 @@ START_TEST(compare_and_report)
 }
 END_TEST
 
+/* The per-epoch losses of tmp/DIR/metrics.csv (the column named loss) into
+ * loss; returns how many epochs. */
+static int read_losses(const char *dir, double *loss, int max)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s/metrics.csv", tmp, dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s missing", path);
+    ck_assert(fgets(line, sizeof line, f) != NULL);
+    int col = -1, k = 0;
+    for (char *save = NULL, *t = strtok_r(line, ",\n", &save); t; t = strtok_r(NULL, ",\n", &save), k++)
+        if (!strcmp(t, "loss")) col = k;
+    ck_assert_msg(col >= 0, "%s has no loss column", path);
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        char *t = line;
+        for (int c = 0; c < col && t; c++) t = strchr(t, ',') ? strchr(t, ',') + 1 : NULL;
+        ck_assert(t != NULL);
+        loss[n++] = atof(t);
+    }
+    fclose(f);
+    return n;
+}
+
+/* config.json of tmp/DIR: the integer after "key": (asserted present). */
+static long config_int(const char *dir, const char *key)
+{
+    char path[512], pat[64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *s = tmp_file(path);
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(s, pat);
+    ck_assert_msg(p != NULL, "no %s in %s", key, path);
+    long v = atol(p + strlen(pat));
+    free(s);
+    return v;
+}
+
+/* A strategy's own option reaches only that strategy; the report lists every
+ * strategy's settings in the order asked; an option no asked strategy uses
+ * is refused. */
+START_TEST(compare_options_per_strategy)
+{
+    char wpath[512];
+    snprintf(wpath, sizeof wpath, "%s/pre/best.safetensors", tmp);
+    int rc = kiln("compare --arch '%s' --data %s --strategies frozen,warmup,naive-bn-frozen --trials 1 --lrs 0.05 "
+                  "--batches 16 --epochs 3 --warmup-epochs 2 --wd 0.0001 --weights '%s' --out '%s/opt'",
+                  arch, DATA, wpath, tmp);
+    char *out = tmp_file("out.txt"), *err = tmp_file("err.txt");
+    ck_assert_msg(rc == 0, "compare exited %d:\n%s\n%s", rc, out, err);
+    ck_assert_msg(strstr(out, "--warmup-epochs 2 applies to warmup only (not to naive-bn-frozen, frozen)"),
+                  "no line saying where --warmup-epochs goes:\n%s", out);
+    free(out);
+    free(err);
+    /* only warmup warms up; the common option reaches all three */
+    ck_assert_int_eq(config_int("opt/tiny/warmup/trial-0", "warmup_epochs"), 2);
+    ck_assert_int_eq(config_int("opt/tiny/frozen/trial-0", "warmup_epochs"), 0);
+    ck_assert_int_eq(config_int("opt/tiny/naive-bn-frozen/trial-0", "warmup_epochs"), 0);
+    double lw[8], ln[8];
+    int nw = read_losses("opt/tiny/warmup/trial-0", lw, 8), nn = read_losses("opt/tiny/naive-bn-frozen/trial-0", ln, 8);
+    ck_assert(nw >= 2 && nn >= 2);
+    for (int e = 0; e < 2; e++)
+        ck_assert_msg(fabs(lw[e] - ln[e]) > 1e-6 * fabs(ln[e]),
+                      "epoch %d: naive-bn-frozen's loss %.9g equals warmup's: it warmed up too", e + 1, ln[e]);
+    char *trial = tmp_file("opt/tiny/frozen/trial-0/trial.json");
+    ck_assert_msg(strstr(trial, "\"--wd\"") && !strstr(trial, "--warmup-epochs"), "frozen's options:\n%s", trial);
+    free(trial);
+
+    /* report.md: every table in the order asked, each row's settings */
+    char *md = tmp_file("opt/report.md");
+    const char *set = strstr(md, "### Settings");
+    ck_assert(set != NULL);
+    const char *order[3] = {"| frozen |", "| warmup |", "| naive-bn-frozen |"};
+    for (const char *t = md; (t = strstr(t, "\n| Strategy |")); t++)
+        ck_assert_msg(strstr(t, order[0]) < strstr(t, order[1]) && strstr(t, order[1]) < strstr(t, order[2]),
+                      "a table not in the order asked:\n%s", md);
+    char *sp = strstr(set, "\n\n| Strategy | Input | Max epochs a phase | Patience | Batch | LR | Options | Images |");
+    ck_assert_msg(sp != NULL, "no settings table:\n%s", set);
+    /* tiny.arch's input, 3 epochs, patience 20, batch 16, lr 0.05; synthetic:n=200 splits 160/20/20 */
+    const char *want[3] = {
+        "| frozen | 16x16 | 3 | 20 | 16 | 0.05 | --wd 0.0001 | 160 train / 20 val / 20 test |",
+        "| warmup | 16x16 | 3 | 20 | 16 | 0.05 | --warmup-epochs 2 --wd 0.0001 | 160 train / 20 val / 20 test |",
+        "| naive-bn-frozen | 16x16 | 3 | 20 | 16 | 0.05 | --wd 0.0001 | 160 train / 20 val / 20 test |"};
+    for (int k = 0; k < 3; k++) ck_assert_msg(strstr(sp, want[k]), "no row '%s' in:\n%s", want[k], sp);
+    free(md);
+
+    /* an option none of the asked strategies uses: refused, saying whose it is */
+    rc = kiln("compare --arch '%s' --data %s --strategies naive,frozen --finetune-factor 0.5 --weights '%s' --out '%s/no'",
+              arch, DATA, wpath, tmp);
+    err = tmp_file("err.txt");
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(err, "--finetune-factor belongs to freeze-finetune, and none of the strategies asked "
+                              "(naive, frozen) uses it"), "unexpected message: %s", err);
+    free(err);
+}
+END_TEST
+
 /* Unit tests first; the runs share the pretrained weights. */
 Suite *compare_suite(void)
 {
@@ -458,6 +562,7 @@ Suite *compare_suite(void)
     tcase_add_unchecked_fixture(runs, pretrain, cleanup);
     tcase_add_test(runs, confusion_matches_training);
     tcase_add_test(runs, compare_and_report);
+    tcase_add_test(runs, compare_options_per_strategy);
     suite_add_tcase(s, runs);
     return s;
 }
