@@ -679,8 +679,8 @@ static void md_arch(FILE *f, const Rows *rs, int a, int b)
                 t1, r->trial, r->lr, r->batch, r->epochs_text);
     }
     fprintf(f, "\n### Settings\n\n"
-               "The values each strategy's runs used (all of them, in trial order; options: the training options "
-               "given to the compare that apply to the strategy, `?` where a run did not record them).\n\n"
+               "The values each strategy's runs used (each value once, in trial order). Options: the training "
+               "options given to the compare that apply to the strategy (`?` where a run did not record them).\n\n"
                "| Strategy | Input | Max epochs a phase | Patience | Batch | LR | Options | Images |\n"
                "|---|---|---:|---:|---|---|---|---|\n");
     for (int k = 0; k < ns; k++) {
