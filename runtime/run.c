@@ -626,6 +626,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "data", json_string(ds->source));
         json_t *cls = classes_json(ds->class_names, ds->num_classes);
         json_object_set_new(s, "classes", cls ? cls : json_null());
+        json_object_set_new(s, "num_classes", json_integer(ds->num_classes));
+        json_object_set_new(s, "images", json_pack("{s:i,s:i,s:i}", "train", sp.n_train, "val", sp.n_val,
+                                                   "test", sp.n_test));
         json_object_set_new(s, "lr", json_real(r->lr));
         json_object_set_new(s, "batch", json_integer(spec.batch));
         json_object_set_new(s, "diverged", json_boolean(r->diverged));

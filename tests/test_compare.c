@@ -20,7 +20,16 @@
  *    of report.md with both strategies, scatter.svg well-formed with one
  *    marker per trial, the diverged one hollow in the strip below the plot,
  *    and a legend; a second run keeps the finished trials; `--trial 1` runs
- *    only trial 1 and `kiln report` merges it.
+ *    only trial 1 and `kiln report` merges it;
+ *  - a compare of frozen, warmup and naive-bn-frozen with --warmup-epochs:
+ *    only warmup warms up (naive-bn-frozen's losses differ from warmup's),
+ *    report.md's tables follow the order asked with each strategy's
+ *    settings, and an option no asked strategy uses is refused (exit 2);
+ *  - a published results.csv drawn again: the scatter plot's accuracy axis
+ *    leaves collapsed runs out, its title names arch, data, input and split,
+ *    every LR is written, and rendered to PNG by rsvg-convert (skipped,
+ *    saying so, where it is missing) every strategy's colour shows in the
+ *    combined plot and in its own.
  * The commands run as the built binary (KILN_BIN, set by ctest); the suite
  * runs without fork (see main). */
 #include <check.h>
@@ -29,8 +38,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "runtime/classes.h"
 #include "runtime/evaluate.h"
@@ -591,7 +602,8 @@ static int read_results(const char *dir, CsvRow *rows, int max)
     char line[1024];
     int n = 0;
     if (!fgets(line, sizeof line, f) ||
-        strcmp(line, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run\n")) {
+        strcmp(line, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run,phase_epochs,input_size,"
+                     "max_epochs,patience,per_class,options,train_images,val_images,test_images,classes,data\n")) {
         fclose(f);
         return -1;
     }
@@ -655,10 +667,10 @@ START_TEST(compare_and_report)
     ck_assert(strstr(md, "## tiny"));
     const char *t1 = strstr(md, "### Mean over trials"), *t2 = strstr(md, "### Best trial");
     ck_assert(t1 && t2 && t1 < t2);
-    ck_assert(strstr(t1, "| Strategy | Trials | Diverged | Mean test accuracy | SD | Mean train time (s) |"));
+    ck_assert(strstr(t1, "| Strategy | Trials | Diverged | Collapsed | Mean test accuracy | SD | Mean train time (s) |"));
     ck_assert(strstr(t2, "| Strategy | Best test accuracy | Its train time (s) | Trial | LR | Batch | Epochs |"));
-    ck_assert_int_eq(count(md, "| naive |"), 2);
-    ck_assert_int_eq(count(md, "| frozen |"), 2);
+    ck_assert_int_eq(count(md, "| naive |"), 3);          /* the mean, best and settings tables */
+    ck_assert_int_eq(count(md, "| frozen |"), 3);
     ck_assert_msg(strstr(t1, "| naive | 2 | 1 | "), "naive's row does not count 2 trials, 1 diverged:\n%s", md);
     char want[96], bold[96];                              /* the best naive trial is trial 0, the only one left */
     snprintf(want, sizeof want, "| naive | %.2f%% | ", 100 * r[0].acc);
@@ -666,29 +678,35 @@ START_TEST(compare_and_report)
     ck_assert_msg(strstr(t2, want) || strstr(t2, bold), "no '%s' in:\n%s", want, t2);
     free(md);
 
-    /* scatter.svg: well-formed, one marker per trial, diverged apart, a legend */
+    /* scatter.svg: well-formed, one marker per trial in the combined plot,
+     * diverged apart, a legend, a small plot per strategy */
     char *svg = tmp_file("cmp/scatter.svg");
     const char *why = xml_check(svg);
     ck_assert_msg(why == NULL, "scatter.svg is not well-formed XML: %s", why);
-    ck_assert_int_eq(count(svg, "<g class=\"marker\""), 4 - ndiv);
-    ck_assert_int_eq(count(svg, "<g class=\"marker diverged\""), ndiv);
+    const char *cs = strstr(svg, "<g class=\"combined\">"), *ce = cs ? strstr(cs, "\n</g>\n") : NULL;
+    ck_assert(cs && ce);
+    char *comb = strndup(cs, (size_t)(ce - cs));          /* the combined plot alone, for the counts below */
+    ck_assert_int_eq(count(comb, "<g class=\"marker"), 4);
+    ck_assert_int_eq(count(comb, "<g class=\"marker diverged\""), ndiv);
+    ck_assert_int_eq(count(ce, "<g class=\"small\" data-strategy="), 2);
     ck_assert(strstr(svg, "<g class=\"legend\">"));
     ck_assert_int_eq(count(svg, "class=\"legend-marker\""), 3);        /* naive, frozen, the diverged sample */
     ck_assert(strstr(svg, ">naive (2, 1 diverged)</text>") && strstr(svg, ">frozen (2"));
     ck_assert(strstr(svg, "class=\"pareto\"") && strstr(svg, "test accuracy (%)") && strstr(svg, "train time (s"));
-    const char *strip = strstr(svg, "class=\"strip\"");
+    const char *strip = strstr(comb, "class=\"strip\"");
     ck_assert(strip != NULL);
     const char *rect = strip;
-    while (rect > svg && *rect != '<') rect--;
+    while (rect > comb && *rect != '<') rect--;
     const char *sy = strstr(rect, " y=\"");
     ck_assert(sy != NULL && sy < strip);
     double strip_top = atof(sy + 4);
-    for (const char *m = svg; (m = strstr(m, "<g class=\"marker")); m++) {
-        int div = !strncmp(m, "<g class=\"marker diverged\"", 26);
+    for (const char *m = comb; (m = strstr(m, "<g class=\"marker")); m++) {
+        int apart = !strncmp(m, "<g class=\"marker diverged\"", 26) || !strncmp(m, "<g class=\"marker collapsed\"", 27);
         double y = marker_y(m);
-        ck_assert_msg(div ? y > strip_top : y < strip_top, "%s marker at y %.1f, the strip starts at %.1f",
-                      div ? "a diverged" : "a trained", y, strip_top);
+        ck_assert_msg(apart ? y > strip_top : y < strip_top, "%s marker at y %.1f, the strips start at %.1f",
+                      apart ? "a diverged or collapsed" : "a trained", y, strip_top);
     }
+    free(comb);
     free(svg);
 
     /* again: every trial is kept, nothing retrains */
@@ -707,6 +725,302 @@ START_TEST(compare_and_report)
 }
 END_TEST
 
+/* The per-epoch losses of tmp/DIR/metrics.csv (the column named loss) into
+ * loss; returns how many epochs. */
+static int read_losses(const char *dir, double *loss, int max)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s/metrics.csv", tmp, dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s missing", path);
+    ck_assert(fgets(line, sizeof line, f) != NULL);
+    int col = -1, k = 0;
+    for (char *save = NULL, *t = strtok_r(line, ",\n", &save); t; t = strtok_r(NULL, ",\n", &save), k++)
+        if (!strcmp(t, "loss")) col = k;
+    ck_assert_msg(col >= 0, "%s has no loss column", path);
+    int n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        char *t = line;
+        for (int c = 0; c < col && t; c++) t = strchr(t, ',') ? strchr(t, ',') + 1 : NULL;
+        ck_assert(t != NULL);
+        loss[n++] = atof(t);
+    }
+    fclose(f);
+    return n;
+}
+
+/* config.json of tmp/DIR: the integer after "key": (asserted present). */
+static long config_int(const char *dir, const char *key)
+{
+    char path[200], pat[64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *s = tmp_file(path);
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(s, pat);
+    ck_assert_msg(p != NULL, "no %s in %s", key, path);
+    long v = atol(p + strlen(pat));
+    free(s);
+    return v;
+}
+
+/* A strategy's own option reaches only that strategy; the report lists every
+ * strategy's settings in the order asked; an option no asked strategy uses
+ * is refused. */
+START_TEST(compare_options_per_strategy)
+{
+    char wpath[512];
+    snprintf(wpath, sizeof wpath, "%s/pre/best.safetensors", tmp);
+    int rc = kiln("compare --arch '%s' --data %s --strategies frozen,warmup,naive-bn-frozen --trials 1 --lrs 0.05 "
+                  "--batches 16 --epochs 3 --warmup-epochs 2 --wd 0.0001 --weights '%s' --out '%s/opt'",
+                  arch, DATA, wpath, tmp);
+    char *out = tmp_file("out.txt"), *err = tmp_file("err.txt");
+    ck_assert_msg(rc == 0, "compare exited %d:\n%s\n%s", rc, out, err);
+    ck_assert_msg(strstr(out, "--warmup-epochs 2 applies to warmup only (not to naive-bn-frozen, frozen)"),
+                  "no line saying where --warmup-epochs goes:\n%s", out);
+    free(out);
+    free(err);
+    /* only warmup warms up; the common option reaches all three */
+    ck_assert_int_eq(config_int("opt/tiny/warmup/trial-0", "warmup_epochs"), 2);
+    ck_assert_int_eq(config_int("opt/tiny/frozen/trial-0", "warmup_epochs"), 0);
+    ck_assert_int_eq(config_int("opt/tiny/naive-bn-frozen/trial-0", "warmup_epochs"), 0);
+    double lw[8], ln[8];
+    int nw = read_losses("opt/tiny/warmup/trial-0", lw, 8), nn = read_losses("opt/tiny/naive-bn-frozen/trial-0", ln, 8);
+    ck_assert(nw >= 2 && nn >= 2);
+    for (int e = 0; e < 2; e++)
+        ck_assert_msg(fabs(lw[e] - ln[e]) > 1e-6 * fabs(ln[e]),
+                      "epoch %d: naive-bn-frozen's loss %.9g equals warmup's: it warmed up too", e + 1, ln[e]);
+    char *trial = tmp_file("opt/tiny/frozen/trial-0/trial.json");
+    ck_assert_msg(strstr(trial, "\"--wd\"") && !strstr(trial, "--warmup-epochs"), "frozen's options:\n%s", trial);
+    free(trial);
+
+    /* report.md: every table in the order asked, each row's settings */
+    char *md = tmp_file("opt/report.md");
+    const char *set = strstr(md, "### Settings");
+    ck_assert(set != NULL);
+    const char *order[3] = {"| frozen |", "| warmup |", "| naive-bn-frozen |"};
+    for (const char *t = md; (t = strstr(t, "\n| Strategy |")); t++)
+        ck_assert_msg(strstr(t, order[0]) < strstr(t, order[1]) && strstr(t, order[1]) < strstr(t, order[2]),
+                      "a table not in the order asked:\n%s", md);
+    char *sp = strstr(set, "\n\n| Strategy | Input | Max epochs a phase | Patience | Batch | LR | Options | Images |");
+    ck_assert_msg(sp != NULL, "no settings table:\n%s", set);
+    /* tiny.arch's input, 3 epochs, patience 20, batch 16, lr 0.05; synthetic:n=200 splits 160/20/20 */
+    const char *want[3] = {
+        "| frozen | 16x16 | 3 | 20 | 16 | 0.05 | --wd 0.0001 | 160 train / 20 val / 20 test |",
+        "| warmup | 16x16 | 3 | 20 | 16 | 0.05 | --warmup-epochs 2 --wd 0.0001 | 160 train / 20 val / 20 test |",
+        "| naive-bn-frozen | 16x16 | 3 | 20 | 16 | 0.05 | --wd 0.0001 | 160 train / 20 val / 20 test |"};
+    for (int k = 0; k < 3; k++) ck_assert_msg(strstr(sp, want[k]), "no row '%s' in:\n%s", want[k], sp);
+    free(md);
+
+    /* an option none of the asked strategies uses: refused, saying whose it is */
+    rc = kiln("compare --arch '%s' --data %s --strategies naive,frozen --finetune-factor 0.5 --weights '%s' --out '%s/no'",
+              arch, DATA, wpath, tmp);
+    err = tmp_file("err.txt");
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(err, "--finetune-factor belongs to freeze-finetune, and none of the strategies asked "
+                              "(naive, frozen) uses it"), "unexpected message: %s", err);
+    free(err);
+}
+END_TEST
+
+/* ---- the scatter plot, rendered ------------------------------------------------------- */
+
+/* Big-endian 32-bit value at p. */
+static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+
+/* Decode an 8-bit RGB or RGBA non-interlaced PNG (what rsvg-convert writes)
+ * into w * h RGB pixels (alpha dropped: the plot's background is opaque);
+ * NULL (with why) when it is not such a PNG. */
+static unsigned char *png_rgb(const char *path, int *w, int *h, const char **why)
+{
+    char *buf = slurp(path);
+    FILE *f = fopen(path, "rb");
+    long n = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+    if (f) fclose(f);
+    const unsigned char *p = (const unsigned char *)buf, *end = p + (n > 0 ? n : 0);
+    unsigned char *idat = NULL, *raw = NULL, *rgb = NULL;
+    size_t ni = 0;
+    int ch = 0;
+    *why = "not a PNG";
+    if (!buf || n < 8 || memcmp(p, "\x89PNG\r\n\x1a\n", 8)) goto out;
+    for (p += 8; p + 12 <= end; ) {
+        uint32_t len = be32(p);
+        const unsigned char *type = p + 4, *data = p + 8;
+        if (len > (size_t)(end - data) - 4) { *why = "a truncated chunk"; goto out; }
+        if (!memcmp(type, "IHDR", 4)) {
+            *w = (int)be32(data);
+            *h = (int)be32(data + 4);
+            ch = data[9] == 2 ? 3 : data[9] == 6 ? 4 : 0;
+            if (data[8] != 8 || !ch || data[12]) { *why = "not 8-bit RGB(A) non-interlaced"; goto out; }
+        } else if (!memcmp(type, "IDAT", 4)) {
+            idat = realloc(idat, ni + len);
+            memcpy(idat + ni, data, len);
+            ni += len;
+        } else if (!memcmp(type, "IEND", 4)) {
+            break;
+        }
+        p = data + len + 4;
+    }
+    if (!ch || !ni) { *why = "no IHDR or IDAT"; goto out; }
+    size_t stride = (size_t)*w * ch;
+    uLongf rawlen = (uLongf)((stride + 1) * *h);
+    raw = malloc(rawlen);
+    if (uncompress(raw, &rawlen, idat, ni) != Z_OK || rawlen != (stride + 1) * *h) { *why = "bad image data"; goto out; }
+    for (int y = 0; y < *h; y++) {       /* undo each row's filter in place */
+        unsigned char *row = raw + y * (stride + 1) + 1, *up = y ? row - stride - 1 : NULL;
+        for (size_t i = 0; i < stride; i++) {
+            int a = i >= (size_t)ch ? row[i - ch] : 0, b = up ? up[i] : 0, c = up && i >= (size_t)ch ? up[i - ch] : 0;
+            int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+            int pred = row[-1] == 1 ? a : row[-1] == 2 ? b : row[-1] == 3 ? (a + b) / 2
+                     : row[-1] == 4 ? (pa <= pb && pa <= pc ? a : pb <= pc ? b : c) : 0;
+            row[i] = (unsigned char)(row[i] + pred);
+        }
+    }
+    rgb = malloc((size_t)*w * *h * 3);
+    for (int y = 0; y < *h; y++)
+        for (int x = 0; x < *w; x++)
+            memcpy(rgb + ((size_t)y * *w + x) * 3, raw + y * (stride + 1) + 1 + (size_t)x * ch, 3);
+    *why = NULL;
+out:
+    free(buf);
+    free(idat);
+    free(raw);
+    return rgb;
+}
+
+/* Pixels of colour "#rrggbb" in the rectangle (x0, y0, w, h) of an RGB image of width iw. */
+static int pixels_of(const unsigned char *rgb, int iw, int ih, const char *hex, int x0, int y0, int w, int h)
+{
+    unsigned v = (unsigned)strtoul(hex + 1, NULL, 16);
+    int n = 0;
+    for (int y = y0 < 0 ? 0 : y0; y < y0 + h && y < ih; y++)
+        for (int x = x0 < 0 ? 0 : x0; x < x0 + w && x < iw; x++) {
+            const unsigned char *q = rgb + ((size_t)y * iw + x) * 3;
+            n += q[0] == (v >> 16 & 255) && q[1] == (v >> 8 & 255) && q[2] == (v & 255);
+        }
+    return n;
+}
+
+/* The number after `attr="` in s (asserted present). */
+static double attr_num(const char *s, const char *attr)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, " %s=\"", attr);
+    const char *p = strstr(s, pat);
+    ck_assert_msg(p != NULL, "no %s", pat);
+    return atof(p + strlen(pat));
+}
+
+/* A published results.csv with two collapsed runs (10%, 14.5%), one diverged
+ * and five strategies whose best runs lie within a few pixels: the plot's
+ * accuracy axis leaves the collapsed runs out, its title names arch, data,
+ * input and split, every run's LR is written, and the rendered PNG shows
+ * every strategy in the combined plot and in its own. */
+START_TEST(scatter_rendered)
+{
+    static const struct { const char *s; double lr, acc, secs; int div; } R[] = {
+        {"naive", 0.01, 0.100, 74.2, 0}, {"naive", 0.005, 0.851, 196.1, 0}, {"naive", 0.003, 0.845, 185.0, 0},
+        {"naive", 0.002, 0.838, 180.4, 0}, {"naive", 0.001, 0.830, 190.2, 0},
+        {"frozen", 0.01, 0.753, 6.3, 0}, {"frozen", 0.005, 0.748, 2.0, 0}, {"frozen", 0.003, 0.720, 2.5, 0},
+        {"frozen", 0.002, 0.719, 2.0, 0}, {"frozen", 0.001, 0.730, 2.5, 0},
+        {"freeze-finetune", 0.01, 0.861, 160.1, 0}, {"freeze-finetune", 0.005, 0.857, 141.9, 0},
+        {"freeze-finetune", 0.003, 0.843, 146.5, 0}, {"freeze-finetune", 0.002, 0.839, 133.4, 0},
+        {"freeze-finetune", 0.001, 0.825, 129.2, 0},
+        {"layerwise", 0.01, 0.145, 54.8, 0}, {"layerwise", 0.005, 0.861, 137.3, 0},
+        {"layerwise", 0.003, 0.849, 108.7, 0}, {"layerwise", 0.002, 0.850, 120.0, 0},
+        {"layerwise", 0.001, 0.840, 125.0, 0},
+        {"warmup", 0.01, 0.100, 20.0, 1}, {"warmup", 0.005, 0.866, 138.4, 0}, {"warmup", 0.003, 0.858, 131.0, 0},
+        {"warmup", 0.002, 0.850, 129.0, 0}, {"warmup", 0.001, 0.845, 140.0, 0},
+    };
+    const int nr = (int)(sizeof R / sizeof R[0]);
+    char path[512];
+    snprintf(path, sizeof path, "%s/pub", tmp);
+    ck_assert_int_eq(mkdir(path, 0777), 0);
+    snprintf(path, sizeof path, "%s/pub/results.csv", tmp);
+    FILE *f = fopen(path, "w");
+    ck_assert(f != NULL);
+    fprintf(f, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run,phase_epochs,input_size,"
+               "max_epochs,patience,per_class,options,train_images,val_images,test_images,classes,data\n");
+    for (int i = 0; i < nr; i++)
+        fprintf(f, "efficientnet_lite0,%s,%d,%g,32,%.6f,%.3f,15,%s,efficientnet_lite0/%s/trial-%d,,32x32,15,5,300,,"
+                   "2670,330,3000,10,fashion-mnist:/data/fashion-mnist\n", R[i].s, i % 5, R[i].lr, R[i].acc,
+                R[i].secs, R[i].div ? "true" : "false", R[i].s, i % 5);
+    fclose(f);
+    ck_assert_int_eq(kiln("report '%s/pub'", tmp), 0);
+    char *out = tmp_file("out.txt");
+    ck_assert_msg(strstr(out, "report: 25 runs (1 diverged, 2 collapsed, 0 skipped) from results.csv"), "%s", out);
+    free(out);
+
+    char *svg = tmp_file("pub/scatter.svg");
+    const char *why = xml_check(svg);
+    ck_assert_msg(why == NULL, "scatter.svg is not well-formed XML: %s", why);
+    ck_assert(strstr(svg, ">efficientnet_lite0 on fashion-mnist: test accuracy against train time</text>"));
+    ck_assert(strstr(svg, ">input 32x32, 2,670 train / 330 val / 3,000 test images; 25 runs, 2 collapsed (below 19%), "
+                          "1 diverged</text>"));
+    /* the accuracy axis: ticks from the runs that neither collapsed nor diverged (71.9% .. 86.6%) */
+    const char *cs = strstr(svg, "<g class=\"combined\">"), *ce = cs ? strstr(cs, "\n</g>\n") : NULL;
+    ck_assert(cs && ce);
+    double lo = 1e9, hi = -1;
+    int nt = 0;
+    for (const char *t = cs; (t = strstr(t, "class=\"ytick\">")) && t < ce; t++, nt++) {
+        double v = atof(t + 14);
+        lo = fmin(lo, v);
+        hi = fmax(hi, v);
+    }
+    ck_assert_msg(nt >= 3 && lo > 60 && lo <= 71.9 && hi >= 86.6 && hi <= 95,
+                  "accuracy ticks from %g to %g (%d ticks): not the range of the runs that did not collapse", lo, hi, nt);
+    /* each strategy's own plot: its LRs written beside its runs, the collapsed one listed */
+    const char *names[5] = {"naive", "frozen", "freeze-finetune", "layerwise", "warmup"};
+    const int shown[5] = {4, 5, 5, 4, 4};
+    double cell[5][4];
+    char colour[5][8];
+    for (int k = 0; k < 5; k++) {
+        char pat[96];
+        snprintf(pat, sizeof pat, "<g class=\"small\" data-strategy=\"%s\"", names[k]);
+        const char *g = strstr(svg, pat), *ge = g ? strstr(g, "\n</g>\n") : NULL;
+        ck_assert_msg(g && ge, "no small plot for %s", names[k]);
+        cell[k][0] = attr_num(g, "data-x");
+        cell[k][1] = attr_num(g, "data-y");
+        cell[k][2] = attr_num(g, "data-w");
+        cell[k][3] = attr_num(g, "data-h");
+        const char *fill = strstr(g, "class=\"small-title\" fill=\"");
+        ck_assert(fill && fill < ge);
+        snprintf(colour[k], sizeof colour[k], "%.7s", fill + 26);
+        char *one = strndup(g, (size_t)(ge - g));
+        ck_assert_int_eq(count(one, "class=\"lr-label\">"), shown[k]);
+        ck_assert_msg(strstr(one, "class=\"lr-label\">0.003<"), "%s: no label 0.003", names[k]);
+        if (k == 0) ck_assert(strstr(one, "collapsed: lr 0.01 (10.0%)"));
+        if (k == 4) ck_assert(strstr(one, "diverged: lr 0.01"));
+        free(one);
+    }
+    double px = attr_num(cs, "x"), py = attr_num(cs, "y"), pw = attr_num(cs, "width"), ph = attr_num(cs, "height");
+
+    /* rendered: the picture's size, and every strategy's colour in the combined plot and in its own */
+    if (system("command -v rsvg-convert >/dev/null 2>&1") != 0) {
+        printf("scatter_rendered: rsvg-convert not found (Debian: librsvg2-bin, installed by tools/bootstrap); "
+               "the PNG checks are skipped\n");
+        free(svg);
+        return;
+    }
+    char cmd[1200], png[512];
+    snprintf(png, sizeof png, "%s/pub/scatter.png", tmp);
+    snprintf(cmd, sizeof cmd, "rsvg-convert -o '%s' '%s/pub/scatter.svg'", png, tmp);
+    ck_assert_int_eq(system(cmd), 0);
+    int w = 0, h = 0;
+    unsigned char *rgb = png_rgb(png, &w, &h, &why);
+    ck_assert_msg(rgb != NULL, "%s: %s", png, why);
+    ck_assert_int_eq(w, (int)attr_num(svg, "width"));
+    ck_assert_int_eq(h, (int)attr_num(svg, "height"));
+    for (int k = 0; k < 5; k++) {
+        int in_own = pixels_of(rgb, w, h, colour[k], (int)cell[k][0], (int)cell[k][1], (int)cell[k][2], (int)cell[k][3]);
+        int in_comb = pixels_of(rgb, w, h, colour[k], (int)px, (int)py, (int)pw, (int)ph);
+        ck_assert_msg(in_own >= 40 && in_comb >= 10, "%s (%s): %d pixels in its own plot, %d in the combined one",
+                      names[k], colour[k], in_own, in_comb);
+    }
+    free(rgb);
+    free(svg);
+}
+END_TEST
+
 /* Unit tests first; the runs share the pretrained weights. */
 Suite *compare_suite(void)
 {
@@ -721,6 +1035,8 @@ Suite *compare_suite(void)
     tcase_add_test(runs, class_names_stored);
     tcase_add_test(runs, eval_maps_classes_by_name);
     tcase_add_test(runs, compare_and_report);
+    tcase_add_test(runs, compare_options_per_strategy);
+    tcase_add_test(runs, scatter_rendered);
     suite_add_tcase(s, runs);
     return s;
 }

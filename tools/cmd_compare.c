@@ -11,7 +11,12 @@
  * batches, 5 trials) give 0.1/32, 0.03/64, 0.01/32, 0.003/64, 0.001/32.
  * `auto` has no hyperparameters: it ignores the grid, and its trials differ
  * by seed (seed + k). `random` always starts from random weights. Other
- * training options (kiln train's, through spec_option) apply to every trial.
+ * training options (kiln train's, through spec_option) apply to every trial
+ * of the strategies they belong to (option_strategies): a warm-up option
+ * reaches warmup and auto only, so naive-bn-frozen beside warmup stays
+ * itself; an option that belongs to none of the strategies asked is refused.
+ * The strategies' order as asked is kept in OUT/compare.json, which orders
+ * the report's rows.
  *
  * Trials are independent: `--trial K` runs trial K of every (arch, strategy)
  * only, so a sweep can be spread over machines and merged with `kiln
@@ -58,7 +63,7 @@ typedef struct {
     const char *data, *out;
     uint64_t seed;
     int force;
-    char *knobs[64];                /* other training options (--wd X, ...), as pairs, for every trial */
+    char *knobs[64];                /* other training options (--wd X, ...), as pairs */
     int n_knobs;
     const char *device;             /* resolved once: cpu or cuda */
 } Sweep;
@@ -79,8 +84,64 @@ static void compare_usage(FILE *f)
         "  --trial K           run only trial K (0..T-1) of every (arch, strategy); merge with kiln report DIR\n"
         "  --force             rerun trials that already finished with the same settings\n"
         "  --device cpu|cuda|auto  where the trials run (default $KILN_DEVICE or auto)\n"
-        "  and any training option of kiln train but --lr/--batch (--wd, --momentum, --warmup-epochs,\n"
-        "  --layer-decay, --on-diverge, ...): applied to every trial after its strategy's defaults\n");
+        "  and any training option of kiln train but --lr/--batch (--wd, --momentum, --on-diverge, ...):\n"
+        "  applied to every trial after its strategy's defaults; the options of one strategy apply to it\n"
+        "  only: --warmup-epochs, --warmup-start (warmup, auto), --finetune-factor (freeze-finetune),\n"
+        "  --lr-groups, --layer-decay, --depth-groups (layerwise)\n");
+}
+
+/* Training options that belong to some strategies only, as runtime/strategy.c
+ * uses them: the warm-up ramp is warmup's (and auto's, which warms up), the
+ * second phase's LR factor is freeze-finetune's, LR groups are layerwise's.
+ * To add one: its option name and the strategies whose presets read it. */
+static const struct { const char *option; unsigned strategies; } OWNED_OPTIONS[] = {
+    {"--warmup-epochs", 1u << STRAT_WARMUP | 1u << STRAT_AUTO},
+    {"--warmup-start", 1u << STRAT_WARMUP | 1u << STRAT_AUTO},
+    {"--finetune-factor", 1u << STRAT_FREEZE_FINETUNE},
+    {"--lr-groups", 1u << STRAT_LAYERWISE},
+    {"--layer-decay", 1u << STRAT_LAYERWISE},
+    {"--depth-groups", 1u << STRAT_LAYERWISE},
+};
+
+/* The strategies (a bit per Strategy) that training option `opt` applies to. */
+static unsigned option_strategies(const char *opt)
+{
+    for (size_t i = 0; i < sizeof OWNED_OPTIONS / sizeof OWNED_OPTIONS[0]; i++)
+        if (!strcmp(OWNED_OPTIONS[i].option, opt)) return OWNED_OPTIONS[i].strategies;
+    return (1u << STRAT_COUNT) - 1;
+}
+
+/* Names of the strategies in mask, comma-separated, into buf. */
+static void strategy_list(char *buf, size_t n, unsigned mask)
+{
+    size_t len = 0;
+    buf[0] = 0;
+    for (int k = 0; k < STRAT_COUNT && len < n; k++)
+        if (mask >> k & 1) len += (size_t)snprintf(buf + len, n - len, "%s%s", len ? ", " : "", strategy_name((Strategy)k));
+}
+
+/* Every strategy-specific option must reach one of the strategies asked:
+ * 0, or 2 (message printed). Prints which strategies each applies to. */
+static int check_option_owners(const Sweep *s)
+{
+    unsigned asked = 0;
+    for (int i = 0; i < s->n_strat; i++) asked |= 1u << s->strat[i];
+    for (int e = 0; e + 1 < s->n_knobs; e += 2) {
+        unsigned own = option_strategies(s->knobs[e]);
+        if (own == (1u << STRAT_COUNT) - 1) continue;
+        char owners[256], to[256], not_to[256];
+        strategy_list(owners, sizeof owners, own);
+        strategy_list(to, sizeof to, own & asked);
+        strategy_list(not_to, sizeof not_to, asked & ~own);
+        if (!(own & asked)) {
+            fprintf(stderr, "kiln compare: %s belongs to %s, and none of the strategies asked (%s) uses it\n",
+                    s->knobs[e], owners, not_to);
+            return 2;
+        }
+        printf("%s %s applies to %s only%s%s%s\n", s->knobs[e], s->knobs[e + 1], to, not_to[0] ? " (not to " : "",
+               not_to, not_to[0] ? ")" : "");
+    }
+    return 0;
 }
 
 /* Ctrl-C: the running trial writes its checkpoint and stops; so does the sweep. */
@@ -230,7 +291,11 @@ static json_t *trial_json(const Sweep *s, int a, Strategy st, int k, const RunCo
     json_object_set_new(o, "input_h", json_integer(c->input_h));
     json_object_set_new(o, "input_w", json_integer(c->input_w));
     json_t *kn = json_array();
-    for (int e = 0; e < s->n_knobs; e++) json_array_append_new(kn, json_string(s->knobs[e]));
+    for (int e = 0; e + 1 < s->n_knobs; e += 2)
+        if (option_strategies(s->knobs[e]) >> st & 1) {
+            json_array_append_new(kn, json_string(s->knobs[e]));
+            json_array_append_new(kn, json_string(s->knobs[e + 1]));
+        }
     json_object_set_new(o, "options", kn);
     return o;
 }
@@ -267,6 +332,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
     uint64_t seed;
     trial_point(s, st, k, &lr, &batch, &seed);
     for (int e = 0; e + 1 < s->n_knobs; e += 2) {
+        if (!(option_strategies(s->knobs[e]) >> st & 1)) continue;
         int j = 0;
         char *kv[2] = {s->knobs[e], s->knobs[e + 1]};
         spec_option(&c.spec, 2, kv, &j);          /* validated when parsed */
@@ -339,6 +405,21 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
     return rc;
 }
 
+/* OUT/compare.json: the strategies in the order asked, which the report's
+ * rows follow. 0, or 1 (message printed). */
+static int write_order(const Sweep *s)
+{
+    char path[1100];
+    json_t *o = json_object(), *a = json_array();
+    for (int i = 0; i < s->n_strat; i++) json_array_append_new(a, json_string(strategy_name(s->strat[i])));
+    json_object_set_new(o, "strategies", a);
+    snprintf(path, sizeof path, "%s/compare.json", s->out);
+    int bad = kiln_write_json(path, o);
+    json_decref(o);
+    if (bad) fprintf(stderr, "kiln compare: %s: cannot write: %s\n", path, strerror(errno));
+    return bad ? 1 : 0;
+}
+
 /* ---- the command ---------------------------------------------------------------- */
 
 /* `kiln compare`: parse, check weights and folders, run the trials, report. */
@@ -403,7 +484,7 @@ int cmd_compare(int argc, char **argv)
         compare_usage(stderr);
         return 2;
     }
-    if (parse_strategies(strategies, &s)) return 2;
+    if (parse_strategies(strategies, &s) || check_option_owners(&s)) return 2;
     char derr[512];
     if (device_resolve(device, stdout, &s.device, derr, sizeof derr)) {
         fprintf(stderr, "kiln compare: %s\n", derr);
@@ -438,6 +519,7 @@ int cmd_compare(int argc, char **argv)
         goto out;
     }
 
+    if ((rc = write_order(&s))) goto out;
     int per = s.only_trial >= 0 ? 1 : s.trials, total = s.n_arch * s.n_strat * per, done = 0, failed = 0;
     printf("compare: %d arch%s x %d strateg%s x %d trial%s = %d runs into %s\n", s.n_arch, s.n_arch > 1 ? "s" : "",
            s.n_strat, s.n_strat > 1 ? "ies" : "y", per, per > 1 ? "s" : "", total, s.out);

@@ -3,22 +3,28 @@
  * trial.json) into
  *
  *   DIR/results.csv  one row per run: arch, strategy, trial, lr, batch,
- *                    test_acc, train_seconds, epochs, diverged, run (folder)
+ *                    test_acc, train_seconds, epochs, diverged, run (folder),
+ *                    then the settings: phase_epochs, input_size, max_epochs,
+ *                    patience, per_class, options, train/val/test_images,
+ *                    classes, data (empty where a run did not record one)
  *   DIR/report.md    per architecture the reference article's two tables:
  *                    mean test accuracy and mean train time per strategy
- *                    (over trials that did not diverge; diverged counted),
- *                    and the best trial's accuracy with its train time
- *   DIR/scatter.svg  one panel per architecture: test accuracy against train
- *                    time (log scale when the times span more than 10x), one
- *                    marker shape and colour per strategy, a legend, diverged
- *                    trials as hollow markers in a strip of their own below
- *                    the plot, and the Pareto front (the best accuracy reached
- *                    within each time) as a step line
+ *                    (over trials that did not diverge; diverged and
+ *                    collapsed counted), the best trial's accuracy with its
+ *                    train time, and the settings of each strategy's runs
+ *   DIR/scatter.svg  drawn by tools/report_svg.c
+ *
+ * A folder without run folders but with a results.csv (a published result)
+ * is reported from that file, so its report.md and scatter.svg can be drawn
+ * again. Strategies come in the order the compare asked for them
+ * (DIR/compare.json, or the order of results.csv), else in kiln's order. A
+ * run is collapsed when it did not diverge and its test accuracy is near
+ * chance (report_collapse_limit).
  *
  * Every file is written atomically (temporary file, fsync, rename), so a
  * report being rewritten by another machine's `compare --trial` is never
  * half read. Runs whose files do not parse are skipped with a warning naming
- * the file. Strategies keep kiln's order (random first, auto last).
+ * the file; a results.csv that does not parse is refused naming its line.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,27 +38,7 @@
 
 #include "runtime/strategy.h"
 #include "tools/cmds.h"
-
-typedef struct {
-    char arch[KILN_NAME_MAX];
-    char strategy[32];
-    int order;                  /* strategy's enum value, STRAT_COUNT if unknown */
-    int trial;                  /* -1 until known */
-    double lr;
-    int batch;
-    double acc, secs;
-    int epochs;
-    char epochs_text[24];       /* "12", or "12+8" for two phases */
-    int diverged;
-    char run[512];              /* folder relative to DIR */
-    char data[512];
-} Row;
-
-typedef struct {
-    Row *rows;
-    int n, cap;
-    int skipped;
-} Rows;
+#include "tools/report.h"
 
 /* ---- reading the runs ---------------------------------------------------------- */
 
@@ -65,6 +51,51 @@ static json_t *load_json(const char *dir, const char *name)
     return json_load_file(path, 0, &je);
 }
 
+/* A new zeroed row with every setting unknown, or NULL when out of memory. */
+static Row *new_row(Rows *rs)
+{
+    if (rs->n == rs->cap) {
+        int cap = rs->cap ? 2 * rs->cap : 64;
+        Row *r = realloc(rs->rows, sizeof(Row) * (size_t)cap);
+        if (!r) return NULL;
+        rs->rows = r;
+        rs->cap = cap;
+    }
+    Row *r = &rs->rows[rs->n];
+    memset(r, 0, sizeof *r);
+    r->trial = -1;
+    r->patience = -1;
+    r->per_class = -1;
+    snprintf(r->options, sizeof r->options, "?");
+    return r;
+}
+
+/* The settings of a run from its config.json (c), summary.json (s) and
+ * compare's trial.json (t), each possibly NULL. */
+static void read_settings(Row *r, json_t *c, json_t *s, json_t *t)
+{
+    json_t *in = json_object_get(c, "input_size"), *im = json_object_get(s, "images");
+    if (json_array_size(in) == 2) {
+        r->input_h = (int)json_integer_value(json_array_get(in, 0));
+        r->input_w = (int)json_integer_value(json_array_get(in, 1));
+    }
+    if (json_is_integer(json_object_get(c, "max_epochs"))) r->max_epochs = (int)json_integer_value(json_object_get(c, "max_epochs"));
+    if (json_is_integer(json_object_get(c, "patience"))) r->patience = (int)json_integer_value(json_object_get(c, "patience"));
+    if (json_is_integer(json_object_get(c, "per_class"))) r->per_class = (int)json_integer_value(json_object_get(c, "per_class"));
+    r->n_train = (int)json_integer_value(json_object_get(im, "train"));
+    r->n_val = (int)json_integer_value(json_object_get(im, "val"));
+    r->n_test = (int)json_integer_value(json_object_get(im, "test"));
+    r->classes = (int)json_integer_value(json_object_get(s, "num_classes"));
+    json_t *opts = json_object_get(t, "options");
+    if (json_is_array(opts)) {
+        size_t len = 0;
+        r->options[0] = 0;
+        for (size_t i = 0; i < json_array_size(opts) && len < sizeof r->options; i++)
+            len += (size_t)snprintf(r->options + len, sizeof r->options - len, "%s%s", i ? " " : "",
+                                    json_string_value(json_array_get(opts, i)));
+    }
+}
+
 /* Read one run folder into a new row; 0, or -1 (warned) when its summary
  * does not parse or lacks a field the report needs. */
 static int read_run(Rows *rs, const char *dir, const char *rel)
@@ -74,25 +105,16 @@ static int read_run(Rows *rs, const char *dir, const char *rel)
     json_t *arch = json_object_get(s, "arch"), *strat = json_object_get(s, "strategy");
     json_t *acc = json_object_get(s, "test_acc"), *secs = json_object_get(s, "train_seconds");
     int rc = -1;
+    Row *r;
     if (!json_is_string(arch) || !json_is_string(strat) || !json_is_number(acc) || !json_is_number(secs)) {
         fprintf(stderr, "kiln report: %s/summary.json: not a kiln run summary (needs arch, strategy, test_acc, "
                 "train_seconds); skipped\n", dir);
         rs->skipped++;
         goto out;
     }
-    if (rs->n == rs->cap) {
-        int cap = rs->cap ? 2 * rs->cap : 64;
-        Row *r = realloc(rs->rows, sizeof(Row) * (size_t)cap);
-        if (!r) goto out;
-        rs->rows = r;
-        rs->cap = cap;
-    }
-    Row *r = &rs->rows[rs->n];
-    memset(r, 0, sizeof *r);
+    if (!(r = new_row(rs))) goto out;
     snprintf(r->arch, sizeof r->arch, "%s", json_string_value(arch));
     snprintf(r->strategy, sizeof r->strategy, "%s", json_string_value(strat));
-    int k = strategy_parse(r->strategy);
-    r->order = k < 0 ? STRAT_COUNT : k;
     r->acc = json_number_value(acc);
     r->secs = json_number_value(secs);
     json_t *lr = json_object_get(s, "lr"), *b = json_object_get(s, "batch");
@@ -113,9 +135,9 @@ static int read_run(Rows *rs, const char *dir, const char *rel)
     }
     if (!np) snprintf(r->epochs_text, sizeof r->epochs_text, "?");
     json_t *d = json_object_get(s, "data");
-    snprintf(r->data, sizeof r->data, "%s", json_is_string(d) ? json_string_value(d) : "?");
+    snprintf(r->data, sizeof r->data, "%s", json_is_string(d) ? json_string_value(d) : "");
     snprintf(r->run, sizeof r->run, "%s", rel[0] ? rel : ".");
-    r->trial = -1;
+    read_settings(r, c, s, t);
     json_t *tk = json_object_get(t, "trial");
     const char *leaf = strrchr(rel, '/');
     leaf = leaf ? leaf + 1 : rel;
@@ -167,7 +189,187 @@ static void walk(Rows *rs, const char *dir, const char *rel, int depth)
     free(names);
 }
 
-/* Order: arch, strategy (kiln's order, then by name), trial, folder. */
+/* ---- a published results.csv ---------------------------------------------------- */
+
+/* results.csv's columns, in the order written; reading finds them by name, so
+ * files with fewer columns (older reports) read with those settings unknown. */
+enum { C_ARCH, C_STRATEGY, C_TRIAL, C_LR, C_BATCH, C_ACC, C_SECS, C_EPOCHS, C_DIVERGED, C_RUN, C_PHASES,
+       C_INPUT, C_MAX_EPOCHS, C_PATIENCE, C_PER_CLASS, C_OPTIONS, C_TRAIN, C_VAL, C_TEST, C_CLASSES, C_DATA,
+       C_COLS };
+static const char *const CSV_COLUMNS[C_COLS] = {
+    "arch", "strategy", "trial", "lr", "batch", "test_acc", "train_seconds", "epochs", "diverged", "run",
+    "phase_epochs", "input_size", "max_epochs", "patience", "per_class", "options", "train_images",
+    "val_images", "test_images", "classes", "data"};
+
+/* Split one CSV line (no line break inside a field) into at most max fields,
+ * unquoting in place; returns the count, or -1 for a bad quote or too many. */
+static int csv_split(char *p, char **f, int max)
+{
+    for (int n = 0;; ) {
+        if (n == max) return -1;
+        if (*p != '"') {
+            f[n++] = p;
+            char *c = strchr(p, ',');
+            if (!c) return n;
+            *c = 0;
+            p = c + 1;
+            continue;
+        }
+        char *w = ++p;
+        f[n++] = w;
+        for (;; p++) {
+            if (!*p) return -1;
+            if (*p == '"' && p[1] != '"') break;
+            *w++ = *p;
+            p += *p == '"';
+        }
+        *w = 0;
+        p++;
+        if (!*p) return n;
+        if (*p++ != ',') return -1;
+    }
+}
+
+/* A whole-string integer (empty: `unknown`); 0, or -1. */
+static int csv_int(const char *s, int unknown, int *v)
+{
+    char *end;
+    if (!*s) { *v = unknown; return 0; }
+    long x = strtol(s, &end, 10);
+    if (*end || x < -1 || x > 1000000000) return -1;
+    *v = (int)x;
+    return 0;
+}
+
+/* A whole-string finite number; 0, or -1. */
+static int csv_num(const char *s, double *v)
+{
+    char *end;
+    *v = strtod(s, &end);
+    return *s && !*end && isfinite(*v) ? 0 : -1;
+}
+
+/* One data line of results.csv (fields f, col[k]: the field of column k or
+ * -1) into a new row; 0, or the column whose value is bad. */
+static int csv_row(Rows *rs, char **f, int nf, const int *col, int *bad_col)
+{
+    const char *v[C_COLS];
+    for (int k = 0; k < C_COLS; k++) v[k] = col[k] >= 0 && col[k] < nf ? f[col[k]] : "";
+    Row *r = new_row(rs);
+    if (!r) return -1;
+    snprintf(r->arch, sizeof r->arch, "%s", v[C_ARCH]);
+    snprintf(r->strategy, sizeof r->strategy, "%s", v[C_STRATEGY]);
+    snprintf(r->run, sizeof r->run, "%s", v[C_RUN]);
+    snprintf(r->data, sizeof r->data, "%s", v[C_DATA]);
+    if (col[C_OPTIONS] >= 0) snprintf(r->options, sizeof r->options, "%s", v[C_OPTIONS]);
+    int k = C_ARCH;
+    if (!r->arch[0] || (k = C_STRATEGY, !r->strategy[0]) || (k = C_TRIAL, csv_int(v[k], -1, &r->trial)) ||
+        (k = C_LR, *v[k] && csv_num(v[k], &r->lr)) || (k = C_BATCH, csv_int(v[k], 0, &r->batch)) ||
+        (k = C_ACC, csv_num(v[k], &r->acc) || r->acc < 0 || r->acc > 1) ||
+        (k = C_SECS, csv_num(v[k], &r->secs) || r->secs < 0) || (k = C_EPOCHS, csv_int(v[k], 0, &r->epochs)) ||
+        (k = C_DIVERGED, strcmp(v[k], "true") && strcmp(v[k], "false")) ||
+        (k = C_INPUT, *v[k] && sscanf(v[k], "%dx%d", &r->input_h, &r->input_w) != 2) ||
+        (k = C_MAX_EPOCHS, csv_int(v[k], 0, &r->max_epochs)) || (k = C_PATIENCE, csv_int(v[k], -1, &r->patience)) ||
+        (k = C_PER_CLASS, csv_int(v[k], -1, &r->per_class)) || (k = C_TRAIN, csv_int(v[k], 0, &r->n_train)) ||
+        (k = C_VAL, csv_int(v[k], 0, &r->n_val)) || (k = C_TEST, csv_int(v[k], 0, &r->n_test)) ||
+        (k = C_CLASSES, csv_int(v[k], 0, &r->classes))) {
+        *bad_col = k;
+        return -1;
+    }
+    r->diverged = !strcmp(v[C_DIVERGED], "true");
+    snprintf(r->epochs_text, sizeof r->epochs_text, "%s", *v[C_PHASES] ? v[C_PHASES] : v[C_EPOCHS]);
+    rs->n++;
+    return 0;
+}
+
+/* Read DIR/results.csv into rows, each strategy ordered by its first row;
+ * 0, or 2 (message names the file and line). */
+static int read_csv(Rows *rs, const char *dir)
+{
+    char path[1200], line[4096], *f[64];
+    snprintf(path, sizeof path, "%s/results.csv", dir);
+    FILE *in = fopen(path, "r");
+    if (!in) return 2;
+    int col[C_COLS], nf, lineno = 1, rc = 0;
+    if (!fgets(line, sizeof line, in)) line[0] = 0;
+    line[strcspn(line, "\r\n")] = 0;
+    nf = csv_split(line, f, 64);
+    for (int k = 0; k < C_COLS; k++) {
+        col[k] = -1;
+        for (int j = 0; j < nf; j++)
+            if (!strcmp(f[j], CSV_COLUMNS[k])) col[k] = j;
+    }
+    if (col[C_ARCH] < 0 || col[C_STRATEGY] < 0 || col[C_ACC] < 0 || col[C_SECS] < 0 || col[C_DIVERGED] < 0) {
+        fprintf(stderr, "kiln report: %s line 1: not a kiln results.csv header (needs arch, strategy, test_acc, "
+                "train_seconds, diverged)\n", path);
+        fclose(in);
+        return 2;
+    }
+    while (fgets(line, sizeof line, in)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(in)) {
+            fprintf(stderr, "kiln report: %s line %d: longer than %zu bytes\n", path, lineno, sizeof line - 1);
+            rc = 2;
+            break;
+        }
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        int bad = -1;
+        if ((nf = csv_split(line, f, 64)) < 0 || csv_row(rs, f, nf, col, &bad)) {
+            if (bad >= 0)
+                fprintf(stderr, "kiln report: %s line %d: bad value for %s\n", path, lineno, CSV_COLUMNS[bad]);
+            else
+                fprintf(stderr, "kiln report: %s line %d: not a row of comma-separated fields\n", path, lineno);
+            rc = 2;
+            break;
+        }
+        Row *r = &rs->rows[rs->n - 1];
+        r->order = rs->n - 1;
+        for (int i = 0; i < rs->n - 1; i++)
+            if (!strcmp(rs->rows[i].strategy, r->strategy)) { r->order = rs->rows[i].order; break; }
+    }
+    fclose(in);
+    return rc;
+}
+
+/* ---- order --------------------------------------------------------------------- */
+
+/* Each row's kind and, for rows read from run folders, its order: the
+ * position in DIR/compare.json's strategies, else after them in kiln's order. */
+static void set_order(Rows *rs, const char *dir, int from_csv)
+{
+    json_t *cmp = load_json(dir, "compare.json"), *asked = json_object_get(cmp, "strategies");
+    for (int i = 0; i < rs->n; i++) {
+        Row *r = &rs->rows[i];
+        int k = strategy_parse(r->strategy);
+        r->kind = k < 0 ? STRAT_COUNT : k;
+        if (from_csv) continue;
+        r->order = 1000 + r->kind;
+        for (size_t j = 0; j < json_array_size(asked); j++) {
+            const char *name = json_string_value(json_array_get(asked, j));
+            if (name && !strcmp(name, r->strategy)) { r->order = (int)j; break; }
+        }
+    }
+    json_decref(cmp);
+}
+
+/* Mark the runs that collapsed (see report_collapse_limit). */
+static void mark_collapsed(Rows *rs)
+{
+    for (int i = 0; i < rs->n; i++) {
+        Row *r = &rs->rows[i];
+        r->collapsed = !r->diverged && r->acc < report_collapse_limit(r->classes);
+    }
+}
+
+double report_collapse_limit(int classes)
+{
+    if (classes < 2) return 0;
+    double chance = 1.0 / classes;
+    return chance + 0.1 * (1 - chance);
+}
+
+/* Order: arch, strategy (asked order, then kiln's, then by name), trial, folder. */
 static int row_cmp(const void *pa, const void *pb)
 {
     const Row *a = pa, *b = pb;
@@ -243,7 +445,8 @@ static int write_csv(const char *dir, const Rows *rs)
 {
     OutFile o;
     if (out_open(&o, dir, "results.csv")) return -1;
-    fprintf(o.f, "arch,strategy,trial,lr,batch,test_acc,train_seconds,epochs,diverged,run\n");
+    for (int k = 0; k < C_COLS; k++) fprintf(o.f, "%s%s", k ? "," : "", CSV_COLUMNS[k]);
+    fputc('\n', o.f);
     for (int i = 0; i < rs->n; i++) {
         const Row *r = &rs->rows[i];
         csv_field(o.f, r->arch);
@@ -252,6 +455,25 @@ static int write_csv(const char *dir, const Rows *rs)
         fprintf(o.f, ",%d,%.7g,%d,%.6f,%.3f,%d,%s,", r->trial, r->lr, r->batch, r->acc, r->secs, r->epochs,
                 r->diverged ? "true" : "false");
         csv_field(o.f, r->run);
+        fputc(',', o.f);
+        if (strchr(r->epochs_text, '+')) fputs(r->epochs_text, o.f);
+        fputc(',', o.f);
+        if (r->input_h) fprintf(o.f, "%dx%d", r->input_h, r->input_w);
+        fputc(',', o.f);
+        if (r->max_epochs) fprintf(o.f, "%d", r->max_epochs);
+        fputc(',', o.f);
+        if (r->patience >= 0) fprintf(o.f, "%d", r->patience);
+        fputc(',', o.f);
+        if (r->per_class >= 0) fprintf(o.f, "%d", r->per_class);
+        fputc(',', o.f);
+        csv_field(o.f, r->options);
+        const int counts[4] = {r->n_train, r->n_val, r->n_test, r->classes};
+        for (int k = 0; k < 4; k++) {
+            fputc(',', o.f);
+            if (counts[k]) fprintf(o.f, "%d", counts[k]);
+        }
+        fputc(',', o.f);
+        csv_field(o.f, r->data);
         fputc('\n', o.f);
     }
     return out_commit(&o);
@@ -259,17 +481,7 @@ static int write_csv(const char *dir, const Rows *rs)
 
 /* ---- per-architecture statistics ------------------------------------------------- */
 
-typedef struct {
-    const char *name;
-    int order;
-    int n, n_div;               /* trials, of which diverged */
-    double mean_acc, sd_acc, mean_secs;
-    int best;                   /* row index of the best non-diverged trial, or -1 */
-} StratStats;
-
-/* Statistics of the strategies of rows [a, b) (one arch, sorted); returns
- * how many strategies, at most max. */
-static int strat_stats(const Rows *rs, int a, int b, StratStats *out, int max)
+int report_strat_stats(const Rows *rs, int a, int b, StratStats *out, int max)
 {
     int ns = 0;
     for (int i = a; i < b;) {
@@ -279,14 +491,17 @@ static int strat_stats(const Rows *rs, int a, int b, StratStats *out, int max)
         StratStats *s = &out[ns++];
         memset(s, 0, sizeof *s);
         s->name = rs->rows[i].strategy;
-        s->order = rs->rows[i].order;
+        s->kind = rs->rows[i].kind;
         s->best = -1;
+        s->first = i;
+        s->end = j;
         int m = 0;
         double sa = 0, ss = 0;
         for (int k = i; k < j; k++) {
             const Row *r = &rs->rows[k];
             s->n++;
             if (r->diverged) { s->n_div++; continue; }
+            s->n_col += r->collapsed;
             m++;
             sa += r->acc;
             ss += r->secs;
@@ -307,14 +522,11 @@ static int strat_stats(const Rows *rs, int a, int b, StratStats *out, int max)
     return ns;
 }
 
-/* The Pareto front of rows [a, b): non-diverged runs that no other run beats
- * on accuracy without taking longer. Fills idx in increasing time (and
- * accuracy); returns the count. */
-static int pareto(const Rows *rs, int a, int b, int *idx)
+int report_pareto(const Rows *rs, int a, int b, int *idx)
 {
     int n = 0;
     for (int i = a; i < b; i++)
-        if (!rs->rows[i].diverged) idx[n++] = i;
+        if (!rs->rows[i].diverged && !rs->rows[i].collapsed) idx[n++] = i;
     for (int i = 1; i < n; i++)                   /* insertion sort by time, then accuracy descending */
         for (int j = i; j > 0; j--) {
             const Row *x = &rs->rows[idx[j - 1]], *y = &rs->rows[idx[j]];
@@ -326,6 +538,41 @@ static int pareto(const Rows *rs, int a, int b, int *idx)
     for (int i = 0; i < n; i++)
         if (rs->rows[idx[i]].acc > best) { best = rs->rows[idx[i]].acc; idx[m++] = idx[i]; }
     return m;
+}
+
+/* n with thousands separated by commas ("2,670"). */
+static void fmt_count(char *buf, size_t n, int v)
+{
+    if (v >= 1000000) snprintf(buf, n, "%d,%03d,%03d", v / 1000000, v / 1000 % 1000, v % 1000);
+    else if (v >= 1000) snprintf(buf, n, "%d,%03d", v / 1000, v % 1000);
+    else snprintf(buf, n, "%d", v);
+}
+
+void report_input_text(char *buf, size_t n, const Row *r)
+{
+    if (r->input_h) snprintf(buf, n, "%dx%d", r->input_h, r->input_w);
+    else snprintf(buf, n, "?");
+}
+
+void report_split_text(char *buf, size_t n, const Row *r)
+{
+    char a[16], b[16], c[16];
+    if (!r->n_test) { snprintf(buf, n, "?"); return; }
+    fmt_count(a, sizeof a, r->n_train);
+    fmt_count(b, sizeof b, r->n_val);
+    fmt_count(c, sizeof c, r->n_test);
+    snprintf(buf, n, "%s train / %s val / %s test", a, b, c);
+}
+
+void report_data_name(char *buf, size_t n, const char *data)
+{
+    const char *colon = strchr(data, ':'), *slash = strrchr(data, '/');
+    if (!data[0]) snprintf(buf, n, "?");
+    else if (colon && (!slash || colon < slash)) snprintf(buf, n, "%.*s", (int)(colon - data), data);
+    else {
+        const char *base = slash ? slash + 1 : data;
+        snprintf(buf, n, "%.*s", (int)strcspn(base, "."), base);
+    }
 }
 
 /* ---- report.md -------------------------------------------------------------------- */
@@ -347,24 +594,136 @@ static void fmt_secs(char *buf, size_t n, double s)
     else snprintf(buf, n, "%.0f", s);
 }
 
+/* One setting of a row as text (which: 0 input, 1 epochs, 2 patience, 3
+ * batch, 4 LR, 5 options, 6 split). */
+static void setting_text(char *buf, size_t n, const Row *r, int which)
+{
+    switch (which) {
+    case 0: report_input_text(buf, n, r); break;
+    case 1: if (r->max_epochs) snprintf(buf, n, "%d", r->max_epochs); else snprintf(buf, n, "?"); break;
+    case 2: if (r->patience >= 0) snprintf(buf, n, "%d", r->patience); else snprintf(buf, n, "?"); break;
+    case 3: snprintf(buf, n, "%d", r->batch); break;
+    case 4: snprintf(buf, n, "%g", r->lr); break;
+    case 5: snprintf(buf, n, "%s", r->options[0] ? r->options : "—"); break;
+    default: report_split_text(buf, n, r); break;
+    }
+}
+
+/* The distinct values of one setting over rows [a, b), in first-seen order,
+ * comma-separated, as a table cell. */
+static void settings_cell(FILE *f, const Rows *rs, int a, int b, int which)
+{
+    char seen[1024] = "", v[300];
+    size_t len = 0;
+    for (int i = a; i < b; i++) {
+        setting_text(v, sizeof v, &rs->rows[i], which);
+        int dup = 0;
+        for (int j = a; j < i && !dup; j++) {
+            char w[300];
+            setting_text(w, sizeof w, &rs->rows[j], which);
+            dup = !strcmp(v, w);
+        }
+        if (!dup && len < sizeof seen) len += (size_t)snprintf(seen + len, sizeof seen - len, "%s%s", len ? ", " : "", v);
+    }
+    fputc(' ', f);
+    md_cell(f, seen);
+    fputs(" |", f);
+}
+
+/* The two result tables, the settings table and the Pareto line of one
+ * architecture (rows [a, b)). */
+static void md_arch(FILE *f, const Rows *rs, int a, int b)
+{
+    StratStats st[64];
+    int *front = malloc(sizeof(int) * (size_t)(b - a));
+    int ns = report_strat_stats(rs, a, b, st, 64);
+    double top_mean = -1, top_best = -1;
+    for (int k = 0; k < ns; k++) {
+        if (st[k].n > st[k].n_div && st[k].mean_acc > top_mean) top_mean = st[k].mean_acc;
+        if (st[k].best >= 0 && rs->rows[st[k].best].acc > top_best) top_best = rs->rows[st[k].best].acc;
+    }
+    fprintf(f, "\n## ");
+    md_cell(f, rs->rows[a].arch);
+    fprintf(f, "\n\n### Mean over trials\n\n"
+               "| Strategy | Trials | Diverged | Collapsed | Mean test accuracy | SD | Mean train time (s) |\n"
+               "|---|---:|---:|---:|---:|---:|---:|\n");
+    char t1[32], t2[32];
+    for (int k = 0; k < ns; k++) {
+        fprintf(f, "| ");
+        md_cell(f, st[k].name);
+        fprintf(f, " | %d | %d | %d | ", st[k].n, st[k].n_div, st[k].n_col);
+        if (st[k].n == st[k].n_div) {
+            fprintf(f, "— (all diverged) | — | — |\n");
+            continue;
+        }
+        int top = st[k].mean_acc == top_mean;
+        fmt_secs(t1, sizeof t1, st[k].mean_secs);
+        fprintf(f, "%s%.2f%%%s | ", top ? "**" : "", 100 * st[k].mean_acc, top ? "**" : "");
+        if (st[k].n - st[k].n_div > 1) fprintf(f, "%.2f | %s |\n", 100 * st[k].sd_acc, t1);
+        else fprintf(f, "— | %s |\n", t1);
+    }
+    fprintf(f, "\n### Best trial\n\n"
+               "| Strategy | Best test accuracy | Its train time (s) | Trial | LR | Batch | Epochs |\n"
+               "|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int k = 0; k < ns; k++) {
+        fprintf(f, "| ");
+        md_cell(f, st[k].name);
+        if (st[k].best < 0) {
+            fprintf(f, " | — (all %d diverged) | — | — | — | — | — |\n", st[k].n);
+            continue;
+        }
+        const Row *r = &rs->rows[st[k].best];
+        int top = r->acc == top_best;
+        fmt_secs(t1, sizeof t1, r->secs);
+        fprintf(f, " | %s%.2f%%%s | %s | %d | %g | %d | %s |\n", top ? "**" : "", 100 * r->acc, top ? "**" : "",
+                t1, r->trial, r->lr, r->batch, r->epochs_text);
+    }
+    fprintf(f, "\n### Settings\n\n"
+               "The values each strategy's runs used (each value once, in trial order). Options: the training "
+               "options given to the compare that apply to the strategy (`?` where a run did not record them).\n\n"
+               "| Strategy | Input | Max epochs a phase | Patience | Batch | LR | Options | Images |\n"
+               "|---|---|---:|---:|---|---|---|---|\n");
+    for (int k = 0; k < ns; k++) {
+        fprintf(f, "| ");
+        md_cell(f, st[k].name);
+        fprintf(f, " |");
+        for (int w = 0; w < 7; w++) settings_cell(f, rs, st[k].first, st[k].end, w);
+        fputc('\n', f);
+    }
+    int nf = front ? report_pareto(rs, a, b, front) : 0;
+    if (nf) {
+        fprintf(f, "\nPareto front (no other run is both faster and more accurate; collapsed runs left out): ");
+        for (int k = 0; k < nf; k++) {
+            const Row *r = &rs->rows[front[k]];
+            fmt_secs(t2, sizeof t2, r->secs);
+            fprintf(f, "%s", k ? " → " : "");
+            md_cell(f, r->strategy);
+            fprintf(f, " trial %d (%.2f%%, %s s)", r->trial, 100 * r->acc, t2);
+        }
+        fprintf(f, ".\n");
+    }
+    free(front);
+}
+
 /* Write DIR/report.md; 0 or -1. */
-static int write_md(const char *dir, const Rows *rs)
+static int write_md(const char *dir, const Rows *rs, int from_csv)
 {
     OutFile o;
     if (out_open(&o, dir, "report.md")) return -1;
     FILE *f = o.f;
-    int ndiv = 0, narch = 0;
+    int ndiv = 0, ncol = 0, narch = 0;
     for (int i = 0; i < rs->n; i++) {
         ndiv += rs->rows[i].diverged;
+        ncol += rs->rows[i].collapsed;
         narch += !i || strcmp(rs->rows[i].arch, rs->rows[i - 1].arch);
     }
     fprintf(f, "# Transfer strategies compared\n\n");
-    fprintf(f, "%d run%s (%d diverged) of %d architecture%s, merged by `kiln report` from `", rs->n,
-            rs->n == 1 ? "" : "s", ndiv, narch, narch == 1 ? "" : "s");
+    fprintf(f, "%d run%s (%d diverged, %d collapsed) of %d architecture%s, %s by `kiln report` from `", rs->n,
+            rs->n == 1 ? "" : "s", ndiv, ncol, narch, narch == 1 ? "" : "s", from_csv ? "drawn" : "merged");
     md_cell(f, dir);
-    fprintf(f, "`.\nData:");
+    fprintf(f, "%s`.\nData:", from_csv ? "/results.csv" : "");
     for (int i = 0; i < rs->n; i++) {
-        int seen = 0;
+        int seen = !rs->rows[i].data[0];
         for (int j = 0; j < i && !seen; j++) seen = !strcmp(rs->rows[j].data, rs->rows[i].data);
         if (seen) continue;
         fprintf(f, " `");
@@ -375,364 +734,32 @@ static int write_md(const char *dir, const Rows *rs)
                "with the weights of the best validation epoch. Train time is the training loop's wall clock "
                "(validation and feature caching included; loading and planning apart). Means and the best "
                "trial count only runs that did not diverge; diverged runs are counted in their own column "
-               "and listed in `results.csv`.\n\n![test accuracy against train time](scatter.svg)\n");
-
-    StratStats st[64];
-    int front[4096];
+               "and listed in `results.csv`. A run that did not diverge but ended near chance (below chance "
+               "plus a tenth of the way to 100%%: 19%% for 10 classes) is counted as collapsed; it is in the "
+               "means, but not on the Pareto front, and the plot shows it apart.\n\n"
+               "![test accuracy against train time](scatter.svg)\n");
     for (int a = 0; a < rs->n;) {
         int b = a;
         while (b < rs->n && !strcmp(rs->rows[b].arch, rs->rows[a].arch)) b++;
-        int ns = strat_stats(rs, a, b, st, 64);
-        double top_mean = -1, top_best = -1;
-        for (int k = 0; k < ns; k++) {
-            if (st[k].n > st[k].n_div && st[k].mean_acc > top_mean) top_mean = st[k].mean_acc;
-            if (st[k].best >= 0 && rs->rows[st[k].best].acc > top_best) top_best = rs->rows[st[k].best].acc;
-        }
-        fprintf(f, "\n## ");
-        md_cell(f, rs->rows[a].arch);
-        fprintf(f, "\n\n### Mean over trials\n\n"
-                   "| Strategy | Trials | Diverged | Mean test accuracy | SD | Mean train time (s) |\n"
-                   "|---|---:|---:|---:|---:|---:|\n");
-        char t1[32], t2[32];
-        for (int k = 0; k < ns; k++) {
-            fprintf(f, "| ");
-            md_cell(f, st[k].name);
-            fprintf(f, " | %d | %d | ", st[k].n, st[k].n_div);
-            if (st[k].n == st[k].n_div) {
-                fprintf(f, "— (all diverged) | — | — |\n");
-                continue;
-            }
-            int top = st[k].mean_acc == top_mean;
-            fmt_secs(t1, sizeof t1, st[k].mean_secs);
-            fprintf(f, "%s%.2f%%%s | ", top ? "**" : "", 100 * st[k].mean_acc, top ? "**" : "");
-            if (st[k].n - st[k].n_div > 1) fprintf(f, "%.2f | %s |\n", 100 * st[k].sd_acc, t1);
-            else fprintf(f, "— | %s |\n", t1);
-        }
-        fprintf(f, "\n### Best trial\n\n"
-                   "| Strategy | Best test accuracy | Its train time (s) | Trial | LR | Batch | Epochs |\n"
-                   "|---|---:|---:|---:|---:|---:|---:|\n");
-        for (int k = 0; k < ns; k++) {
-            fprintf(f, "| ");
-            md_cell(f, st[k].name);
-            if (st[k].best < 0) {
-                fprintf(f, " | — (all %d diverged) | — | — | — | — | — |\n", st[k].n);
-                continue;
-            }
-            const Row *r = &rs->rows[st[k].best];
-            int top = r->acc == top_best;
-            fmt_secs(t1, sizeof t1, r->secs);
-            fprintf(f, " | %s%.2f%%%s | %s | %d | %g | %d | %s |\n", top ? "**" : "", 100 * r->acc, top ? "**" : "",
-                    t1, r->trial, r->lr, r->batch, r->epochs_text);
-        }
-        int nf = b - a <= 4096 ? pareto(rs, a, b, front) : 0;
-        if (nf) {
-            fprintf(f, "\nPareto front (no other run is both faster and more accurate): ");
-            for (int k = 0; k < nf; k++) {
-                const Row *r = &rs->rows[front[k]];
-                fmt_secs(t2, sizeof t2, r->secs);
-                fprintf(f, "%s", k ? " → " : "");
-                md_cell(f, r->strategy);
-                fprintf(f, " trial %d (%.2f%%, %s s)", r->trial, 100 * r->acc, t2);
-            }
-            fprintf(f, ".\n");
-        }
+        md_arch(f, rs, a, b);
         a = b;
     }
     return out_commit(&o);
 }
 
-/* ---- scatter.svg ------------------------------------------------------------------- */
-
-/* Colour and marker of strategy `order` (kiln's enum order; unknown ones
- * share the last entry). Colours: the Okabe-Ito palette, distinguishable
- * with the common colour-vision deficiencies, plus grey for `random`. */
-static const char *const COLOURS[STRAT_COUNT + 1] = {
-    "#7f7f7f", "#e69f00", "#56b4e9", "#009e73", "#cc79a7", "#d55e00", "#0072b2", "#000000", "#999933"};
-typedef enum { MK_CIRCLE, MK_SQUARE, MK_TRIANGLE, MK_DIAMOND, MK_TRIANGLE_DOWN, MK_HEXAGON, MK_STAR, MK_PLUS } Marker;
-static const Marker MARKERS[STRAT_COUNT + 1] = {
-    MK_CIRCLE, MK_SQUARE, MK_TRIANGLE, MK_DIAMOND, MK_TRIANGLE_DOWN, MK_HEXAGON, MK_STAR, MK_PLUS, MK_CIRCLE};
-
-/* XML text with &, <, >, " and ' escaped. */
-static void xml_text(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&apos;", f); break;
-        default:
-            if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f);
-        }
-    }
-}
-
-/* The path data of marker m centred at (x, y), radius about r. */
-static void marker_path(FILE *f, Marker m, double x, double y, double r)
-{
-    switch (m) {
-    case MK_CIRCLE:
-        fprintf(f, "M%.1f,%.1fa%.1f,%.1f 0 1,0 %.1f,0a%.1f,%.1f 0 1,0 %.1f,0Z", x - r, y, r, r, 2 * r, r, r, -2 * r);
-        return;
-    case MK_SQUARE: r *= 0.88;
-        fprintf(f, "M%.1f,%.1fh%.1fv%.1fh%.1fZ", x - r, y - r, 2 * r, 2 * r, -2 * r);
-        return;
-    case MK_PLUS: {
-        double a = r * 0.38;
-        fprintf(f, "M%.1f,%.1fh%.1fv%.1fh%.1fv%.1fh%.1fv%.1fh%.1fv%.1fh%.1fv%.1fh%.1fZ", x - a, y - r, 2 * a,
-                r - a, r - a, 2 * a, -(r - a), r - a, -2 * a, -(r - a), -(r - a), -2 * a, r - a);
-        return;
-    }
-    default: break;
-    }
-    /* polygons: vertices on a circle (the star alternates two radii) */
-    int nv = m == MK_TRIANGLE || m == MK_TRIANGLE_DOWN ? 3 : m == MK_DIAMOND ? 4 : m == MK_HEXAGON ? 6 : 10;
-    double rot = m == MK_TRIANGLE_DOWN ? M_PI / 2 : -M_PI / 2, scale = m == MK_DIAMOND ? 1.2 : m == MK_STAR ? 1.3 : 1.1;
-    if (m == MK_HEXAGON) rot = 0;
-    for (int i = 0; i < nv; i++) {
-        double rr = r * scale * (m == MK_STAR && i % 2 ? 0.45 : 1), ang = rot + 2 * M_PI * i / nv;
-        double py = y + rr * sin(ang) + (m == MK_TRIANGLE ? r * 0.2 : m == MK_TRIANGLE_DOWN ? -r * 0.2 : 0);
-        fprintf(f, "%c%.1f,%.1f", i ? 'L' : 'M', x + rr * cos(ang), py);
-    }
-    fputc('Z', f);
-}
-
-/* A "nice" tick step (1, 2, 2.5 or 5 times a power of ten) for about `want`
- * ticks over `range`. */
-static double nice_step(double range, int want)
-{
-    double raw = range / want, mag = pow(10, floor(log10(raw))), norm = raw / mag;
-    return (norm < 1.5 ? 1 : norm < 2.25 ? 2 : norm < 3.5 ? 2.5 : norm < 7.5 ? 5 : 10) * mag;
-}
-
-/* An axis: data range to pixels, linear or log10. */
-typedef struct { double lo, hi; int log; double p0, p1; } Axis;
-
-/* Pixel coordinate of data value v on axis a. */
-static double ax_map(const Axis *a, double v)
-{
-    double t = a->log ? (log10(v) - log10(a->lo)) / (log10(a->hi) - log10(a->lo)) : (v - a->lo) / (a->hi - a->lo);
-    return a->p0 + t * (a->p1 - a->p0);
-}
-
-/* Tick label text for a value of step `step` on a linear axis. */
-static void tick_label(char *buf, size_t n, double v, double step)
-{
-    if (fabs(v) < step * 1e-6) v = 0;                                        /* no "-0.0" */
-    int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
-    if (fabs(step * pow(10, dec) - round(step * pow(10, dec))) > 1e-6) dec++;   /* 2.5 */
-    snprintf(buf, n, "%.*f", dec, v);
-}
-
-#define PANEL_W 860
-#define PANEL_H 410
-#define PL 72                    /* plot area: left, right, top, bottom edges within a panel */
-#define PR (PANEL_W - 260)
-#define PT 52
-#define PB (PANEL_H - 92)
-#define STRIP_H 26               /* the diverged strip below the plot area */
-
-/* One architecture's panel, its top at y = top. Rows [a, b). */
-static void svg_panel(FILE *f, const Rows *rs, int a, int b, double top)
-{
-    StratStats st[64];
-    int ns = strat_stats(rs, a, b, st, 64), ndiv = 0;
-    double tmin = INFINITY, tmax = 0, amin = INFINITY, amax = -INFINITY;
-    for (int i = a; i < b; i++) {
-        const Row *r = &rs->rows[i];
-        if (r->secs > 0) { tmin = fmin(tmin, r->secs); tmax = fmax(tmax, r->secs); }
-        if (r->diverged) { ndiv++; continue; }
-        amin = fmin(amin, 100 * r->acc);
-        amax = fmax(amax, 100 * r->acc);
-    }
-    if (!isfinite(tmin)) { tmin = 0.1; tmax = 1; }
-    if (!isfinite(amin)) { amin = 0; amax = 100; }
-
-    /* x: seconds, log10 when the range spans more than 10x */
-    Axis x = {0, 0, tmax / tmin > 10, PL, PR};
-    if (x.log) {
-        double l0 = log10(tmin), l1 = log10(tmax), pad = 0.06 * (l1 - l0);
-        x.lo = pow(10, l0 - pad);
-        x.hi = pow(10, l1 + pad);
-    } else {
-        double span = tmax - tmin, pad = span > 0 ? 0.08 * span : 0.25 * tmax;
-        double step = nice_step(span + 2 * pad, 5);
-        x.lo = fmax(0, floor((tmin - pad) / step) * step);
-        x.hi = ceil((tmax + pad) / step) * step;
-        if (x.hi <= x.lo) x.hi = x.lo + step;
-    }
-    /* y: accuracy in percent, padded, on nice ticks, within [0, 100] */
-    double span = amax - amin;
-    if (span < 2) {
-        amin -= (2 - span) / 2;
-        amax += (2 - span) / 2;
-        if (amax > 100) { amin -= amax - 100; amax = 100; }
-        span = 2;
-    }
-    double ystep = nice_step(span * 1.16, 5);
-    Axis y = {fmax(0, floor((amin - 0.08 * span) / ystep) * ystep), fmin(100, ceil((amax + 0.08 * span) / ystep) * ystep),
-              0, PB, PT + 10};   /* the top tick sits below the frame: markers at 100% stay inside */
-    if (y.hi <= y.lo) y.hi = y.lo + ystep;
-
-    fprintf(f, "<g class=\"panel\" transform=\"translate(0,%.0f)\">\n", top);
-    fprintf(f, "<text x=\"%d\" y=\"30\" class=\"title\">", PL);
-    xml_text(f, rs->rows[a].arch);
-    fprintf(f, ": test accuracy against train time (%d run%s)</text>\n", b - a, b - a == 1 ? "" : "s");
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"plot\"/>\n", PL, PT, PR - PL, PB - PT);
-
-    /* y grid, ticks, labels */
-    char lab[32];
-    for (double v = y.lo; v <= y.hi + ystep * 1e-6; v += ystep) {
-        double py = ax_map(&y, v);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"grid\"/>", PL, py, PR, py);
-        tick_label(lab, sizeof lab, v, ystep);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" class=\"axis\"/>", PL - 5, py, PL, py);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" class=\"ytick\">%s</text>\n", PL - 8, py + 4, lab);
-    }
-    /* x grid, ticks, labels (below the diverged strip) */
-    double xb = PB + STRIP_H;
-    if (x.log) {
-        int d0 = (int)floor(log10(x.lo)), d1 = (int)ceil(log10(x.hi)), many = d1 - d0 > 3;
-        for (int d = d0; d <= d1; d++)
-            for (int m = 1; m <= 9; m++) {
-                double v = m * pow(10, d);
-                if (v < x.lo || v > x.hi) continue;
-                double px = ax_map(&x, v);
-                int major = m == 1, labelled = major || (!many && (m == 2 || m == 5));
-                fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"%s\"/>", px, PT, px, PB,
-                        major ? "grid" : "grid minor");
-                fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" class=\"axis\"/>", px, xb, px,
-                        xb + (labelled ? 5 : 3));
-                if (labelled) {
-                    snprintf(lab, sizeof lab, "%g", v);
-                    fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%s</text>", px, xb + 18, lab);
-                }
-                fputc('\n', f);
-            }
-    } else {
-        double step = nice_step(x.hi - x.lo, 5);
-        for (double v = ceil(x.lo / step - 1e-9) * step; v <= x.hi + step * 1e-6; v += step) {
-            double px = ax_map(&x, v);
-            tick_label(lab, sizeof lab, v, step);
-            fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"grid\"/>", px, PT, px, PB);
-            fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" class=\"axis\"/>", px, xb, px, xb + 5);
-            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" class=\"xtick\">%s</text>\n", px, xb + 18, lab);
-        }
-    }
-    /* the diverged strip, framed with the plot's axes */
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"strip\"/>\n", PL, PB, PR - PL, STRIP_H);
-    fprintf(f, "<text x=\"%d\" y=\"%.1f\" class=\"ytick strip-label\">diverged</text>\n", PL - 8,
-            PB + STRIP_H / 2.0 + 4);
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%.0f\" class=\"axis\"/>", PL, PT, PL, xb);
-    fprintf(f, "<line x1=\"%d\" y1=\"%.0f\" x2=\"%d\" y2=\"%.0f\" class=\"axis\"/>\n", PL, xb, PR, xb);
-    fprintf(f, "<text x=\"%d\" y=\"%.0f\" class=\"label\">train time (s%s)</text>\n", (PL + PR) / 2, xb + 42,
-            x.log ? ", log scale" : "");
-    fprintf(f, "<text transform=\"translate(%d,%d) rotate(-90)\" class=\"label\">test accuracy (%%)</text>\n", 20,
-            (PT + PB) / 2);
-
-    /* the Pareto front: a step line, flat to the right edge after the last point */
-    int front[4096], nf = b - a <= 4096 ? pareto(rs, a, b, front) : 0;
-    if (nf) {
-        fprintf(f, "<path class=\"pareto\" d=\"");
-        for (int k = 0; k < nf; k++) {
-            const Row *r = &rs->rows[front[k]];
-            double px = ax_map(&x, fmax(r->secs, x.lo)), py = ax_map(&y, 100 * r->acc);
-            if (k) fprintf(f, "H%.1f", px);
-            fprintf(f, "%c%.1f,%.1f", k ? 'L' : 'M', px, py);
-        }
-        fprintf(f, "H%d\"/>\n", PR);
-    }
-
-    /* the runs: diverged ones hollow in the strip, the others by accuracy */
-    for (int i = a; i < b; i++) {
-        const Row *r = &rs->rows[i];
-        int o = r->order > STRAT_COUNT ? STRAT_COUNT : r->order;
-        double px = ax_map(&x, r->secs > 0 ? fmax(r->secs, x.lo) : x.lo);
-        double py = r->diverged ? PB + STRIP_H / 2.0 : ax_map(&y, 100 * r->acc);
-        fprintf(f, "<g class=\"marker%s\" data-strategy=\"", r->diverged ? " diverged" : "");
-        xml_text(f, r->strategy);
-        fprintf(f, "\" data-trial=\"%d\"><title>", r->trial);
-        xml_text(f, r->strategy);
-        fprintf(f, " trial %d: lr %g, batch %d, %s%.2f%%, %.2f s, %d epochs</title><path d=\"", r->trial, r->lr,
-                r->batch, r->diverged ? "DIVERGED (last good weights) " : "", 100 * r->acc, r->secs, r->epochs);
-        marker_path(f, MARKERS[o], px, py, 5.5);
-        if (r->diverged)
-            fprintf(f, "\" fill=\"#ffffff\" stroke=\"%s\" stroke-width=\"1.6\"/></g>\n", COLOURS[o]);
-        else
-            fprintf(f, "\" fill=\"%s\" fill-opacity=\"0.85\" stroke=\"#ffffff\" stroke-width=\"0.8\"/></g>\n",
-                    COLOURS[o]);
-    }
-
-    /* the legend */
-    double lx = PR + 22, ly = PT + 8;
-    fprintf(f, "<g class=\"legend\">\n<text x=\"%.0f\" y=\"%.0f\" class=\"legend-title\">strategy (runs)</text>\n",
-            lx, ly);
-    ly += 20;
-    for (int k = 0; k < ns; k++, ly += 20) {
-        int o = st[k].order > STRAT_COUNT ? STRAT_COUNT : st[k].order;
-        fprintf(f, "<path class=\"legend-marker\" d=\"");
-        marker_path(f, MARKERS[o], lx + 6, ly - 4, 5.5);
-        fprintf(f, "\" fill=\"%s\" stroke=\"#ffffff\" stroke-width=\"0.8\"/>", COLOURS[o]);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" class=\"legend-text\">", lx + 18, ly);
-        xml_text(f, st[k].name);
-        if (st[k].n_div) fprintf(f, " (%d, %d diverged)</text>\n", st[k].n, st[k].n_div);
-        else fprintf(f, " (%d)</text>\n", st[k].n);
-    }
-    ly += 6;
-    fprintf(f, "<path class=\"pareto\" d=\"M%.0f,%.0fH%.0f\"/><text x=\"%.0f\" y=\"%.0f\" class=\"legend-text\">Pareto front</text>\n",
-            lx - 2, ly - 4, lx + 14, lx + 18, ly);
-    ly += 20;
-    fprintf(f, "<path class=\"legend-marker\" d=\"");
-    marker_path(f, MK_CIRCLE, lx + 6, ly - 4, 5.5);
-    fprintf(f, "\" fill=\"#ffffff\" stroke=\"#555555\" stroke-width=\"1.6\"/><text x=\"%.0f\" y=\"%.0f\" class=\"legend-text\">diverged (%d), hollow,</text>\n",
-            lx + 18, ly, ndiv);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" class=\"legend-text\">in the strip below</text>\n</g>\n</g>\n", lx + 18,
-            ly + 15);
-}
-
-/* Write DIR/scatter.svg: one panel per architecture, stacked; 0 or -1. */
+/* Write DIR/scatter.svg (tools/report_svg.c); 0 or -1. */
 static int write_svg(const char *dir, const Rows *rs)
 {
-    int narch = 0;
-    for (int i = 0; i < rs->n; i++) narch += !i || strcmp(rs->rows[i].arch, rs->rows[i - 1].arch);
     OutFile o;
     if (out_open(&o, dir, "scatter.svg")) return -1;
-    FILE *f = o.f;
-    int h = narch * PANEL_H;
-    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-               "font-family=\"Helvetica, Arial, sans-serif\">\n", PANEL_W, h, PANEL_W, h);
-    fprintf(f, "<title>kiln compare: test accuracy against train time</title>\n"
-               "<style>\n"
-               "  .title { font-size: 15px; font-weight: bold; fill: #222222; }\n"
-               "  .label { font-size: 13px; fill: #222222; text-anchor: middle; }\n"
-               "  .xtick { font-size: 11px; fill: #444444; text-anchor: middle; }\n"
-               "  .ytick { font-size: 11px; fill: #444444; text-anchor: end; }\n"
-               "  .strip-label { font-style: italic; }\n"
-               "  .legend-title { font-size: 12px; font-weight: bold; fill: #222222; }\n"
-               "  .legend-text { font-size: 12px; fill: #222222; }\n"
-               "  .plot { fill: #ffffff; stroke: none; }\n"
-               "  .strip { fill: #f2f2f2; stroke: #bbbbbb; stroke-width: 0.8; stroke-dasharray: 3 3; }\n"
-               "  .grid { stroke: #e3e3e3; stroke-width: 1; }\n"
-               "  .minor { stroke: #f0f0f0; }\n"
-               "  .axis { stroke: #444444; stroke-width: 1; }\n"
-               "  .pareto { fill: none; stroke: #555555; stroke-width: 1.4; stroke-dasharray: 5 3; }\n"
-               "</style>\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
-    int p = 0;
-    for (int a = 0; a < rs->n; p++) {
-        int b = a;
-        while (b < rs->n && !strcmp(rs->rows[b].arch, rs->rows[a].arch)) b++;
-        svg_panel(f, rs, a, b, (double)p * PANEL_H);
-        a = b;
-    }
-    fprintf(f, "</svg>\n");
+    report_svg(o.f, rs);
     return out_commit(&o);
 }
 
 /* ---- the command ------------------------------------------------------------------- */
 
-/* Read every run below dir and write the three files (see the file comment). */
+/* Read every run below dir (or, without any, dir/results.csv) and write the
+ * three files (see the file comment). */
 int report_build(const char *dir)
 {
     struct stat st;
@@ -742,20 +769,33 @@ int report_build(const char *dir)
     }
     Rows rs = {0};
     walk(&rs, dir, "", 0);
+    int from_csv = 0;
+    char csv[1200];
+    snprintf(csv, sizeof csv, "%s/results.csv", dir);
+    if (!rs.n && !rs.skipped && stat(csv, &st) == 0) {
+        from_csv = 1;
+        if (read_csv(&rs, dir)) { free(rs.rows); return 2; }
+    }
     if (!rs.n) {
         fprintf(stderr, "kiln report: %s: no run folders (summary.json) below it%s\n", dir,
-                rs.skipped ? " that parse" : "");
+                rs.skipped ? " that parse" : from_csv ? ", and no rows in its results.csv" : "");
         free(rs.rows);
         return 2;
     }
+    set_order(&rs, dir, from_csv);
+    mark_collapsed(&rs);
     qsort(rs.rows, (size_t)rs.n, sizeof(Row), row_cmp);
     number_trials(&rs);
-    int bad = write_csv(dir, &rs) | write_md(dir, &rs) | write_svg(dir, &rs);
+    int bad = write_csv(dir, &rs) | write_md(dir, &rs, from_csv) | write_svg(dir, &rs);
     if (!bad) {
-        int ndiv = 0;
-        for (int i = 0; i < rs.n; i++) ndiv += rs.rows[i].diverged;
-        printf("report: %d run%s (%d diverged, %d skipped) -> %s/results.csv, %s/report.md, %s/scatter.svg\n",
-               rs.n, rs.n == 1 ? "" : "s", ndiv, rs.skipped, dir, dir, dir);
+        int ndiv = 0, ncol = 0;
+        for (int i = 0; i < rs.n; i++) {
+            ndiv += rs.rows[i].diverged;
+            ncol += rs.rows[i].collapsed;
+        }
+        printf("report: %d run%s (%d diverged, %d collapsed, %d skipped)%s -> %s/results.csv, %s/report.md, "
+               "%s/scatter.svg\n", rs.n, rs.n == 1 ? "" : "s", ndiv, ncol, rs.skipped,
+               from_csv ? " from results.csv" : "", dir, dir, dir);
     }
     free(rs.rows);
     return bad ? 1 : 0;
@@ -766,7 +806,8 @@ int cmd_report(int argc, char **argv)
 {
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: kiln report DIR\n  merge DIR/**/summary.json into DIR/results.csv, DIR/report.md and "
-               "DIR/scatter.svg\n");
+               "DIR/scatter.svg\n  (a folder with no runs but a results.csv: report.md and scatter.svg drawn "
+               "again from it)\n");
         return 0;
     }
     if (argc != 2 || argv[1][0] == '-') {
