@@ -25,6 +25,7 @@ void run_config_default(RunConfig *c)
     c->cache = 1;
     c->cache_limit = (size_t)4 << 30;
     c->progress = 1;
+    c->log_every = 30;
     cuda_options_default(&c->cuda);
 }
 
@@ -96,6 +97,7 @@ typedef struct {
     FILE *log;
     FILE *metrics;
     int tty;
+    double log_every, last_log; /* timed progress lines (not a terminal) */
     int phase, max_epochs;
     Checkpoint *ck;             /* template: prev-phase fields filled */
     char dir[1024];
@@ -109,6 +111,7 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     fprintf(h->log, "phase %d epoch %3d  lr %.3g  loss %.4f  train_acc %.4f  val_acc %.4f  %.0f img/s  %.1fs\n",
             st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->img_per_s, st->seconds);
     fflush(h->log);
+    h->last_log = kiln_now();
     if (h->metrics) {
         fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
                 st->train_acc, st->val_acc, st->img_per_s, st->seconds);
@@ -116,16 +119,27 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     }
 }
 
+/* Progress within an epoch: a bar redrawn in place on a terminal; otherwise
+ * one line every log_every seconds (images/s, running loss and accuracy, the
+ * epoch's ETA), which a log file or pipe receives as it is written. */
 static void hook_step(void *ctx, int epoch, int pos, int steps, double loss, double acc, double img_s)
 {
     Hooks *h = ctx;
-    if (!h->tty) return;
+    double eta = img_s > 0 ? (double)(steps - pos) * h->plan->opt.batch / img_s : 0;
+    if (!h->tty) {
+        double now = kiln_now();
+        if (h->log_every <= 0 || pos == steps || now - h->last_log < h->log_every) return;
+        h->last_log = now;
+        fprintf(h->log, "phase %d epoch %3d/%d  step %d/%d (%d%%)  %.0f img/s  loss %.4f  acc %.4f  epoch ETA %d:%02d\n",
+                h->phase + 1, epoch, h->max_epochs, pos, steps, 100 * pos / steps, img_s, loss, acc, (int)eta / 60,
+                (int)eta % 60);
+        return;
+    }
     if (pos % 4 && pos != steps) return;
     int w = 30, done = (int)((double)pos / steps * w);
     char bar[40];
     for (int i = 0; i < w; i++) bar[i] = i < done ? '=' : (i == done ? '>' : ' ');
     bar[w] = 0;
-    double eta = img_s > 0 ? (double)(steps - pos) * h->plan->opt.batch / img_s : 0;
     fprintf(h->log, "\r\033[Kepoch %d/%d [%s] %3d%%  %.0f img/s  loss %.4f  acc %.4f  ETA %d:%02d",
             epoch, h->max_epochs, bar, 100 * pos / steps, img_s, loss, acc, (int)eta / 60, (int)eta % 60);
     fflush(h->log);
@@ -548,6 +562,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
         }
         hk.c = c; hk.plan = p; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
+        hk.log_every = c->log_every; hk.last_log = kiln_now();
         hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;

@@ -35,6 +35,8 @@ typedef struct {
     size_t memory_budget;      /* auto: bytes the plan may use (0: physical memory / 2) */
     int num_classes;           /* 0: the data set's; else must equal it */
     int progress;              /* progress bar when stdout is a terminal */
+    double log_every;          /* seconds between progress lines when the log is
+                                  not a terminal (30; 0: none) */
     long stop_after_steps;     /* testing: behave as if killed after this many steps */
     FILE *log;                 /* per-epoch lines (NULL: stdout) */
     const char *device;        /* cpu | cuda | auto (runtime/device.h); NULL: cpu */

@@ -309,6 +309,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
         json_decref(want);
         return 2;
     }
+    setvbuf(log, NULL, _IOLBF, 0);      /* progress lines reach the file as they are written */
     c.log = log;
     char err[1024];
     RunResult r;

@@ -1,0 +1,125 @@
+/* tests/test_logs.c — what `kiln` tells its user, read as a user reads it:
+ * the built binary (KILN_BIN, set by ctest) run with its output in a pipe.
+ *  - the log is line-buffered: header and progress lines arrive while the
+ *    first epoch still runs, and without a terminal a progress line comes
+ *    every --log-every seconds.
+ * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char tiny[1024], tmpdir[256];
+
+static void setup(void)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    snprintf(tiny, sizeof tiny, "%s/archs/tiny.arch", src ? src : ".");
+    strcpy(tmpdir, "/tmp/kiln-logs-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* The kiln binary under test. */
+static const char *kiln_bin(void)
+{
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_msg(bin != NULL, "KILN_BIN is not set (ctest sets it to the built kiln)");
+    return bin;
+}
+
+/* Start `kiln ARGV...` with stdout and stderr into one pipe; *out reads it.
+ * Returns the child's pid. */
+static pid_t spawn_kiln(char *const *args, FILE **out)
+{
+    int fd[2];
+    ck_assert_int_eq(pipe(fd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        close(fd[1]);
+        char *argv[64];
+        int n = 0;
+        argv[n++] = (char *)kiln_bin();
+        while (args[n - 1] && n < 63) { argv[n] = args[n - 1]; n++; }
+        argv[n] = NULL;
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    *out = fdopen(fd[0], "r");
+    ck_assert_ptr_nonnull(*out);
+    return pid;
+}
+
+/* ---- line buffering and timed progress -------------------------------------------- */
+
+/* Piped, the header and a progress line arrive while epoch 1 runs: on the
+ * first progress line the test interrupts the run, which must then stop in
+ * epoch 1, within a step or two, with no epoch line printed. A fully
+ * buffered stdout holds lines back until the epoch's end or until 4 KiB of
+ * them are waiting (dozens of progress lines), so the interruption lands
+ * later. */
+START_TEST(piped_log_arrives_during_the_first_epoch)
+{
+    char *args[] = {"train", "--arch", tiny, "--data", "synthetic:n=20000", "--epochs", "3", "--weights", "none",
+                    "--no-out", "--log-every", "1", NULL};
+    FILE *out;
+    pid_t pid = spawn_kiln(args, &out);
+    char line[1024];
+    int n = 0, header = 0, progress = 0, progress_at = -1, epoch_line_at = -1, interrupted_at = -1;
+    char interrupted[1024] = "";
+    while (fgets(line, sizeof line, out)) {
+        if (!strncmp(line, "data ", 5) || !strncmp(line, "phase 1: ", 9)) header++;
+        if (strstr(line, "phase 1 epoch") && strstr(line, " step ") && !progress++) {
+            progress_at = n;
+            ck_assert_int_eq(kill(pid, SIGINT), 0);
+        }
+        if (epoch_line_at < 0 && strstr(line, "phase 1 epoch") && strstr(line, " val_acc ")) epoch_line_at = n;
+        if (!strncmp(line, "interrupted at ", 15)) {
+            interrupted_at = n;
+            snprintf(interrupted, sizeof interrupted, "%s", line);
+        }
+        n++;
+    }
+    fclose(out);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(progress_at >= 0, "no progress line in %d lines", n);
+    ck_assert_int_eq(header, 2);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 130, "exit status %d", st);
+    ck_assert_msg(interrupted_at > progress_at, "no interruption message after the progress line");
+    ck_assert_msg(strstr(interrupted, "phase 1 epoch 1 step "),
+                  "the progress line arrived after epoch 1 ended: %s", interrupted);
+    ck_assert_msg(epoch_line_at < 0, "an epoch line (line %d) before the interruption", epoch_line_at);
+    /* one line a second: the interruption follows the first one at once */
+    ck_assert_msg(progress <= 3, "%d progress lines were written before the first one arrived", progress);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("logs");
+    TCase *tc = tcase_create("logs");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, piped_log_arrives_during_the_first_epoch);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
