@@ -22,6 +22,8 @@ typedef struct {
     char source[512];      /* what was read, for reports */
     int n;                 /* images */
     int h, w, c;           /* stored size of every image */
+    int src_h, src_w;      /* size in the source, before any resize (the
+                              first image's, for sources of mixed sizes) */
     int num_classes;
     char **class_names;    /* num_classes strings */
     uint8_t *pixels;       /* (n, h, w, c) */

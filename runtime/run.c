@@ -282,6 +282,26 @@ out:
 
 /* ---- the run ------------------------------------------------------------------------------ */
 
+/* When the data's images are resized to the input size, say so: as a
+ * WARNING with both sizes, the compute factor and the --input-size hint when
+ * the size is the arch's default, as a plain line when it was asked for. */
+static void size_warning(FILE *log, const Dataset *ds, const Graph *g, int asked)
+{
+    const InputAttr *in = &g->layers[0].a.input;
+    if (ds->src_h == in->h && ds->src_w == in->w) return;
+    double factor = (double)in->h * in->w / ((double)ds->src_h * ds->src_w);
+    if (asked) {
+        fprintf(log, "input %dx%d (--input-size): the data's %dx%d images are resized to it, %.3gx the compute\n",
+                in->h, in->w, ds->src_h, ds->src_w, factor);
+        return;
+    }
+    fprintf(log, "WARNING: the data's images are %dx%d, %s's input is %dx%d: without --input-size every image is "
+            "%s to %dx%d, %.3gx the compute of training at %dx%d. Give --input-size %dx%d to train at the data's "
+            "size.\n",
+            ds->src_h, ds->src_w, g->name, in->h, in->w, factor > 1 ? "upscaled" : "downscaled", in->h, in->w,
+            factor, ds->src_h, ds->src_w, ds->src_h, ds->src_w);
+}
+
 /* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run. */
 static void metrics_trim(const char *path, int phase, int epoch)
 {
@@ -390,6 +410,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         goto out_split;
     fprintf(log, "data %s: %d images %dx%dx%d, %d classes; split train %d / val %d / test %d\n", ds->source,
             ds->n, ds->h, ds->w, ds->c, ds->num_classes, sp.n_train, sp.n_val, sp.n_test);
+    size_warning(log, ds, &g, c->input_h > 0);
 
     Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
                   {in->std[0], in->std[1], in->std[2], in->std[3]}};

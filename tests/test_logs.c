@@ -3,9 +3,12 @@
  *  - the log is line-buffered: header and progress lines arrive while the
  *    first epoch still runs, and without a terminal a progress line comes
  *    every --log-every seconds.
+ *  - a data set whose images differ from the arch's input size, without
+ *    --input-size, is a WARNING naming both sizes and the compute factor.
  * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
 #include <check.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +67,34 @@ static pid_t spawn_kiln(char *const *args, FILE **out)
     return pid;
 }
 
+/* Run `kiln ARGS` (printf-style, shell-quoted by the caller) with stdout
+ * and stderr together; returns the output (malloc'd) and the exit code. */
+static char *run_kiln(int *rc, const char *fmt, ...)
+{
+    char args[2048], cmd[3072];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", kiln_bin(), args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = 0, cap = 1 << 16;
+    char *out = malloc(cap);
+    ck_assert_ptr_nonnull(out);
+    for (size_t k; (k = fread(out + n, 1, cap - 1 - n, p)) > 0;) {
+        n += k;
+        if (n + 1 == cap) {
+            out = realloc(out, cap *= 2);
+            ck_assert_ptr_nonnull(out);
+        }
+    }
+    out[n] = 0;
+    int st = pclose(p);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
 /* ---- line buffering and timed progress -------------------------------------------- */
 
 /* Piped, the header and a progress line arrive while epoch 1 runs: on the
@@ -109,6 +140,31 @@ START_TEST(piped_log_arrives_during_the_first_epoch)
 }
 END_TEST
 
+/* ---- messages -------------------------------------------------------------------- */
+
+/* 8x8 images for tiny (16x16): a WARNING with both sizes, the factor and the
+ * hint; given --input-size, a plain line; at the data's size, nothing. */
+START_TEST(input_size_mismatch_warns)
+{
+    int rc;
+    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out", tiny);
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_msg(strstr(out, "WARNING: the data's images are 8x8, tiny's input is 16x16: without --input-size every "
+                              "image is upscaled to 16x16, 4x the compute of training at 8x8. Give --input-size 8x8"),
+                  "%s", out);
+    free(out);
+    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out "
+                   "--input-size 12x12", tiny);
+    ck_assert_msg(rc == 0 && !strstr(out, "WARNING"), "%s", out);
+    ck_assert_msg(strstr(out, "input 12x12 (--input-size): the data's 8x8 images are resized to it, 2.25x the compute"),
+                  "%s", out);
+    free(out);
+    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=16 --epochs 1 --weights none --no-out", tiny);
+    ck_assert_msg(rc == 0 && !strstr(out, "WARNING") && !strstr(out, "resized"), "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("logs");
@@ -116,6 +172,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, piped_log_arrives_during_the_first_epoch);
+    tcase_add_test(tc, input_size_mismatch_warns);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
