@@ -98,11 +98,37 @@ typedef struct {
     FILE *metrics;
     int tty;
     double log_every, last_log; /* timed progress lines (not a terminal) */
+    int num_classes, n_val;
+    double peak;                /* best validation accuracy so far, any phase */
+    int peak_phase, peak_epoch;
+    int warned;                 /* the collapse since the last epoch above chance was reported */
+    int *collapsed;             /* RunResult.collapsed_epoch of this phase */
     int phase, max_epochs;
     Checkpoint *ck;             /* template: prev-phase fields filled */
     char dir[1024];
     int failed;
 } Hooks;
+
+/* A collapse that is not a NaN: validation accuracy back at chance (1/K,
+ * within a quarter of it plus one image) for an epoch after an epoch above
+ * it. Warned once until the accuracy rises again; the first such epoch of
+ * each phase is kept for summary.json. */
+static void check_collapse(Hooks *h, const EpochStats *st)
+{
+    double chance = 1.0 / h->num_classes, margin = 0.25 * chance + 1.0 / h->n_val;
+    if (st->val_acc > chance + margin) {
+        h->warned = 0;
+        if (st->val_acc > h->peak) { h->peak = st->val_acc; h->peak_phase = st->phase; h->peak_epoch = st->epoch; }
+        return;
+    }
+    if (fabs(st->val_acc - chance) > margin || h->peak <= chance + margin || h->warned) return;
+    h->warned = 1;
+    if (!*h->collapsed) *h->collapsed = st->epoch;
+    fprintf(h->log, "WARNING: validation accuracy %.4f is at chance (1/%d classes) at phase %d epoch %d, after %.4f "
+            "at phase %d epoch %d: the run has collapsed without a NaN (a lower --lr usually avoids it); the best "
+            "weights are the ones kept\n", st->val_acc, h->num_classes, st->phase + 1, st->epoch, h->peak,
+            h->peak_phase + 1, h->peak_epoch);
+}
 
 static void hook_epoch(void *ctx, const EpochStats *st)
 {
@@ -110,6 +136,7 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     if (h->tty) fprintf(h->log, "\r\033[K");
     fprintf(h->log, "phase %d epoch %3d  lr %.3g  loss %.4f  train_acc %.4f  val_acc %.4f  %.0f img/s  %.1fs\n",
             st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+    check_collapse(h, st);
     fflush(h->log);
     h->last_log = kiln_now();
     if (h->metrics) {
@@ -584,6 +611,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         }
         hk.c = c; hk.plan = p; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
         hk.log_every = c->log_every; hk.last_log = kiln_now();
+        hk.num_classes = ds->num_classes; hk.n_val = sp.n_val; hk.collapsed = &r->collapsed_epoch[ph];
         hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;
@@ -670,6 +698,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             json_object_set_new(o, "epochs", json_integer(r->epochs[k]));
             json_object_set_new(o, "best_epoch", json_integer(r->best_epoch[k]));
             json_object_set_new(o, "seconds", json_real(r->phase_seconds[k]));
+            json_object_set_new(o, "collapsed_epoch",
+                                r->collapsed_epoch[k] ? json_integer(r->collapsed_epoch[k]) : json_null());
             json_array_append_new(pa, o);
         }
         json_object_set_new(s, "phases", pa);

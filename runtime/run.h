@@ -62,6 +62,8 @@ typedef struct {
     int diverged, div_epoch, div_step;
     float div_lr;
     int rollbacks;
+    int collapsed_epoch[2];    /* per phase, the first epoch whose validation accuracy
+                                  fell back to chance after being above it (0: none) */
     int interrupted;
     int batch;
     float lr;

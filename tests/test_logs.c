@@ -4,7 +4,9 @@
  *    first epoch still runs, and without a terminal a progress line comes
  *    every --log-every seconds.
  *  - a data set whose images differ from the arch's input size, without
- *    --input-size, is a WARNING naming both sizes and the compute factor.
+ *    --input-size, is a WARNING naming both sizes and the compute factor;
+ *  - validation accuracy back at chance after an epoch above it is a
+ *    WARNING and summary.json's phases[].collapsed_epoch.
  * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
 #include <check.h>
 #include <signal.h>
@@ -165,6 +167,62 @@ START_TEST(input_size_mismatch_warns)
 }
 END_TEST
 
+/* Reads a whole file (malloc'd, NUL-terminated), or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    if (b) b[n] = 0;
+    fclose(f);
+    return b;
+}
+
+/* tiny with BN frozen at lr 0.5 reaches 0.45 validation accuracy in epoch 1
+ * and falls to 0.25, chance for 4 classes, in epoch 2 (no NaN); the checks
+ * allow the collapse an epoch later. */
+START_TEST(collapse_to_chance_warns)
+{
+    int rc;
+    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --strategy naive-bn-frozen --weights none "
+                         "--epochs 3 --lr 0.5 --out '%s/collapse'", tiny, tmpdir);
+    ck_assert_msg(rc == 0, "%s", out);
+    const char *w = strstr(out, "WARNING: validation accuracy ");
+    ck_assert_msg(w != NULL, "%s", out);
+    double v, before;
+    int k, phase, epoch;
+    ck_assert_msg(sscanf(w, "WARNING: validation accuracy %lf is at chance (1/%d classes) at phase %d epoch %d, after %lf",
+                         &v, &k, &phase, &epoch, &before) == 5, "%s", w);
+    ck_assert_int_eq(k, 4);
+    ck_assert_int_eq(phase, 1);
+    ck_assert_msg(v > 0.2 && v < 0.3 && before > 0.35 && epoch >= 2, "%s", w);
+    ck_assert_msg(strstr(w, "the run has collapsed without a NaN"), "%s", w);
+    ck_assert_msg(!strstr(w + 1, "WARNING: validation accuracy "), "warned twice for one collapse: %s", out);
+    free(out);
+    char path[600], want[64];
+    snprintf(path, sizeof path, "%s/collapse/summary.json", tmpdir);
+    char *sum = slurp(path);
+    ck_assert_ptr_nonnull(sum);
+    snprintf(want, sizeof want, "\"collapsed_epoch\": %d", epoch);
+    ck_assert_msg(strstr(sum, want), "%s", sum);
+    free(sum);
+    /* a run that learns has none */
+    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 2 --out '%s/learns'", tiny,
+                   tmpdir);
+    ck_assert_msg(rc == 0 && !strstr(out, "WARNING"), "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/learns/summary.json", tmpdir);
+    sum = slurp(path);
+    ck_assert_ptr_nonnull(sum);
+    ck_assert_msg(strstr(sum, "\"collapsed_epoch\": null"), "%s", sum);
+    free(sum);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("logs");
@@ -173,6 +231,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, piped_log_arrives_during_the_first_epoch);
     tcase_add_test(tc, input_size_mismatch_warns);
+    tcase_add_test(tc, collapse_to_chance_warns);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
