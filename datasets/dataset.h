@@ -34,6 +34,11 @@ typedef struct {
     double decode_seconds; /* wall time spent reading and decoding */
 } Dataset;
 
+/* The seed of the split, the --per-class pick, the shuffles and the weight
+ * init when none is given: kiln data, train, eval and compare all default to
+ * it, so the split `kiln data` prints is the one training uses. */
+#define KILN_DEFAULT_SEED 1
+
 typedef struct {
     int h, w, c;           /* resize to this once (0: keep the source size) */
     int per_class;         /* >0: keep at most this many images per class,

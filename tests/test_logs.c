@@ -6,7 +6,8 @@
  *  - a data set whose images differ from the arch's input size, without
  *    --input-size, is a WARNING naming both sizes and the compute factor;
  *  - validation accuracy back at chance after an epoch above it is a
- *    WARNING and summary.json's phases[].collapsed_epoch.
+ *    WARNING and summary.json's phases[].collapsed_epoch;
+ *  - kiln data, train and eval default to one seed.
  * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
 #include <check.h>
 #include <signal.h>
@@ -223,6 +224,44 @@ START_TEST(collapse_to_chance_warns)
 }
 END_TEST
 
+/* The seed in `needle<seed>` within text, or -1. */
+static int seed_after(const char *text, const char *needle)
+{
+    const char *p = strstr(text, needle);
+    int seed = -1;
+    if (p) sscanf(p + strlen(needle), "%d", &seed);
+    return seed;
+}
+
+/* Without --seed, `kiln data` prints the split of the seed that `kiln train`
+ * (config.json) and `kiln eval` (weights outside a run folder) use. */
+START_TEST(one_default_seed)
+{
+    int rc;
+    char *out = run_kiln(&rc, "data synthetic:n=200");
+    ck_assert_msg(rc == 0, "%s", out);
+    int data_seed = seed_after(out, "split:    seed ");
+    free(out);
+    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --out '%s/run' --save "
+                   "'%s/final.safetensors'", tiny, tmpdir, tmpdir);
+    ck_assert_msg(rc == 0, "%s", out);
+    free(out);
+    char path[600];
+    snprintf(path, sizeof path, "%s/run/config.json", tmpdir);
+    char *cfg = slurp(path);
+    ck_assert_ptr_nonnull(cfg);
+    int train_seed = seed_after(cfg, "\"seed\": ");
+    free(cfg);
+    out = run_kiln(&rc, "eval --arch '%s' --data synthetic:n=200 --weights '%s/final.safetensors'", tiny, tmpdir);
+    ck_assert_msg(rc == 0, "%s", out);
+    int eval_seed = seed_after(out, "split test (seed ");
+    free(out);
+    ck_assert_int_ge(train_seed, 0);
+    ck_assert_int_eq(data_seed, train_seed);
+    ck_assert_int_eq(eval_seed, train_seed);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("logs");
@@ -232,6 +271,7 @@ int main(void)
     tcase_add_test(tc, piped_log_arrives_during_the_first_epoch);
     tcase_add_test(tc, input_size_mismatch_warns);
     tcase_add_test(tc, collapse_to_chance_warns);
+    tcase_add_test(tc, one_default_seed);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

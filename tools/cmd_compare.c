@@ -73,14 +73,15 @@ static void compare_usage(FILE *f)
         "  --batches N,M,...   batch-size grid (default 32,64)\n"
         "                      trial k: lrs[k %% nl], batches[(k %% nl + k / nl) %% nb]; auto ignores the grid\n"
         "  --epochs N --patience N   override the strategies' (100, 20)\n"
-        "  --per-class N --input-size HxW --seed N (1)\n"
+        "  --per-class N --input-size HxW --seed N (%d)\n"
         "  --weights FILE[,FILE...]|none  per arch (default weights/<arch>.safetensors; random never loads)\n"
         "  --out DIR           (default runs/compare): DIR/<arch>/<strategy>/trial-K, then the report\n"
         "  --trial K           run only trial K (0..T-1) of every (arch, strategy); merge with kiln report DIR\n"
         "  --force             rerun trials that already finished with the same settings\n"
         "  --device cpu|cuda|auto  where the trials run (default $KILN_DEVICE or auto)\n"
         "  and any training option of kiln train but --lr/--batch (--wd, --momentum, --warmup-epochs,\n"
-        "  --layer-decay, --on-diverge, ...): applied to every trial after its strategy's defaults\n");
+        "  --layer-decay, --on-diverge, ...): applied to every trial after its strategy's defaults\n",
+        KILN_DEFAULT_SEED);
 }
 
 /* Ctrl-C: the running trial writes its checkpoint and stops; so does the sweep. */
@@ -350,7 +351,7 @@ int cmd_compare(int argc, char **argv)
     s.trials = 5;
     s.only_trial = -1;
     s.patience = -1;
-    s.seed = 1;
+    s.seed = KILN_DEFAULT_SEED;
     s.out = "runs/compare";
     parse_lrs("0.1,0.03,0.01,0.003,0.001", &s);
     parse_batches("32,64", &s);

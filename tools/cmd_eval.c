@@ -32,11 +32,12 @@ static void eval_usage(FILE *f)
     fprintf(f,
         "usage: kiln eval --arch FILE --weights FILE --data SPEC [options]\n"
         "  --split test|val|train|all  which images (default test), split as training splits them\n"
-        "  --seed N            split seed (default: the run's, from config.json beside the weights; else 1)\n"
+        "  --seed N            split seed (default: the run's, from config.json beside the weights; else %d)\n"
         "  --per-class N       keep at most N images a class, as training did (default: the run's)\n"
         "  --batch N           images per forward pass (default 32)\n"
         "  --input-size HxW    input size (default: the weights' kiln.input, else the arch's)\n"
-        "  --device cpu|cuda|auto  where it runs (default $KILN_DEVICE or auto)\n");
+        "  --device cpu|cuda|auto  where it runs (default $KILN_DEVICE or auto)\n",
+        KILN_DEFAULT_SEED);
 }
 
 /* Seed and per-class count of the run whose folder holds `weights` (its
@@ -160,7 +161,7 @@ int cmd_eval(int argc, char **argv)
 
     /* the run's split settings, where the weights come from a run folder */
     char cfg[1100];
-    int run_seed = 1, run_pc = 0, got_seed = 0, got_pc = 0;
+    int run_seed = KILN_DEFAULT_SEED, run_pc = 0, got_seed = 0, got_pc = 0;
     if (seed < 0 || per_class < 0)
         run_defaults(weights, &run_seed, &got_seed, &run_pc, &got_pc, cfg, sizeof cfg);
     if (seed < 0) {

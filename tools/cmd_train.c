@@ -30,12 +30,13 @@ static void train_usage(FILE *f)
         "  --finetune-factor X (0.1)  --bn train|infer|frozen (strategy's)\n"
         "  --lr-groups 'A..B=lr,C..=lr,head=lr'  --layer-decay X (0.7 for layerwise) --depth-groups N (5)\n"
         "  --on-diverge stop|rollback (stop; rollback for auto) --max-rollbacks N (3)\n"
-        "  --seed N (1) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
+        "  --seed N (%d) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
         "  --no-fuse --no-fold --no-cache --no-progress (no progress bar on a terminal)\n"
         "  --log-every SECONDS when the output is not a terminal, a progress line this often\n"
         "                      (30; 0: only the line at each epoch's end)\n"
         "  --device cpu|cuda|auto (auto: cuda when a GPU can be used; default $KILN_DEVICE or auto)\n"
-        "  --tf32 (cuda: TF32 tensor-core GEMMs; default FP32)  --no-graph (cuda: no CUDA graph replay)\n");
+        "  --tf32 (cuda: TF32 tensor-core GEMMs; default FP32)  --no-graph (cuda: no CUDA graph replay)\n",
+        KILN_DEFAULT_SEED);
 }
 
 static void on_sigint(int sig)
