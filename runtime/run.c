@@ -135,13 +135,14 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     Hooks *h = ctx;
     if (h->tty) fprintf(h->log, "\r\033[K");
     fprintf(h->log, "phase %d epoch %3d  lr %.3g  loss %.4f  train_acc %.4f  val_acc %.4f  %.0f img/s  %.1fs\n",
-            st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+            st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->train_img_per_s,
+            st->elapsed_s);
     check_collapse(h, st);
     fflush(h->log);
     h->last_log = kiln_now();
     if (h->metrics) {
         fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
-                st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+                st->train_acc, st->val_acc, st->train_img_per_s, st->elapsed_s);
         fflush(h->metrics);
     }
 }
@@ -468,7 +469,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if (have_resume) metrics_trim(path, resume.phase, resume.ls.epoch);
         hk.metrics = fopen(path, have_resume ? "a" : "w");
         if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 2; goto out_split; }
-        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,img_per_s,seconds\n");
+        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
     }
     r->setup_seconds = kiln_now() - t0;
 

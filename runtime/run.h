@@ -3,7 +3,9 @@
  * accuracy, and the run folder:
  *
  *   runs/NAME/config.json    the resolved configuration
- *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, img_per_s, seconds
+ *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, train_img_per_s
+ *                            (images/s of the epoch's training steps, validation
+ *                            apart), elapsed_s (the phase's train time so far)
  *   runs/NAME/summary.json   results (diverged runs included, marked)
  *   runs/NAME/plan.txt       the static plan, as `kiln plan` prints it
  *   runs/NAME/best.safetensors  the best weights (kiln eval, --weights)

@@ -7,7 +7,10 @@
  *    --input-size, is a WARNING naming both sizes and the compute factor;
  *  - validation accuracy back at chance after an epoch above it is a
  *    WARNING and summary.json's phases[].collapsed_epoch;
- *  - kiln data, train and eval default to one seed.
+ *  - kiln data, train and eval default to one seed;
+ *  - metrics.csv names its columns for what they hold: train_img_per_s is
+ *    the images of the epoch over the time of its training steps (a
+ *    rolled-back attempt and validation apart), elapsed_s the phase's time.
  * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
 #include <check.h>
 #include <signal.h>
@@ -16,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "runtime/run.h"
 
 static char tiny[1024], tmpdir[256];
 
@@ -262,6 +268,101 @@ START_TEST(one_default_seed)
 }
 END_TEST
 
+/* ---- metrics.csv ------------------------------------------------------------------ */
+
+/* The CPU backend with a train_step that takes 20 ms more, whose 6th call
+ * reports a non-finite loss (a rollback), and whose evaluate takes 200 ms
+ * more. It sums the time spent in calls 7..16: the ten steps of epoch 1 that
+ * count after the rollback (320 training images, batch 32). */
+static int (*cpu_step)(Backend *, int, const StepConfig *, double *, int *);
+static void (*cpu_eval)(Backend *, int, double *, int *);
+static int step_calls;
+static double epoch1_step_s;
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {0, (long)(s * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+static int slow_step(Backend *b, int n, const StepConfig *cfg, double *loss, int *correct)
+{
+    double t = kiln_now();
+    int k = ++step_calls;
+    sleep_s(0.02);
+    int bad = k == 6 ? 1 : cpu_step(b, n, cfg, loss, correct);
+    if (k >= 7 && k <= 16) epoch1_step_s += kiln_now() - t;
+    return bad;
+}
+
+static void slow_eval(Backend *b, int n, double *loss, int *correct)
+{
+    sleep_s(0.2);
+    cpu_eval(b, n, loss, correct);
+}
+
+static Backend *make_slow_backend(const Plan *p, void *ctx, char *err, size_t errlen)
+{
+    (void)ctx;
+    Backend *b = cpu_backend_create(p, err, errlen);
+    if (!b) return NULL;
+    cpu_step = b->train_step;
+    cpu_eval = b->evaluate;
+    b->train_step = slow_step;
+    b->train_launch = NULL;
+    b->train_wait = NULL;
+    b->evaluate = slow_eval;
+    return b;
+}
+
+START_TEST(metrics_columns_say_what_they_hold)
+{
+    FILE *quiet = fopen("/dev/null", "w");
+    RunConfig c;
+    run_config_default(&c);
+    strategy_defaults(&c.spec, STRAT_NAIVE);
+    char out[600], err[512];
+    snprintf(out, sizeof out, "%s/metrics", tmpdir);
+    c.arch = tiny;
+    c.data = "synthetic:n=400";
+    c.out = out;
+    c.log = quiet;
+    c.progress = 0;
+    c.spec.max_epochs = 2;
+    c.spec.on_diverge = DIVERGE_ROLLBACK;
+    c.make_backend = make_slow_backend;
+    RunResult r;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    fclose(quiet);
+    ck_assert_int_eq(r.rollbacks, 1);
+    ck_assert_int_eq(step_calls, 6 + 2 * 10);
+    char path[700];
+    snprintf(path, sizeof path, "%s/metrics.csv", out);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
+    double rate[2], elapsed[2];
+    for (int e = 0; e < 2; e++) {
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+        int ep, ph;
+        double lr, loss, ta, va;
+        ck_assert_int_eq(sscanf(line, "%d,%d,%lf,%lf,%lf,%lf,%lf,%lf", &ep, &ph, &lr, &loss, &ta, &va, &rate[e],
+                                &elapsed[e]), 8);
+    }
+    fclose(f);
+    /* the rate of epoch 1 comes from its ten counted steps only: not the
+     * five before the rollback, not validation */
+    double steps_rate = 320 / epoch1_step_s;
+    ck_assert_msg(rate[0] <= steps_rate * 1.0001 && rate[0] > 0.85 * steps_rate,
+                  "epoch 1: %.1f img/s, its steps ran at %.1f", rate[0], steps_rate);
+    /* elapsed: the phase's time so far, the 16 steps and validation included */
+    ck_assert_msg(elapsed[0] > 16 * 0.02 + 0.2 && elapsed[1] > elapsed[0] + 10 * 0.02 + 0.2,
+                  "elapsed %.3f, %.3f", elapsed[0], elapsed[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("logs");
@@ -272,6 +373,7 @@ int main(void)
     tcase_add_test(tc, input_size_mismatch_warns);
     tcase_add_test(tc, collapse_to_chance_warns);
     tcase_add_test(tc, one_default_seed);
+    tcase_add_test(tc, metrics_columns_say_what_they_hold);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
