@@ -13,6 +13,7 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/device.h"
+#include "runtime/evaluate.h"
 #include "runtime/files.h"
 #include "runtime/params.h"
 #include "runtime/weights.h"
@@ -439,6 +440,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     fprintf(log, "data %s: %d images %dx%dx%d, %d classes; split train %d / val %d / test %d\n", ds->source,
             ds->n, ds->h, ds->w, ds->c, ds->num_classes, sp.n_train, sp.n_val, sp.n_test);
     size_warning(log, ds, &g, c->input_h > 0);
+    warn_coarse_split(log, "validation", sp.n_val);
+    warn_coarse_split(log, "test", sp.n_test);
 
     Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
                   {in->std[0], in->std[1], in->std[2], in->std[3]}};

@@ -10,7 +10,9 @@
  *  - kiln data, train and eval default to one seed;
  *  - metrics.csv names its columns for what they hold: train_img_per_s is
  *    the images of the epoch over the time of its training steps (a
- *    rolled-back attempt and validation apart), elapsed_s the phase's time.
+ *    rolled-back attempt and validation apart), elapsed_s the phase's time;
+ *  - validation and test splits under 30 images are a WARNING in train and
+ *    eval.
  * Each case runs archs/tiny.arch on a synthetic source for a few seconds. */
 #include <check.h>
 #include <signal.h>
@@ -164,12 +166,12 @@ START_TEST(input_size_mismatch_warns)
     free(out);
     out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out "
                    "--input-size 12x12", tiny);
-    ck_assert_msg(rc == 0 && !strstr(out, "WARNING"), "%s", out);
+    ck_assert_msg(rc == 0 && !strstr(out, "WARNING: the data's"), "%s", out);
     ck_assert_msg(strstr(out, "input 12x12 (--input-size): the data's 8x8 images are resized to it, 2.25x the compute"),
                   "%s", out);
     free(out);
     out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=16 --epochs 1 --weights none --no-out", tiny);
-    ck_assert_msg(rc == 0 && !strstr(out, "WARNING") && !strstr(out, "resized"), "%s", out);
+    ck_assert_msg(rc == 0 && !strstr(out, "WARNING: the data's") && !strstr(out, "resized"), "%s", out);
     free(out);
 }
 END_TEST
@@ -265,6 +267,30 @@ START_TEST(one_default_seed)
     ck_assert_int_ge(train_seed, 0);
     ck_assert_int_eq(data_seed, train_seed);
     ck_assert_int_eq(eval_seed, train_seed);
+}
+END_TEST
+
+/* 200 images: validation and test splits of 20, each a WARNING, in train
+ * and in eval; 400 images (splits of 40): none. */
+START_TEST(small_splits_warn)
+{
+    int rc;
+    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --no-out --save "
+                         "'%s/w.safetensors'", tiny, tmpdir);
+    ck_assert_msg(rc == 0, "%s", out);
+    const char *tail = "images (fewer than 30): its accuracy moves in steps of 0.05, a coarse estimate";
+    char want[256];
+    snprintf(want, sizeof want, "WARNING: the validation split has 20 %s", tail);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    snprintf(want, sizeof want, "WARNING: the test split has 20 %s", tail);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    free(out);
+    out = run_kiln(&rc, "eval --arch '%s' --data synthetic:n=200 --weights '%s/w.safetensors'", tiny, tmpdir);
+    ck_assert_msg(rc == 0 && strstr(out, want), "%s", out);
+    free(out);
+    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 1 --no-out", tiny);
+    ck_assert_msg(rc == 0 && strstr(out, "val 40 / test 40") && !strstr(out, "coarse"), "%s", out);
+    free(out);
 }
 END_TEST
 
@@ -374,6 +400,7 @@ int main(void)
     tcase_add_test(tc, collapse_to_chance_warns);
     tcase_add_test(tc, one_default_seed);
     tcase_add_test(tc, metrics_columns_say_what_they_hold);
+    tcase_add_test(tc, small_splits_warn);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -269,6 +269,7 @@ int cmd_eval(int argc, char **argv)
     printf("eval %s (%s) with %s\n", g.name, arch, weights);
     printf("data %s: %d images %dx%dx%d, %d classes; split %s (seed %d): %d images, %.2fs (%.0f img/s)\n",
            ds.source, ds.n, ds.h, ds.w, ds.c, K, split, seed, n, secs, secs > 0 ? n / secs : 0.0);
+    warn_coarse_split(stdout, split, n);
     print_results(&ds, cm, K);
     rc = 0;
 out:
