@@ -95,6 +95,10 @@ int dataset_open(Dataset *ds, const char *spec, const DataOptions *opt,
         snprintf(err, errlen, "%s: out of memory taking a per-class subset", spec);
         return rc;
     }
+    if (!ds->src_h) {
+        ds->src_h = ds->h;
+        ds->src_w = ds->w;
+    }
     if (opt && opt->h > 0 && (ds->h != opt->h || ds->w != opt->w || ds->c != opt->c) &&
         (rc = dataset_resize_all(ds, opt->h, opt->w, opt->c))) {
         snprintf(err, errlen, rc == 2 ? "%s: %dx%dx%d images exceed the size cap" : "%s: out of memory resizing to %dx%dx%d",

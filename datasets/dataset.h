@@ -22,6 +22,8 @@ typedef struct {
     char source[512];      /* what was read, for reports */
     int n;                 /* images */
     int h, w, c;           /* stored size of every image */
+    int src_h, src_w;      /* size in the source, before any resize (the
+                              first image's, for sources of mixed sizes) */
     int num_classes;
     char **class_names;    /* num_classes strings */
     uint8_t *pixels;       /* (n, h, w, c) */
@@ -31,6 +33,11 @@ typedef struct {
     long skipped_corrupt;  /* images that failed to decode (skip-and-count) */
     double decode_seconds; /* wall time spent reading and decoding */
 } Dataset;
+
+/* The seed of the split, the --per-class pick, the shuffles and the weight
+ * init when none is given: kiln data, train, eval and compare all default to
+ * it, so the split `kiln data` prints is the one training uses. */
+#define KILN_DEFAULT_SEED 1
 
 typedef struct {
     int h, w, c;           /* resize to this once (0: keep the source size) */

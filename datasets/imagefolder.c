@@ -64,6 +64,7 @@ typedef struct {
     int in_table;      /* decoded into its slot of the table */
     uint8_t *px;       /* else: decoded pixels (h, w, c), placed when assembling */
     int h, w, c;
+    int src_h, src_w;  /* the size the image has in the source */
     int status;
     char *why;         /* reason for a non-OK status */
 } Item;
@@ -520,6 +521,8 @@ static void decode_one(struct jpeg_decompress_struct *ci, JErr *je, Item *it, si
     jpeg_start_decompress(ci);
     const int w = (int)ci->output_width, h = (int)ci->output_height, oc = ci->output_components;
     const int c = oc == 4 ? 3 : oc;
+    it->src_h = h;
+    it->src_w = w;
     uint8_t *dst = t->px ? t->px + slot * (size_t)t->th * t->tw * t->tc : NULL;
     const int direct = t->px && h == t->th && w == t->tw && oc == t->tc;
     uint8_t *px = direct ? dst : scratch(sc, (size_t)w * h * oc);
@@ -927,6 +930,11 @@ static int load_listing(Dataset *ds, const Source *s, const char *kind, const En
     ds->skipped_nonimage = nonimage;
     ds->skipped_corrupt = corrupt;
     ds->decode_seconds = now_s() - t0;
+    for (int i = 0; i < n && !ds->src_h; i++)
+        if (it[i].status == ST_OK) {
+            ds->src_h = it[i].src_h;
+            ds->src_w = it[i].src_w;
+        }
     if (corrupt)
         fprintf(stderr, "kiln: %s: skipped %ld corrupt JPEG%s (first: '%s': %s)\n", s->path, corrupt,
                 corrupt == 1 ? "" : "s", ESC(esc, it[first_bad].e->name),

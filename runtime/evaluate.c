@@ -4,6 +4,7 @@
  * gathered from a feature cache when the view has one. */
 #include "runtime/evaluate.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,4 +61,12 @@ double confusion_accuracy(const long *cm, int K)
             if (t == p) diag += cm[(size_t)t * K + p];
         }
     return total ? (double)diag / (double)total : 0;
+}
+
+void warn_coarse_split(FILE *f, const char *split, int n)
+{
+    if (n >= KILN_COARSE_SPLIT || n < 1) return;
+    fprintf(f, "WARNING: the %s split has %d image%s (fewer than %d): its accuracy moves in steps of %.3g, a coarse "
+            "estimate; more images (a larger --per-class, or more data) give a finer one\n", split, n,
+            n == 1 ? "" : "s", KILN_COARSE_SPLIT, 1.0 / n);
 }

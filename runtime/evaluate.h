@@ -21,4 +21,11 @@ int confusion_matrix(Backend *be, const DataView *dv, const int *idx, int n, int
 /* Trace / total of a K x K matrix (0 when empty). */
 double confusion_accuracy(const long *cm, int K);
 
+/* Below this many images a split's accuracy is too coarse to compare runs by. */
+#define KILN_COARSE_SPLIT 30
+
+/* On f, a WARNING when the split named `split` has fewer than
+ * KILN_COARSE_SPLIT images (n): its accuracy moves in steps of 1/n. */
+void warn_coarse_split(FILE *f, const char *split, int n);
+
 #endif

@@ -14,6 +14,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/classes.h"
 #include "runtime/device.h"
+#include "runtime/evaluate.h"
 #include "runtime/files.h"
 #include "runtime/params.h"
 #include "runtime/weights.h"
@@ -26,6 +27,7 @@ void run_config_default(RunConfig *c)
     c->cache = 1;
     c->cache_limit = (size_t)4 << 30;
     c->progress = 1;
+    c->log_every = 30;
     cuda_options_default(&c->cuda);
 }
 
@@ -101,36 +103,77 @@ typedef struct {
     FILE *log;
     FILE *metrics;
     int tty;
+    double log_every, last_log; /* timed progress lines (not a terminal) */
+    int num_classes, n_val;
+    double peak;                /* best validation accuracy so far, any phase */
+    int peak_phase, peak_epoch;
+    int warned;                 /* the collapse since the last epoch above chance was reported */
+    int *collapsed;             /* RunResult.collapsed_epoch of this phase */
     int phase, max_epochs;
     Checkpoint *ck;             /* template: prev-phase fields filled */
     char dir[1024];
     int failed;
 } Hooks;
 
+/* A collapse that is not a NaN: validation accuracy back at chance (1/K,
+ * within a quarter of it plus one image) for an epoch after an epoch above
+ * it. Warned once until the accuracy rises again; the first such epoch of
+ * each phase is kept for summary.json. */
+static void check_collapse(Hooks *h, const EpochStats *st)
+{
+    double chance = 1.0 / h->num_classes, margin = 0.25 * chance + 1.0 / h->n_val;
+    if (st->val_acc > chance + margin) {
+        h->warned = 0;
+        if (st->val_acc > h->peak) { h->peak = st->val_acc; h->peak_phase = st->phase; h->peak_epoch = st->epoch; }
+        return;
+    }
+    if (fabs(st->val_acc - chance) > margin || h->peak <= chance + margin || h->warned) return;
+    h->warned = 1;
+    if (!*h->collapsed) *h->collapsed = st->epoch;
+    fprintf(h->log, "WARNING: validation accuracy %.4f is at chance (1/%d classes) at phase %d epoch %d, after %.4f "
+            "at phase %d epoch %d: the run has collapsed without a NaN (a lower --lr usually avoids it); the best "
+            "weights are the ones kept\n", st->val_acc, h->num_classes, st->phase + 1, st->epoch, h->peak,
+            h->peak_phase + 1, h->peak_epoch);
+}
+
 static void hook_epoch(void *ctx, const EpochStats *st)
 {
     Hooks *h = ctx;
     if (h->tty) fprintf(h->log, "\r\033[K");
     fprintf(h->log, "phase %d epoch %3d  lr %.3g  loss %.4f  train_acc %.4f  val_acc %.4f  %.0f img/s  %.1fs\n",
-            st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+            st->phase + 1, st->epoch, st->lr, st->loss, st->train_acc, st->val_acc, st->train_img_per_s,
+            st->elapsed_s);
+    check_collapse(h, st);
     fflush(h->log);
+    h->last_log = kiln_now();
     if (h->metrics) {
         fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
-                st->train_acc, st->val_acc, st->img_per_s, st->seconds);
+                st->train_acc, st->val_acc, st->train_img_per_s, st->elapsed_s);
         fflush(h->metrics);
     }
 }
 
+/* Progress within an epoch: a bar redrawn in place on a terminal; otherwise
+ * one line every log_every seconds (images/s, running loss and accuracy, the
+ * epoch's ETA), which a log file or pipe receives as it is written. */
 static void hook_step(void *ctx, int epoch, int pos, int steps, double loss, double acc, double img_s)
 {
     Hooks *h = ctx;
-    if (!h->tty) return;
+    double eta = img_s > 0 ? (double)(steps - pos) * h->plan->opt.batch / img_s : 0;
+    if (!h->tty) {
+        double now = kiln_now();
+        if (h->log_every <= 0 || pos == steps || now - h->last_log < h->log_every) return;
+        h->last_log = now;
+        fprintf(h->log, "phase %d epoch %3d/%d  step %d/%d (%d%%)  %.0f img/s  loss %.4f  acc %.4f  epoch ETA %d:%02d\n",
+                h->phase + 1, epoch, h->max_epochs, pos, steps, 100 * pos / steps, img_s, loss, acc, (int)eta / 60,
+                (int)eta % 60);
+        return;
+    }
     if (pos % 4 && pos != steps) return;
     int w = 30, done = (int)((double)pos / steps * w);
     char bar[40];
     for (int i = 0; i < w; i++) bar[i] = i < done ? '=' : (i == done ? '>' : ' ');
     bar[w] = 0;
-    double eta = img_s > 0 ? (double)(steps - pos) * h->plan->opt.batch / img_s : 0;
     fprintf(h->log, "\r\033[Kepoch %d/%d [%s] %3d%%  %.0f img/s  loss %.4f  acc %.4f  ETA %d:%02d",
             epoch, h->max_epochs, bar, 100 * pos / steps, img_s, loss, acc, (int)eta / 60, (int)eta % 60);
     fflush(h->log);
@@ -273,6 +316,26 @@ out:
 
 /* ---- the run ------------------------------------------------------------------------------ */
 
+/* When the data's images are resized to the input size, say so: as a
+ * WARNING with both sizes, the compute factor and the --input-size hint when
+ * the size is the arch's default, as a plain line when it was asked for. */
+static void size_warning(FILE *log, const Dataset *ds, const Graph *g, int asked)
+{
+    const InputAttr *in = &g->layers[0].a.input;
+    if (ds->src_h == in->h && ds->src_w == in->w) return;
+    double factor = (double)in->h * in->w / ((double)ds->src_h * ds->src_w);
+    if (asked) {
+        fprintf(log, "input %dx%d (--input-size): the data's %dx%d images are resized to it, %.3gx the compute\n",
+                in->h, in->w, ds->src_h, ds->src_w, factor);
+        return;
+    }
+    fprintf(log, "WARNING: the data's images are %dx%d, %s's input is %dx%d: without --input-size every image is "
+            "%s to %dx%d, %.3gx the compute of training at %dx%d. Give --input-size %dx%d to train at the data's "
+            "size.\n",
+            ds->src_h, ds->src_w, g->name, in->h, in->w, factor > 1 ? "upscaled" : "downscaled", in->h, in->w,
+            factor, ds->src_h, ds->src_w, ds->src_h, ds->src_w);
+}
+
 /* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run. */
 static void metrics_trim(const char *path, int phase, int epoch)
 {
@@ -381,6 +444,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         goto out_split;
     fprintf(log, "data %s: %d images %dx%dx%d, %d classes; split train %d / val %d / test %d\n", ds->source,
             ds->n, ds->h, ds->w, ds->c, ds->num_classes, sp.n_train, sp.n_val, sp.n_test);
+    size_warning(log, ds, &g, c->input_h > 0);
+    warn_coarse_split(log, "validation", sp.n_val);
+    warn_coarse_split(log, "test", sp.n_test);
 
     Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
                   {in->std[0], in->std[1], in->std[2], in->std[3]}};
@@ -411,7 +477,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if (have_resume) metrics_trim(path, resume.phase, resume.ls.epoch);
         hk.metrics = fopen(path, have_resume ? "a" : "w");
         if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 2; goto out_split; }
-        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,img_per_s,seconds\n");
+        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
     }
     r->setup_seconds = kiln_now() - t0;
 
@@ -553,6 +619,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
         }
         hk.c = c; hk.plan = p; hk.ds = ds; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
+        hk.log_every = c->log_every; hk.last_log = kiln_now();
+        hk.num_classes = ds->num_classes; hk.n_val = sp.n_val; hk.collapsed = &r->collapsed_epoch[ph];
         hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;
@@ -648,6 +716,8 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             json_object_set_new(o, "epochs", json_integer(r->epochs[k]));
             json_object_set_new(o, "best_epoch", json_integer(r->best_epoch[k]));
             json_object_set_new(o, "seconds", json_real(r->phase_seconds[k]));
+            json_object_set_new(o, "collapsed_epoch",
+                                r->collapsed_epoch[k] ? json_integer(r->collapsed_epoch[k]) : json_null());
             json_array_append_new(pa, o);
         }
         json_object_set_new(s, "phases", pa);

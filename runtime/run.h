@@ -3,7 +3,9 @@
  * accuracy, and the run folder:
  *
  *   runs/NAME/config.json    the resolved configuration
- *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, img_per_s, seconds
+ *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, train_img_per_s
+ *                            (images/s of the epoch's training steps, validation
+ *                            apart), elapsed_s (the phase's train time so far)
  *   runs/NAME/summary.json   results (diverged runs included, marked)
  *   runs/NAME/plan.txt       the static plan, as `kiln plan` prints it
  *   runs/NAME/best.safetensors  the best weights (kiln eval, --weights)
@@ -35,6 +37,8 @@ typedef struct {
     size_t memory_budget;      /* auto: bytes the plan may use (0: physical memory / 2) */
     int num_classes;           /* 0: the data set's; else must equal it */
     int progress;              /* progress bar when stdout is a terminal */
+    double log_every;          /* seconds between progress lines when the log is
+                                  not a terminal (30; 0: none) */
     long stop_after_steps;     /* testing: behave as if killed after this many steps */
     FILE *log;                 /* per-epoch lines (NULL: stdout) */
     const char *device;        /* cpu | cuda | auto (runtime/device.h); NULL: cpu */
@@ -60,6 +64,8 @@ typedef struct {
     int diverged, div_epoch, div_step;
     float div_lr;
     int rollbacks;
+    int collapsed_epoch[2];    /* per phase, the first epoch whose validation accuracy
+                                  fell back to chance after being above it (0: none) */
     int interrupted;
     int batch;
     float lr;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "datasets/dataset.h"
+
 static const char *const NAMES[STRAT_COUNT] = {
     "random", "naive", "naive-bn-frozen", "frozen", "freeze-finetune", "layerwise", "warmup", "auto"};
 
@@ -35,7 +37,7 @@ void strategy_defaults(TrainSpec *t, Strategy s)
     t->n_depth_groups = 5;
     t->max_rollbacks = 3;
     t->pretrained = s != STRAT_RANDOM;
-    t->seed = 1;
+    t->seed = KILN_DEFAULT_SEED;
     if (s == STRAT_WARMUP || s == STRAT_AUTO) t->warmup_epochs = 5;
     if (s == STRAT_LAYERWISE) t->layer_decay = 0.7f;
     if (s == STRAT_AUTO) t->on_diverge = DIVERGE_ROLLBACK;

@@ -162,13 +162,13 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
         memcpy(order, sp->train, sizeof(int) * (size_t)sp->n_train);
         uint64_t st = pc->seed ^ (0x5851F42D4C957F2Dull * (uint64_t)(e + 1)) ^ ((uint64_t)pc->phase << 40);
         kiln_shuffle(order, sp->n_train, &st);
-        double te = kiln_now();
+        double step_s = 0;              /* time in this epoch's training steps */
         int seen0 = (int)ls->seen;
         float lr = schedule_lr(&ls->sched);
         int ready = -1;                 /* the step whose batch is uploaded already */
         for (int s = ls->pos; s < steps; s++) {
             int i = s * B, m = sp->n_train - i < B ? sp->n_train - i : B, c = 0;
-            double l;
+            double l, ts = kiln_now();
             if (ready != s) {
                 make_batch(x, y, dv, order + i, m);
                 be->upload(be, x, y, m);
@@ -205,7 +205,7 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                             e + 1, s + 1, lr, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
                     snap_take(&snap, be, ls);
                     s = -1;            /* the epoch again */
-                    ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; seen0 = 0;
+                    ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; seen0 = 0; step_s = 0;
                     continue;
                 }
                 res->diverged = 1;
@@ -217,14 +217,13 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                 stop = 1;
                 break;
             }
+            step_s += kiln_now() - ts;
             ls->sched.step++;
             ls->pos = s + 1;
             ls->loss_sum += l * m; ls->correct += c; ls->seen += m;
-            if (hooks && hooks->step_end) {
-                double dt = kiln_now() - te;
+            if (hooks && hooks->step_end)
                 hooks->step_end(hooks->ctx, e + 1, s + 1, steps, ls->loss_sum / ls->seen,
-                                (double)ls->correct / ls->seen, dt > 0 ? (ls->seen - seen0) / dt : 0);
-            }
+                                (double)ls->correct / ls->seen, step_s > 0 ? (ls->seen - seen0) / step_s : 0);
             res->steps_run++;
             if (kiln_interrupted || (pc->stop_after_steps && res->steps_run >= pc->stop_after_steps)) {
                 ls->seconds = kiln_now() - t0;
@@ -235,11 +234,10 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
             }
         }
         if (stop) break;
-        double dt = kiln_now() - te;
         double val = evaluate_set(be, dv, sp->val, sp->n_val, NULL);
         EpochStats es = {pc->phase, e + 1, lr, ls->seen ? ls->loss_sum / ls->seen : 0,
                          ls->seen ? (double)ls->correct / ls->seen : 0, val,
-                         dt > 0 ? (ls->seen - seen0) / dt : 0, 0};
+                         step_s > 0 ? (ls->seen - seen0) / step_s : 0, 0};
         res->train_loss = es.loss;
         res->train_acc = es.train_acc;
         ls->epoch = e + 1;
@@ -250,7 +248,7 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
             if (hooks && hooks->best) hooks->best(hooks->ctx, best, e + 1, val);
         }
         ls->seconds = kiln_now() - t0;
-        es.seconds = ls->seconds;
+        es.elapsed_s = ls->seconds;
         if (hooks && hooks->epoch_end) hooks->epoch_end(hooks->ctx, &es);
         if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
         res->stopped_early = stop;

@@ -68,7 +68,10 @@ typedef struct {
 typedef struct {
     int phase, epoch;
     float lr;                   /* base LR of group 0 at the epoch's last step */
-    double loss, train_acc, val_acc, img_per_s, seconds;
+    double loss, train_acc, val_acc;
+    double train_img_per_s;     /* images over the time of this epoch's training steps
+                                   (batches made, uploaded and stepped; not validation) */
+    double elapsed_s;           /* the phase's train time so far, validation included */
 } EpochStats;
 
 typedef struct {

@@ -78,7 +78,7 @@ static void compare_usage(FILE *f)
         "  --batches N,M,...   batch-size grid (default 32,64)\n"
         "                      trial k: lrs[k %% nl], batches[(k %% nl + k / nl) %% nb]; auto ignores the grid\n"
         "  --epochs N --patience N   override the strategies' (100, 20)\n"
-        "  --per-class N --input-size HxW --seed N (1)\n"
+        "  --per-class N --input-size HxW --seed N (%d)\n"
         "  --weights FILE[,FILE...]|none  per arch (default weights/<arch>.safetensors; random never loads)\n"
         "  --out DIR           (default runs/compare): DIR/<arch>/<strategy>/trial-K, then the report\n"
         "  --trial K           run only trial K (0..T-1) of every (arch, strategy); merge with kiln report DIR\n"
@@ -87,7 +87,8 @@ static void compare_usage(FILE *f)
         "  and any training option of kiln train but --lr/--batch (--wd, --momentum, --on-diverge, ...):\n"
         "  applied to every trial after its strategy's defaults; the options of one strategy apply to it\n"
         "  only: --warmup-epochs, --warmup-start (warmup, auto), --finetune-factor (freeze-finetune),\n"
-        "  --lr-groups, --layer-decay, --depth-groups (layerwise)\n");
+        "  --lr-groups, --layer-decay, --depth-groups (layerwise)\n",
+        KILN_DEFAULT_SEED);
 }
 
 /* Training options that belong to some strategies only, as runtime/strategy.c
@@ -375,6 +376,7 @@ static int run_trial(const Sweep *s, RunShared *sh, int a, Strategy st, int k, c
         json_decref(want);
         return 2;
     }
+    setvbuf(log, NULL, _IOLBF, 0);      /* progress lines reach the file as they are written */
     c.log = log;
     char err[1024];
     RunResult r;
@@ -430,7 +432,7 @@ int cmd_compare(int argc, char **argv)
     s.trials = 5;
     s.only_trial = -1;
     s.patience = -1;
-    s.seed = 1;
+    s.seed = KILN_DEFAULT_SEED;
     s.out = "runs/compare";
     parse_lrs("0.1,0.03,0.01,0.003,0.001", &s);
     parse_batches("32,64", &s);

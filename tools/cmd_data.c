@@ -20,8 +20,9 @@ static void data_usage(FILE *f)
             "usage: kiln data SPEC [--per-class N] [--seed S] [--size HxW[xC]]\n"
             "  SPEC: fashion-mnist[:DIR] | zip:PATH | dir:PATH | synthetic[:key=value,...]\n"
             "  --per-class N  keep at most N images a class (chosen from the seed)\n"
-            "  --seed S       seed for --per-class and the split (default 0)\n"
-            "  --size HxW     resize every image once to H x W (xC: and to C channels)\n");
+            "  --seed S       seed for --per-class and the split (default %d, as train and eval)\n"
+            "  --size HxW     resize every image once to H x W (xC: and to C channels)\n",
+            KILN_DEFAULT_SEED);
 }
 
 /* "HxW" or "HxWxC" with positive parts (C 1..4). */
@@ -55,6 +56,7 @@ int cmd_data(int argc, char **argv)
     const char *spec = NULL;
     DataOptions opt;
     memset(&opt, 0, sizeof opt);
+    opt.seed = KILN_DEFAULT_SEED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

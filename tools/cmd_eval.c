@@ -45,11 +45,12 @@ static void eval_usage(FILE *f)
         "  --split test|val|train|all  which images, split as training splits them (default: test on the\n"
         "                      data the run trained on, all on any other source)\n"
         "  --class-map FILE    'data name = weights name' lines for classes whose names differ\n"
-        "  --seed N            split seed (default: the run's, from config.json beside the weights; else 1)\n"
+        "  --seed N            split seed (default: the run's, from config.json beside the weights; else %d)\n"
         "  --per-class N       keep at most N images a class (default: the run's on its own data, else all)\n"
         "  --batch N           images per forward pass (default 32)\n"
         "  --input-size HxW    input size (default: the weights' kiln.input, else the arch's)\n"
-        "  --device cpu|cuda|auto  where it runs (default $KILN_DEVICE or auto)\n");
+        "  --device cpu|cuda|auto  where it runs (default $KILN_DEVICE or auto)\n",
+        KILN_DEFAULT_SEED);
 }
 
 /* ---- what the weights' run folder and file say ---------------------------------------- */
@@ -272,7 +273,7 @@ int cmd_eval(int argc, char **argv)
     else snprintf(why, sizeof why, "the whole source: no config.json beside the weights says what they trained on");
     if (!split) split = own ? "test" : "all";
     if (seed < 0) {
-        seed = ri.got_seed ? ri.seed : 1;
+        seed = ri.got_seed ? ri.seed : KILN_DEFAULT_SEED;
         if (ri.got_seed && strcmp(split, "all")) printf("split seed %d, from %s\n", seed, ri.path);
     }
     if (per_class < 0) {
@@ -338,6 +339,7 @@ int cmd_eval(int argc, char **argv)
         goto out;
     }
     printf("split %s, %d of %d images: %s\n", split, n, ds.n, why);
+    warn_coarse_split(stdout, split, n);
 
     /* the data's labels become the weights' outputs (after the split, which
      * is made on the source's own labels) */

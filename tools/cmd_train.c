@@ -30,10 +30,13 @@ static void train_usage(FILE *f)
         "  --finetune-factor X (0.1)  --bn train|infer|frozen (strategy's)\n"
         "  --lr-groups 'A..B=lr,C..=lr,head=lr'  --layer-decay X (0.7 for layerwise) --depth-groups N (5)\n"
         "  --on-diverge stop|rollback (stop; rollback for auto) --max-rollbacks N (3)\n"
-        "  --seed N (1) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
-        "  --no-fuse --no-fold --no-cache --no-progress\n"
+        "  --seed N (%d) --per-class N --num-classes K --input-size HxW --memory-budget BYTES\n"
+        "  --no-fuse --no-fold --no-cache --no-progress (no progress bar on a terminal)\n"
+        "  --log-every SECONDS when the output is not a terminal, a progress line this often\n"
+        "                      (30; 0: only the line at each epoch's end)\n"
         "  --device cpu|cuda|auto (auto: cuda when a GPU can be used; default $KILN_DEVICE or auto)\n"
-        "  --tf32 (cuda: TF32 tensor-core GEMMs; default FP32)  --no-graph (cuda: no CUDA graph replay)\n");
+        "  --tf32 (cuda: TF32 tensor-core GEMMs; default FP32)  --no-graph (cuda: no CUDA graph replay)\n",
+        KILN_DEFAULT_SEED);
 }
 
 static void on_sigint(int sig)
@@ -178,6 +181,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
         else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;
         else if (!strcmp(a, "--memory-budget")) { double mb; char *end; mb = strtod(v, &end); bad = *end || !(mb > 0); c.memory_budget = (size_t)mb; }
+        else if (!strcmp(a, "--log-every")) { float le; bad = parse_float_arg(v, &le) || !(le >= 0 && le < 1e9f); c.log_every = le; }
         else if (!strcmp(a, "--stop-after-steps")) { int n; bad = parse_int_arg(v, &n) || n < 1; c.stop_after_steps = n; }
         else {
             fprintf(stderr, "kiln train: unknown option '%s'\n", a);

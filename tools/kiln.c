@@ -30,6 +30,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* Line-buffered stdout: a log read through a pipe or a file gets every
+     * line when it is written (not when a 4 KiB buffer fills), in order with
+     * the messages on unbuffered stderr. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
