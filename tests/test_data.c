@@ -1172,6 +1172,36 @@ START_TEST(bad_dir_source)
 }
 END_TEST
 
+/* ---- tests: synthetic ---------------------------------------------------------------- */
+
+/* Values no generator can use are refused with the key named, before any
+ * conversion (nan or 1e300 cast to an integer is undefined). */
+START_TEST(synthetic_bad_values)
+{
+    static const char *const BAD[][2] = {
+        {"synthetic:noise=nan", "for noise"},      {"synthetic:noise=inf", "for noise"},
+        {"synthetic:noise=1e300", "noise 0..100"}, {"synthetic:n=1e300", "n takes a whole number"},
+        {"synthetic:classes=nan", "for classes"},  {"synthetic:size=7.5", "size takes a whole number"},
+        {"synthetic:seed=-1", "seed takes"},       {"synthetic:seed=1e30", "seed takes"},
+        {"synthetic:bogus=1.5", "unknown key 'bogus'"},
+    };
+    const DataOptions opt = {0, 0, 0, 0, 0};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        Dataset ds;
+        char err[512] = "";
+        int rc = dataset_open(&ds, BAD[i][0], &opt, err, sizeof err);
+        if (rc == 0) dataset_free(&ds);
+        ck_assert_msg(rc == 2, "%s: rc %d", BAD[i][0], rc);
+        ck_assert_msg(strstr(err, BAD[i][1]) != NULL, "%s: '%s' lacks '%s'", BAD[i][0], err, BAD[i][1]);
+    }
+    Dataset ds;
+    char err[512];
+    ck_assert_msg(dataset_open(&ds, "synthetic:n=8,noise=0.5,seed=7,size=4", &opt, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ds.n, 8);
+    dataset_free(&ds);
+}
+END_TEST
+
 /* ---- tests: IDX -------------------------------------------------------------------- */
 
 /* Write a gzipped IDX file: magic bytes, dims, payload. */
@@ -1495,6 +1525,11 @@ static Suite *data_suite(void)
     tcase_add_test(t, bad_jpeg_pixel_cap);
     tcase_add_test(t, bad_dir_source);
     suite_add_tcase(s, t);
+
+    t = tcase_create("synthetic");
+    tcase_add_test(t, synthetic_bad_values);
+    suite_add_tcase(s, t);
+
     t = tcase_create("idx");
     tcase_set_timeout(t, 60);
     tcase_add_test(t, idx_round_trip);

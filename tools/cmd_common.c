@@ -1,9 +1,14 @@
-/* tools/cmd_common.c — option helpers shared by the subcommands. */
+/* tools/cmd_common.c — option helpers shared by the subcommands. Every
+ * number is parsed as the whole string and range-checked before it is
+ * converted, so no value (inf, nan, 1e30) reaches an out-of-range cast. */
 #include "tools/cmds.h"
 
 #include "runtime/strategy.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +28,17 @@ int parse_float_arg(const char *s, float *out)
 {
     char *end;
     double v = strtod(s, &end);
-    if (!*s || *end) return -1;
+    if (!*s || *end || !(fabs(v) <= FLT_MAX)) return -1;
     *out = (float)v;
+    return 0;
+}
+
+int parse_bytes_arg(const char *s, size_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 1 && v <= (double)(SIZE_MAX / 2))) return -1;
+    *out = (size_t)v;
     return 0;
 }
 

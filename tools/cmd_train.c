@@ -177,7 +177,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &c.per_class) || c.per_class < 1;
         else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
         else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;
-        else if (!strcmp(a, "--memory-budget")) { double mb; char *end; mb = strtod(v, &end); bad = *end || !(mb > 0); c.memory_budget = (size_t)mb; }
+        else if (!strcmp(a, "--memory-budget")) bad = parse_bytes_arg(v, &c.memory_budget);
         else if (!strcmp(a, "--stop-after-steps")) { int n; bad = parse_int_arg(v, &n) || n < 1; c.stop_after_steps = n; }
         else {
             fprintf(stderr, "kiln train: unknown option '%s'\n", a);
