@@ -5,12 +5,14 @@
  * plus an optional first directive `arch NAME`. A layer without `from` takes
  * the layer on the line above as its input. Tokens are separated by spaces or
  * tabs. Errors name file:line:column and what was expected; unknown keys,
- * CRLF line ends and lines over KILN_LINE_MAX bytes are errors.
+ * empty keys, a key given twice in a line, a UTF-8 byte order mark, CRLF
+ * line ends and lines over KILN_LINE_MAX bytes are errors.
  */
 #include "codegen/graph.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,18 +44,22 @@ static int fail(Ctx *cx, int col, const char *fmt, ...)
 
 /* ---- value parsers ---------------------------------------------------------- */
 
-/* A whole-token integer. */
+#define KILN_INT_MAX 1000000000L
+
+/* A whole-token integer: -1 if s is not one, -2 if it is beyond
+ * +-KILN_INT_MAX. */
 static int parse_int(const char *s, int *out)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < -1000000000L || v > 1000000000L) return -1;
+    if (end == s || *end) return -1;
+    if (errno || v < -KILN_INT_MAX || v > KILN_INT_MAX) return -2;
     *out = (int)v;
     return 0;
 }
 
-/* A whole-token number, or A/B. */
+/* A whole-token number, or A/B, that fits a float. */
 static int parse_float(const char *s, float *out)
 {
     char *end;
@@ -65,7 +71,7 @@ static int parse_float(const char *s, float *out)
         if (end == d || w == 0) return -1;
         v /= w;
     }
-    if (*end || !isfinite(v)) return -1;
+    if (*end || !(fabs(v) <= FLT_MAX)) return -1;
     *out = (float)v;
     return 0;
 }
@@ -140,8 +146,9 @@ static int set_key(Ctx *cx, Layer *l, const char *key, const char *val, int col)
             for (int i = 0; i < n; i++)
                 if (!(v[i] > 0)) return fail(cx, vcol, "std must be positive, got '%s'", val);
     } else if (!strcmp(key, "filters") || !strcmp(key, "units")) {
-        int v;
-        if (parse_int(val, &v)) return fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
+        int v, rc = parse_int(val, &v);
+        if (rc == -1) return fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
+        if (rc == -2) return fail(cx, vcol, "%s out of range (1..%ld), got '%s'", key, KILN_INT_MAX, val);
         if (v <= 0) return fail(cx, vcol, "%s must be positive, got %d", key, v);
         if (key[0] == 'f') l->a.conv.filters = v; else l->a.dense.units = v;
     } else if (!strcmp(key, "kernel") || !strcmp(key, "stride")) {
@@ -392,6 +399,10 @@ int graph_parse(Graph *g, const char *text, size_t len, const char *path,
         if (ll > KILN_LINE_MAX) { fail(&cx, KILN_LINE_MAX + 1, "line longer than %d bytes", KILN_LINE_MAX); goto bad; }
         const char *cr = memchr(line, '\r', ll);
         if (cr) { fail(&cx, (int)(cr - line) + 1, "carriage return (CRLF line ends are not accepted; save with LF)"); goto bad; }
+        if (cx.line == 1 && ll >= 3 && !memcmp(line, "\xef\xbb\xbf", 3)) {
+            fail(&cx, 1, "UTF-8 byte order mark (EF BB BF) at the start of the file; save without it");
+            goto bad;
+        }
         const char *nul = memchr(line, '\0', ll);
         if (nul) { fail(&cx, (int)(nul - line) + 1, "NUL byte"); goto bad; }
         Tok t[64];

@@ -18,6 +18,7 @@
  * compiler says, and at run time before any float crosses the file).
  */
 #include "runtime/safetensors.h"
+#include "datasets/dataset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,14 +42,17 @@
 
 /* ==== helpers ============================================================= */
 
-/* Format a message into err and return rc. */
+/* Format a message into err and return rc. Tensor names and metadata come
+ * from the file: the message is escaped (dataset_escape) as a whole. */
 static int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
     if (err && errlen) {
+        char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        dataset_escape(err, errlen, msg, strlen(msg));
     }
     return rc;
 }

@@ -19,17 +19,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "datasets/dataset.h"
 #include "runtime/safetensors.h"
 
-/* Format a message into err and return rc. */
+/* Format a message into err and return rc. Tensor names and metadata come
+ * from the file: the message is escaped (dataset_escape) as a whole. */
 static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    dataset_escape(err, errlen, msg, strlen(msg));
     return rc;
 }
 
@@ -266,9 +270,11 @@ int weights_load(const Plan *p, float *arena, const char *path, WeightsReport *r
     if (warn && r.extra) {
         fprintf(warn, "warning: %s: %d tensor%s the arch does not have, ignored:", path, r.extra,
                 r.extra == 1 ? "" : "s");
+        char esc[256];
         for (int i = 0, k = 0; i < f.n && k < 20; i++)
             if (graph_find_param(g, f.tensors[i].name) < 0)
-                fprintf(warn, "%s '%s'", k++ ? "," : "", f.tensors[i].name);
+                fprintf(warn, "%s '%s'", k++ ? "," : "",
+                        dataset_escape(esc, sizeof esc, f.tensors[i].name, strlen(f.tensors[i].name)));
         if (r.extra > 20) fprintf(warn, " and %d more", r.extra - 20);
         fprintf(warn, "\n");
     }

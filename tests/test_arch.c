@@ -95,6 +95,10 @@ static const BadCase BAD[] = {
     {"duplicate key", "input in size=8x8x3\nconv c filters=4 kernel=1 filters=8\n", 2,
      "key 'filters' given twice"},
     {"duplicate from", "input in size=8x8x3\nrelu r from=in from=in\n", 2, "key 'from' given twice"},
+    {"filters beyond the range", "input in size=8x8x3\nconv c filters=1073741823 kernel=1\n", 2,
+     "filters out of range (1..1000000000), got '1073741823'"},
+    {"scale beyond a float", "input in size=8x8x3 scale=1e300\n", 1, "expected a number for scale"},
+    {"UTF-8 byte order mark", "\xef\xbb\xbfinput in size=8x8x3\n", 1, "UTF-8 byte order mark"},
 };
 
 START_TEST(bad_file_parse)

@@ -492,6 +492,16 @@ START_TEST(fault_unknown_dtype)
 }
 END_TEST
 
+/* A name from the file is printed with its control bytes escaped. */
+START_TEST(fault_name_escaped)
+{
+    char path[PATH_MAX];
+    tpath(path, "ctrl.safetensors");
+    write_hdr(path, "{\"w\\u001b[2J\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", eight, 8);
+    expect_bad(path, "tensor 'w\\x1b[2J': unknown dtype", NULL);
+}
+END_TEST
+
 START_TEST(fault_missing_field)
 {
     char path[PATH_MAX];
@@ -871,6 +881,27 @@ START_TEST(weights_extra_tensor_warns)
 }
 END_TEST
 
+/* Tensor names and metadata values from the file reach the warning and the
+ * error with their control bytes escaped. */
+START_TEST(weights_names_escaped)
+{
+    char path[PATH_MAX], more[PATH_MAX];
+    Net a, b;
+    saved_small(&a, path, "full.safetensors");
+    tpath(more, "ctrl.safetensors");
+    rewrite(path, more, NULL, "aux\x1b[31m", NULL, NULL, NULL);
+    net_open(&b, 4, 0, 2);
+    LoadResult r;
+    load_into(&b, more, &r);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.warn, "'aux\\x1b[31m'") && !strchr(r.warn, '\x1b'), "warning: %s", r.warn);
+    rewrite(path, more, NULL, NULL, NULL, "kiln.arch", "x\x1b[2J");
+    expect_load_fails(&b, more, "kiln.arch is 'x\\x1b[2J'", &r);
+    ck_assert_ptr_null(strchr(r.err, '\x1b'));
+    net_close(&a); net_close(&b);
+}
+END_TEST
+
 START_TEST(weights_shape_mismatch)
 {
     char path[PATH_MAX], err[512];
@@ -1206,6 +1237,7 @@ static Suite *st_suite(void)
     tcase_add_test(bad, fault_duplicate_names);
     tcase_add_test(bad, fault_unknown_dtype);
     tcase_add_test(bad, fault_missing_field);
+    tcase_add_test(bad, fault_name_escaped);
     tcase_add_test(bad, fault_size_not_matching_offsets);
     tcase_add_test(bad, fault_offsets_reversed);
     tcase_add_test(bad, fault_offsets_gap);
@@ -1230,6 +1262,7 @@ static Suite *st_suite(void)
     tcase_add_test(w, weights_round_trip);
     tcase_add_test(w, weights_missing_tensor);
     tcase_add_test(w, weights_extra_tensor_warns);
+    tcase_add_test(w, weights_names_escaped);
     tcase_add_test(w, weights_shape_mismatch);
     tcase_add_test(w, weights_head_replaced);
     tcase_add_test(w, weights_head_absent);

@@ -410,6 +410,8 @@ START_TEST(cli_bad_option_values)
         {"--memory-budget 1e30", "--memory-budget"},
         {"--memory-budget nan", "--memory-budget"},
         {"--strategy layerwise --lr-groups head=inf", "--lr-groups"},
+        {"--input-size 16x16junk", "--input-size"},
+        {"--bogus", "unknown option '--bogus'"},
     };
     const char *bin = getenv("KILN_BIN");
     ck_assert_ptr_nonnull(bin);
@@ -469,6 +471,19 @@ START_TEST(bad_setup_fails_before_training)
     ck_assert_int_eq(run(&c, &r, err, sizeof err), 2);
     ck_assert_msg(strstr(err, "/dev/null/run"), "%s", err);
     ck_assert_int_eq(r.epochs[0], 0);
+    /* a run folder path too long for its files' paths: the reason is
+     * said, not cut off by the path, and nothing is made */
+    char longdir[1200];
+    int o = snprintf(longdir, sizeof longdir, "%s/long", tmpdir);
+    while (o < 1100) o += snprintf(longdir + o, sizeof longdir - (size_t)o, "/d");
+    cfg_for(&c, tiny, "synthetic:n=200", STRAT_NAIVE);
+    c.spec.max_epochs = 1;
+    c.out = longdir;
+    ck_assert_int_eq(run(&c, &r, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "too long") && strstr(err, tmpdir), "%s", err);
+    char made[600];
+    snprintf(made, sizeof made, "%s/long", tmpdir);
+    ck_assert_int_ne(access(made, F_OK), 0);
     /* a class count other than the data set's */
     cfg_for(&c, tiny, "synthetic:n=200,classes=4", STRAT_NAIVE);
     c.num_classes = 10;

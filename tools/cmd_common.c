@@ -42,6 +42,20 @@ int parse_bytes_arg(const char *s, size_t *out)
     return 0;
 }
 
+int parse_hw_arg(const char *s, int *h, int *w)
+{
+    char buf[32], *x;
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    if ((x = strchr(buf, 'x'))) *x = 0;
+    int a, b;
+    if (parse_int_arg(buf, &a) || parse_int_arg(x ? x + 1 : buf, &b) || a < 1 || b < 1 || a > 4096 || b > 4096)
+        return -1;
+    *h = a;
+    *w = b;
+    return 0;
+}
+
 void model_options_default(ModelOptions *m)
 {
     memset(m, 0, sizeof *m);
@@ -70,15 +84,8 @@ int model_option(ModelOptions *m, int argc, char **argv, int *i)
         }
         m->bn = v;
     } else if (!strcmp(a, "--input-size")) {
-        /* HxW, or N for NxN */
-        char buf[32], *x;
-        snprintf(buf, sizeof buf, "%s", v);
-        if ((x = strchr(buf, 'x'))) *x = 0;
-        if (strlen(v) >= sizeof buf || parse_int_arg(buf, &m->input_h) ||
-            parse_int_arg(x ? x + 1 : buf, &m->input_w) || m->input_h < 1 || m->input_w < 1 ||
-            m->input_h > 4096 || m->input_w > 4096) {
+        if (parse_hw_arg(v, &m->input_h, &m->input_w)) {
             fprintf(stderr, "kiln: --input-size takes HxW (or N), 1..4096 pixels, not '%s'\n", v);
-            m->input_h = m->input_w = 0;
             return -1;
         }
     } else if (parse_int_arg(v, &m->batch) || m->batch < 1 || m->batch > 65536) {
