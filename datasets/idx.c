@@ -59,7 +59,8 @@ static long gz_avail(IdxFile *f, size_t need, char *err, size_t errlen)
 {
     if (f->zs.avail_in >= need)
         return (long)f->zs.avail_in;
-    memmove(f->in, f->zs.next_in, f->zs.avail_in);
+    if (f->zs.avail_in)
+        memmove(f->in, f->zs.next_in, f->zs.avail_in);
     f->zs.next_in = f->in;
     while (f->zs.avail_in < need) {
         size_t r = fread(f->in + f->zs.avail_in, 1, GZ_IN - f->zs.avail_in, f->fp);
