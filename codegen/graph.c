@@ -320,7 +320,6 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
         if (rc) return rc;
         char key[32], val[256];
         const char *eq = memchr(t[i].s, '=', (size_t)t[i].len);
-        if (!eq) return fail(cx, t[i].col, "expected key=value, got '%.*s'", t[i].len, t[i].s);
         int kl = (int)(eq - t[i].s), vl = t[i].len - kl - 1;
         if (kl >= (int)sizeof key || vl >= (int)sizeof val || vl == 0)
             return fail(cx, t[i].col, "bad key=value '%.*s'", t[i].len, t[i].s);

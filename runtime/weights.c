@@ -53,7 +53,7 @@ static int sniff_foreign(const char *path, char *err, size_t errlen)
     if (!f) return 0;
     unsigned char b[8] = {0};
     size_t got = fread(b, 1, 8, f);
-    int have_size = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
+    int have_size = fstat(fileno(f), &st) == 0;
     fclose(f);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | b[i];

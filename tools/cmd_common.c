@@ -33,6 +33,7 @@ int parse_float_arg(const char *s, float *out)
     return 0;
 }
 
+/* A byte count (see cmds.h); the range is checked on the double, before the cast. */
 int parse_bytes_arg(const char *s, size_t *out)
 {
     char *end;
@@ -42,6 +43,7 @@ int parse_bytes_arg(const char *s, size_t *out)
     return 0;
 }
 
+/* "HxW" or "N" (see cmds.h); h and w are written only on success. */
 int parse_hw_arg(const char *s, int *h, int *w)
 {
     char buf[32], *x;
