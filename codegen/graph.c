@@ -5,16 +5,21 @@
  * plus an optional first directive `arch NAME`. A layer without `from` takes
  * the layer on the line above as its input. Tokens are separated by spaces or
  * tabs. Errors name file:line:column and what was expected; unknown keys,
- * CRLF line ends and lines over KILN_LINE_MAX bytes are errors.
+ * empty keys, a key given twice in a line, a UTF-8 byte order mark, CRLF
+ * line ends and lines over KILN_LINE_MAX bytes are errors.
  */
 #include "codegen/graph.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define KILN_LINE_MAX 1024
 
@@ -39,18 +44,22 @@ static int fail(Ctx *cx, int col, const char *fmt, ...)
 
 /* ---- value parsers ---------------------------------------------------------- */
 
-/* A whole-token integer. */
+#define KILN_INT_MAX 1000000000L
+
+/* A whole-token integer: -1 if s is not one, -2 if it is beyond
+ * +-KILN_INT_MAX. */
 static int parse_int(const char *s, int *out)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < -1000000000L || v > 1000000000L) return -1;
+    if (end == s || *end) return -1;
+    if (errno || v < -KILN_INT_MAX || v > KILN_INT_MAX) return -2;
     *out = (int)v;
     return 0;
 }
 
-/* A whole-token number, or A/B. */
+/* A whole-token number, or A/B, that fits a float. */
 static int parse_float(const char *s, float *out)
 {
     char *end;
@@ -62,7 +71,7 @@ static int parse_float(const char *s, float *out)
         if (end == d || w == 0) return -1;
         v /= w;
     }
-    if (*end || !isfinite(v)) return -1;
+    if (*end || !(fabs(v) <= FLT_MAX)) return -1;
     *out = (float)v;
     return 0;
 }
@@ -137,8 +146,9 @@ static int set_key(Ctx *cx, Layer *l, const char *key, const char *val, int col)
             for (int i = 0; i < n; i++)
                 if (!(v[i] > 0)) return fail(cx, vcol, "std must be positive, got '%s'", val);
     } else if (!strcmp(key, "filters") || !strcmp(key, "units")) {
-        int v;
-        if (parse_int(val, &v)) return fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
+        int v, rc = parse_int(val, &v);
+        if (rc == -1) return fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
+        if (rc == -2) return fail(cx, vcol, "%s out of range (1..%ld), got '%s'", key, KILN_INT_MAX, val);
         if (v <= 0) return fail(cx, vcol, "%s must be positive, got %d", key, v);
         if (key[0] == 'f') l->a.conv.filters = v; else l->a.dense.units = v;
     } else if (!strcmp(key, "kernel") || !strcmp(key, "stride")) {
@@ -245,12 +255,27 @@ static Layer *new_layer(Graph *g)
     return l;
 }
 
-/* Does the space-separated list `keys` contain key? */
+/* Does the space-separated list `keys` contain key? An empty key never matches. */
 static int has_key(const char *keys, const char *key)
 {
     size_t n = strlen(key);
+    if (n == 0) return 0;
     for (const char *p = keys; (p = strstr(p, key)); p += n)
         if ((p == keys || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* Token i of a layer line must be key=value with a non-empty key that no
+ * earlier token of the line already set. */
+static int check_key_token(Ctx *cx, const Tok *t, int i)
+{
+    const char *eq = memchr(t[i].s, '=', (size_t)t[i].len);
+    if (!eq) return fail(cx, t[i].col, "expected key=value, got '%.*s'", t[i].len, t[i].s);
+    int kl = (int)(eq - t[i].s);
+    if (kl == 0) return fail(cx, t[i].col, "empty key in '%.*s' (expected key=value)", t[i].len, t[i].s);
+    for (int j = 2; j < i; j++)
+        if (t[j].len > kl && memcmp(t[j].s, t[i].s, (size_t)kl + 1) == 0)
+            return fail(cx, t[i].col, "key '%.*s' given twice (first at column %d)", kl, t[i].s, t[j].col);
     return 0;
 }
 
@@ -291,9 +316,10 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
     int have_from = 0, have_size = 0, have_filters = 0, have_units = 0, have_kernel = 0, have_rate = 0;
     int have_pad = 0, mean_n = 0, std_n = 0;
     for (int i = 2; i < nt; i++) {
+        int rc = check_key_token(cx, t, i);
+        if (rc) return rc;
         char key[32], val[256];
         const char *eq = memchr(t[i].s, '=', (size_t)t[i].len);
-        if (!eq) return fail(cx, t[i].col, "expected key=value, got '%.*s'", t[i].len, t[i].s);
         int kl = (int)(eq - t[i].s), vl = t[i].len - kl - 1;
         if (kl >= (int)sizeof key || vl >= (int)sizeof val || vl == 0)
             return fail(cx, t[i].col, "bad key=value '%.*s'", t[i].len, t[i].s);
@@ -319,7 +345,7 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
         if (!has_key(info->keys, key))
             return fail(cx, t[i].col, "unknown key '%s' for %s (expected from%s%s)", key, op,
                         info->keys[0] ? " " : "", info->keys);
-        int rc = set_key(cx, l, key, val, t[i].col);
+        rc = set_key(cx, l, key, val, t[i].col);
         if (rc) return rc;
         have_size |= !strcmp(key, "size");
         have_filters |= !strcmp(key, "filters");
@@ -372,6 +398,10 @@ int graph_parse(Graph *g, const char *text, size_t len, const char *path,
         if (ll > KILN_LINE_MAX) { fail(&cx, KILN_LINE_MAX + 1, "line longer than %d bytes", KILN_LINE_MAX); goto bad; }
         const char *cr = memchr(line, '\r', ll);
         if (cr) { fail(&cx, (int)(cr - line) + 1, "carriage return (CRLF line ends are not accepted; save with LF)"); goto bad; }
+        if (cx.line == 1 && ll >= 3 && !memcmp(line, "\xef\xbb\xbf", 3)) {
+            fail(&cx, 1, "UTF-8 byte order mark (EF BB BF) at the start of the file; save without it");
+            goto bad;
+        }
         const char *nul = memchr(line, '\0', ll);
         if (nul) { fail(&cx, (int)(nul - line) + 1, "NUL byte"); goto bad; }
         Tok t[64];
@@ -396,10 +426,24 @@ bad:
 int graph_load(Graph *g, const char *path, char *err, size_t errlen)
 {
     memset(g, 0, sizeof *g);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK so that a FIFO or device is refused instead of waited on;
+     * reads of a regular file ignore the flag */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return 2;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return 2;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return 1;
     }
     char *buf = NULL;
     size_t len = 0, cap = 0;

@@ -13,9 +13,10 @@
  *    images must have rank 3 (N, rows, cols), labels rank 1 (N).
  *  - Every check names the file: bad magic or type, wrong rank, a zero or
  *    oversized dimension, a payload shorter or longer than the dimensions say,
- *    a truncated or corrupt gzip stream, label and image counts that differ,
- *    a label outside 0..9, train and test images of different sizes. All are
- *    bad input (2).
+ *    a truncated or corrupt gzip stream, a gzip CRC-32 or length check that
+ *    fails, bytes after the gzip data that are not another (valid) member,
+ *    label and image counts that differ, a label outside 0..9, train and test
+ *    images of different sizes. All are bad input (2).
  */
 #include "datasets/dataset.h"
 
@@ -36,43 +37,103 @@ static const char *const fmnist_classes[10] = {
 
 /* ---- one IDX file -------------------------------------------------------------- */
 
+/* An IDX file read through zlib's inflate, member by member: a file that
+ * starts with the gzip magic is one gzip member or several concatenated,
+ * each checked (CRC-32 and length) by inflate, and nothing but another
+ * member may follow one; any other file is read as it is. */
 typedef struct {
-    gzFile gz;
+    FILE *fp;
+    z_stream zs;
+    int gz, zinit, in_member;
+    uint64_t file_off;          /* bytes read from the file so far */
+    unsigned char *in;          /* GZ_IN bytes */
     char path[1024];
     uint32_t dims[3];
 } IdxFile;
 
-/* Explain why the stream stopped short: a gzip error, or a clean end. */
-static int gz_problem(IdxFile *f, const char *what, char *err, size_t errlen)
+#define GZ_IN (1u << 18)
+
+/* Have at least `need` unread bytes in the input buffer if the file holds
+ * them; returns how many there are, or -1 on a read error (message in err). */
+static long gz_avail(IdxFile *f, size_t need, char *err, size_t errlen)
 {
-    int zerr = Z_OK;
-    const char *msg = gzerror(f->gz, &zerr);
-    if (zerr == Z_BUF_ERROR)
-        snprintf(err, errlen, "%s: truncated gzip stream (%s)", f->path, what);
-    else if (zerr == Z_ERRNO)
-        snprintf(err, errlen, "%s: read error: %s", f->path, strerror(errno));
-    else if (zerr != Z_OK)
-        snprintf(err, errlen, "%s: corrupt gzip data: %s (%s)", f->path, msg, what);
-    else
-        return 0;
-    return 2;
+    if (f->zs.avail_in >= need)
+        return (long)f->zs.avail_in;
+    if (f->zs.avail_in)
+        memmove(f->in, f->zs.next_in, f->zs.avail_in);
+    f->zs.next_in = f->in;
+    while (f->zs.avail_in < need) {
+        size_t r = fread(f->in + f->zs.avail_in, 1, GZ_IN - f->zs.avail_in, f->fp);
+        if (r == 0) {
+            if (ferror(f->fp)) {
+                snprintf(err, errlen, "%s: read error: %s", f->path, strerror(errno));
+                return -1;
+            }
+            break;
+        }
+        f->zs.avail_in += (uInt)r;
+        f->file_off += r;
+    }
+    return (long)f->zs.avail_in;
 }
 
-/* Read exactly len bytes; returns the count actually read (short on EOF or
- * error, -1 on a zlib error before any byte). */
-static int64_t gz_read_all(gzFile gz, uint8_t *dst, uint64_t len)
+/* Read up to len bytes of the IDX content into dst; *got says how many (short
+ * only at a clean end). Returns 0, or 2 with a message naming the file:
+ * truncated or corrupt gzip data (what: where in the IDX file), a CRC-32 or
+ * length check that fails, bytes after a member that are not another member.
+ * 1 when zlib runs out of memory. */
+static int idx_read(IdxFile *f, uint8_t *dst, uint64_t len, uint64_t *got, const char *what,
+                    char *err, size_t errlen)
 {
-    uint64_t got = 0;
-    while (got < len) {
-        uint64_t want = len - got;
-        if (want > (1u << 30))
-            want = 1u << 30;
-        int r = gzread(gz, dst + got, (unsigned)want);
-        if (r <= 0)
-            break;
-        got += (uint64_t)r;
+    *got = 0;
+    if (!f->gz) {
+        *got = fread(dst, 1, len, f->fp);
+        if (*got < len && ferror(f->fp)) {
+            snprintf(err, errlen, "%s: read error: %s", f->path, strerror(errno));
+            return 2;
+        }
+        return 0;
     }
-    return (int64_t)got;
+    while (*got < len) {
+        long a = gz_avail(f, f->in_member ? 1 : 2, err, errlen);
+        if (a < 0)
+            return 2;
+        if (!f->in_member) {
+            if (a == 0)
+                return 0;   /* the end, right after a whole member */
+            if (a < 2 || f->zs.next_in[0] != 0x1f || f->zs.next_in[1] != 0x8b) {
+                snprintf(err, errlen, "%s: data after the end of the gzip stream (at byte %llu) that is not "
+                         "another gzip member", f->path, (unsigned long long)(f->file_off - f->zs.avail_in));
+                return 2;
+            }
+            inflateReset(&f->zs);
+            f->in_member = 1;
+        } else if (a == 0) {
+            snprintf(err, errlen, "%s: truncated gzip stream (%s)", f->path, what);
+            return 2;
+        }
+        uint64_t want = len - *got;
+        f->zs.next_out = dst + *got;
+        f->zs.avail_out = want > (1u << 30) ? 1u << 30 : (uInt)want;
+        uInt before = f->zs.avail_out;
+        int z = inflate(&f->zs, Z_NO_FLUSH);
+        *got += before - f->zs.avail_out;
+        if (z == Z_STREAM_END)
+            f->in_member = 0;
+        else if (z == Z_MEM_ERROR) {
+            snprintf(err, errlen, "%s: out of memory in zlib", f->path);
+            return 1;
+        } else if (z == Z_DATA_ERROR && f->zs.msg &&
+                   (!strcmp(f->zs.msg, "incorrect data check") || !strcmp(f->zs.msg, "incorrect length check"))) {
+            snprintf(err, errlen, "%s: the gzip %s of the data does not match: the file is damaged", f->path,
+                     !strcmp(f->zs.msg, "incorrect data check") ? "CRC-32" : "length field");
+            return 2;
+        } else if (z != Z_OK && z != Z_BUF_ERROR) {
+            snprintf(err, errlen, "%s: corrupt gzip data: %s (%s)", f->path, f->zs.msg ? f->zs.msg : "?", what);
+            return 2;
+        }
+    }
+    return 0;
 }
 
 /* Open DIR/BASE.gz (or DIR/BASE) and read and check its header. */
@@ -81,24 +142,36 @@ static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
 {
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s/%s.gz", dir, base);
-    f->gz = gzopen(f->path, "rb");
-    if (!f->gz && errno == ENOENT) {
+    f->fp = fopen(f->path, "rb");
+    if (!f->fp && errno == ENOENT) {
         snprintf(f->path, sizeof f->path, "%s/%s", dir, base);
-        f->gz = gzopen(f->path, "rb");
+        f->fp = fopen(f->path, "rb");
     }
-    if (!f->gz) {
+    if (!f->fp) {
         snprintf(err, errlen, "%s/%s.gz: cannot open: %s", dir, base, strerror(errno));
         return 2;
     }
-    gzbuffer(f->gz, 1u << 18);
+    if (!(f->in = malloc(GZ_IN)) || inflateInit2(&f->zs, 15 + 16) != Z_OK) {
+        snprintf(err, errlen, "%s: out of memory", f->path);
+        return 1;
+    }
+    f->zinit = 1;
+    long a = gz_avail(f, 2, err, errlen);
+    if (a < 0)
+        return 2;
+    f->gz = a >= 2 && f->in[0] == 0x1f && f->in[1] == 0x8b;
+    if (!f->gz)
+        rewind(f->fp);
     uint8_t h[4 + 4 * 3];
     const size_t hlen = 4 + 4 * (size_t)rank;
-    int64_t got = gz_read_all(f->gz, h, 4);
-    if (got == 4 && h[3] == rank)
-        got += gz_read_all(f->gz, h + 4, hlen - 4);
-    if (got < 4 || (h[3] == rank && (size_t)got < hlen)) {
-        if (gz_problem(f, "inside the IDX header", err, errlen))
-            return 2;
+    uint64_t got = 0, more = 0;
+    int rc = idx_read(f, h, 4, &got, "inside the IDX header", err, errlen);
+    if (!rc && got == 4 && h[3] == rank)
+        rc = idx_read(f, h + 4, hlen - 4, &more, "inside the IDX header", err, errlen);
+    if (rc)
+        return rc;
+    got += more;
+    if (got < 4 || (h[3] == rank && got < hlen)) {
         snprintf(err, errlen, "%s: file ends inside the IDX header (%d bytes)", f->path, (int)got);
         return 2;
     }
@@ -128,31 +201,34 @@ static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
 /* Read the payload (exactly len bytes) and check that nothing follows it. */
 static int idx_payload(IdxFile *f, uint8_t *dst, uint64_t len, char *err, size_t errlen)
 {
-    int64_t got = gz_read_all(f->gz, dst, len);
-    if ((uint64_t)got < len) {
-        if (gz_problem(f, "inside the payload", err, errlen))
-            return 2;
-        snprintf(err, errlen, "%s: payload is %lld bytes but the dimensions say %llu",
-                 f->path, (long long)got, (unsigned long long)len);
+    uint64_t got;
+    int rc = idx_read(f, dst, len, &got, "inside the payload", err, errlen);
+    if (rc)
+        return rc;
+    if (got < len) {
+        snprintf(err, errlen, "%s: payload is %llu bytes but the dimensions say %llu",
+                 f->path, (unsigned long long)got, (unsigned long long)len);
         return 2;
     }
     uint8_t extra[64];
-    int r = gzread(f->gz, extra, sizeof extra);
-    if (r > 0) {
+    if ((rc = idx_read(f, extra, sizeof extra, &got, "after the payload", err, errlen)))
+        return rc;
+    if (got > 0) {
         snprintf(err, errlen, "%s: payload is longer than the dimensions say (%llu bytes)",
                  f->path, (unsigned long long)len);
         return 2;
     }
-    if (gz_problem(f, "after the payload", err, errlen))
-        return 2;
     return 0;
 }
 
 static void idx_close(IdxFile *f)
 {
-    if (f->gz)
-        gzclose(f->gz);
-    f->gz = NULL;
+    if (f->zinit)
+        inflateEnd(&f->zs);
+    free(f->in);
+    if (f->fp)
+        fclose(f->fp);
+    memset(f, 0, sizeof *f);
 }
 
 /* ---- the loader ------------------------------------------------------------------ */

@@ -3,7 +3,8 @@
  *
  * SPEC: synthetic[:classes=K,n=N,size=S,channels=C,noise=X,seed=Z]
  * Defaults: 4 classes, 2000 images, the architecture's input size (32x32x3
- * without one), noise 0.25, seed 1.
+ * without one), noise 0.25, seed 1. Every value is a finite number, and all
+ * but noise (0..100) whole numbers, or the spec is refused.
  *
  * Image i of class k is a sinusoidal grating: orientation theta_k = pi*k/K,
  * 2 + (k mod 3) periods across the image, a uniformly random phase, a random
@@ -49,28 +50,40 @@ int dataset_synthetic(Dataset *ds, const char *args, const DataOptions *opt,
         }
         *eq = 0;
         const char *v = eq + 1;
-        double d = strtod(v, &end);
-        if (end == v || *end) {
-            snprintf(err, errlen, "synthetic:%s: '%s' is not a number for %s", args, v, kv);
-            return 2;
-        }
-        if (!strcmp(kv, "classes")) classes = (int)d;
-        else if (!strcmp(kv, "n")) n = (int)d;
-        else if (!strcmp(kv, "size")) size = width = (int)d;
-        else if (!strcmp(kv, "channels")) channels = (int)d;
-        else if (!strcmp(kv, "noise")) noise = d;
-        else if (!strcmp(kv, "seed")) seed = (unsigned long long)d;
-        else {
+        static const char *const KEYS[] = {"classes", "n", "size", "channels", "seed", "noise"};
+        int k = 0;
+        while (k < 6 && strcmp(KEYS[k], kv)) k++;
+        if (k == 6) {
             snprintf(err, errlen, "synthetic:%s: unknown key '%s' (classes, n, size, "
                      "channels, noise, seed)", args, kv);
             return 2;
         }
+        double d = strtod(v, &end);
+        if (end == v || *end || !isfinite(d)) {
+            snprintf(err, errlen, "synthetic:%s: '%s' is not a finite number for %s", args, v, kv);
+            return 2;
+        }
+        /* every key but noise is a whole number, checked before the cast */
+        double most = k == 4 ? 0x1p53 : 1e9;
+        if (k < 5 && (d != floor(d) || d < 0 || d > most)) {
+            snprintf(err, errlen, "synthetic:%s: %s takes a whole number from 0 to %s, not '%s'", args, kv,
+                     k == 4 ? "2^53" : "1e9", v);
+            return 2;
+        }
+        switch (k) {
+        case 0: classes = (int)d; break;
+        case 1: n = (int)d; break;
+        case 2: size = width = (int)d; break;
+        case 3: channels = (int)d; break;
+        case 4: seed = (unsigned long long)d; break;
+        default: noise = d; break;
+        }
     }
     if (classes < 2 || classes > 1000 || n < classes || n > 10000000 || size < 4 ||
         size > 1024 || width < 4 || width > 1024 || (channels != 1 && channels != 3) ||
-        noise < 0) {
+        !(noise >= 0 && noise <= 100)) {
         snprintf(err, errlen, "synthetic:%s: out of range (classes 2..1000, n >= classes, "
-                 "size 4..1024, channels 1 or 3, noise >= 0)", args);
+                 "size 4..1024, channels 1 or 3, noise 0..100)", args);
         return 2;
     }
     if (dataset_alloc(ds, n, size, width, channels, classes)) {

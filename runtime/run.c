@@ -385,6 +385,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
 
     /* the run folder, before anything long happens */
     const char *dir = c->resume ? c->resume : c->out;
+    if (dir && strlen(dir) > KILN_RUN_DIR_MAX) {
+        /* the reason first: the path itself may not fit the message */
+        snprintf(err, errlen, "run folder path too long (%zu bytes, at most %d): '%.160s...'", strlen(dir),
+                 KILN_RUN_DIR_MAX, dir);
+        rc = 2;
+        goto out_graph;
+    }
     if (dir) {
         snprintf(hk.dir, sizeof hk.dir, "%s", dir);
         char probe[1100];

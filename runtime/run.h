@@ -21,6 +21,10 @@
 #include "runtime/strategy.h"
 #include "runtime/train.h"
 
+/* The longest run folder path taken (a longer one is refused, exit 2), so
+ * that every file path inside it fits the 1024-byte path buffers. */
+#define KILN_RUN_DIR_MAX 900
+
 typedef struct {
     const char *arch;          /* .arch path */
     const char *data;          /* SPEC */

@@ -18,6 +18,7 @@
  * compiler says, and at run time before any float crosses the file).
  */
 #include "runtime/safetensors.h"
+#include "datasets/dataset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,14 +42,17 @@
 
 /* ==== helpers ============================================================= */
 
-/* Format a message into err and return rc. */
+/* Format a message into err and return rc. Tensor names and metadata come
+ * from the file: the message is escaped (dataset_escape) as a whole. */
 static int st_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
     if (err && errlen) {
+        char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        dataset_escape(err, errlen, msg, strlen(msg));
     }
     return rc;
 }
@@ -388,17 +392,25 @@ int st_load(const char *path, StFile *out, char *err, size_t errlen)
     memset(out, 0, sizeof *out);
     if (!host_little_endian())
         return st_fail(err, errlen, 1, "%s: kiln reads safetensors on little-endian hosts only", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return st_fail(err, errlen, errno == ENOENT ? 2 : 1, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK so that a FIFO or device is refused instead of waited on;
+     * reads of a regular file ignore the flag */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return st_fail(err, errlen, errno == ENOENT ? 2 : 1, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(fp), &st)) {
+    if (fstat(fd, &st)) {
         int e = errno;
-        fclose(fp);
+        close(fd);
         return st_fail(err, errlen, 1, "%s: cannot stat: %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
-        fclose(fp);
+        close(fd);
         return st_fail(err, errlen, 2, "%s: not a regular file", path);
+    }
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        return st_fail(err, errlen, 1, "%s: cannot open: %s", path, strerror(e));
     }
     Entry *es = NULL;
     uint64_t data_start = 0;

@@ -2,6 +2,7 @@
  * strategy.h). The only place that knows what each strategy means. */
 #include "runtime/strategy.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +82,7 @@ static int explicit_groups(const TrainSpec *t, Graph *g, LrGroups *gr, char *err
         if (!eq) { snprintf(err, errlen, "--lr-groups: '%s' is not RANGE=LR", e); return 2; }
         *eq = 0;
         double lr = strtod(eq + 1, &end);
-        if (end == eq + 1 || *end || !(lr > 0)) {
+        if (end == eq + 1 || *end || !(lr > 0 && lr <= FLT_MAX)) {
             snprintf(err, errlen, "--lr-groups: '%s' is not a positive learning rate", eq + 1);
             return 2;
         }

@@ -19,18 +19,22 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "datasets/dataset.h"
 #include "runtime/classes.h"
 #include "runtime/safetensors.h"
 
-/* Format a message into err and return rc. */
+/* Format a message into err and return rc. Tensor names and metadata come
+ * from the file: the message is escaped (dataset_escape) as a whole. */
 static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    dataset_escape(err, errlen, msg, strlen(msg));
     return rc;
 }
 
@@ -38,17 +42,18 @@ static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 
 /* A PyTorch .pth (zip or legacy pickle) or Keras HDF5 file where safetensors
  * was expected: returns 2 with a message naming the importer, else 0 (an
- * unreadable file is left to st_load to report). A magic number only counts
- * when the first 8 bytes are not a plausible safetensors header length, so a
- * real safetensors file is never mistaken for one (its length's low byte may
- * well be 0x80). */
+ * unreadable file, or one that is not a regular file, is left to st_load to
+ * report). A magic number only counts when the first 8 bytes are not a
+ * plausible safetensors header length, so a real safetensors file is never
+ * mistaken for one (its length's low byte may well be 0x80). */
 static int sniff_foreign(const char *path, char *err, size_t errlen)
 {
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode)) return 0;
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     unsigned char b[8] = {0};
     size_t got = fread(b, 1, 8, f);
-    struct stat st;
     int have_size = fstat(fileno(f), &st) == 0;
     fclose(f);
     uint64_t n = 0;
@@ -266,9 +271,11 @@ int weights_load(const Plan *p, float *arena, const char *path, WeightsReport *r
     if (warn && r.extra) {
         fprintf(warn, "warning: %s: %d tensor%s the arch does not have, ignored:", path, r.extra,
                 r.extra == 1 ? "" : "s");
+        char esc[256];
         for (int i = 0, k = 0; i < f.n && k < 20; i++)
             if (graph_find_param(g, f.tensors[i].name) < 0)
-                fprintf(warn, "%s '%s'", k++ ? "," : "", f.tensors[i].name);
+                fprintf(warn, "%s '%s'", k++ ? "," : "",
+                        dataset_escape(esc, sizeof esc, f.tensors[i].name, strlen(f.tensors[i].name)));
         if (r.extra > 20) fprintf(warn, " and %d more", r.extra - 20);
         fprintf(warn, "\n");
     }

@@ -20,7 +20,8 @@
  *    of report.md with both strategies, scatter.svg well-formed with one
  *    marker per trial, the diverged one hollow in the strip below the plot,
  *    and a legend; a second run keeps the finished trials; `--trial 1` runs
- *    only trial 1 and `kiln report` merges it;
+ *    only trial 1 and `kiln report` merges it; text from a run folder
+ *    reaches report.md escaped;
  *  - a compare of frozen, warmup and naive-bn-frozen with --warmup-epochs:
  *    only warmup warms up (naive-bn-frozen's losses differ from warmup's),
  *    report.md's tables follow the order asked with each strategy's
@@ -1021,6 +1022,28 @@ START_TEST(scatter_rendered)
 }
 END_TEST
 
+/* Text a run folder holds (the data spec here) reaches report.md with its
+ * control bytes escaped and '|' escaped, never raw. */
+START_TEST(report_escapes_run_text)
+{
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/hostile/r", tmp);
+    snprintf(path, sizeof path, "mkdir -p '%s'", dir);
+    ck_assert_int_eq(system(path), 0);
+    snprintf(path, sizeof path, "%s/summary.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"arch\": \"tiny\", \"strategy\": \"naive\", \"test_acc\": 0.5, \"train_seconds\": 1.0, "
+          "\"data\": \"evil\\u001b[2J|x\\nline\", \"lr\": 0.1, \"batch\": 32}\n", f);
+    fclose(f);
+    ck_assert_int_eq(kiln("report '%s/hostile'", tmp), 0);
+    char *md = tmp_file("hostile/report.md");
+    ck_assert_msg(strstr(md, "`evil\\x1b[2J\\|x\\x0aline`") != NULL, "%s", md);
+    ck_assert_ptr_null(strchr(md, '\x1b'));
+    free(md);
+}
+END_TEST
+
 /* Unit tests first; the runs share the pretrained weights. */
 Suite *compare_suite(void)
 {
@@ -1037,6 +1060,7 @@ Suite *compare_suite(void)
     tcase_add_test(runs, compare_and_report);
     tcase_add_test(runs, compare_options_per_strategy);
     tcase_add_test(runs, scatter_rendered);
+    tcase_add_test(runs, report_escapes_run_text);
     suite_add_tcase(s, runs);
     return s;
 }

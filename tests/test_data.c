@@ -1119,6 +1119,36 @@ START_TEST(bad_dir_source)
 }
 END_TEST
 
+/* ---- tests: synthetic ---------------------------------------------------------------- */
+
+/* Values no generator can use are refused with the key named, before any
+ * conversion (nan or 1e300 cast to an integer is undefined). */
+START_TEST(synthetic_bad_values)
+{
+    static const char *const BAD[][2] = {
+        {"synthetic:noise=nan", "for noise"},      {"synthetic:noise=inf", "for noise"},
+        {"synthetic:noise=1e300", "noise 0..100"}, {"synthetic:n=1e300", "n takes a whole number"},
+        {"synthetic:classes=nan", "for classes"},  {"synthetic:size=7.5", "size takes a whole number"},
+        {"synthetic:seed=-1", "seed takes"},       {"synthetic:seed=1e30", "seed takes"},
+        {"synthetic:bogus=1.5", "unknown key 'bogus'"},
+    };
+    const DataOptions opt = {0, 0, 0, 0, 0};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        Dataset ds;
+        char err[512] = "";
+        int rc = dataset_open(&ds, BAD[i][0], &opt, err, sizeof err);
+        if (rc == 0) dataset_free(&ds);
+        ck_assert_msg(rc == 2, "%s: rc %d", BAD[i][0], rc);
+        ck_assert_msg(strstr(err, BAD[i][1]) != NULL, "%s: '%s' lacks '%s'", BAD[i][0], err, BAD[i][1]);
+    }
+    Dataset ds;
+    char err[512];
+    ck_assert_msg(dataset_open(&ds, "synthetic:n=8,noise=0.5,seed=7,size=4", &opt, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ds.n, 8);
+    dataset_free(&ds);
+}
+END_TEST
+
 /* ---- tests: IDX -------------------------------------------------------------------- */
 
 /* Write a gzipped IDX file: magic bytes, dims, payload. */
@@ -1277,6 +1307,69 @@ START_TEST(idx_truncated_gzip)
     spit(p, b, len - 4);
     free(b);
     expect_bad_idx(dir, "t10k-labels-idx1-ubyte.gz", "truncated gzip stream (after the payload)");
+}
+END_TEST
+
+/* A CRC-32 that does not match is said to be one, wherever inflate finds it
+ * (a small file is inflated whole while its header is read). */
+START_TEST(idx_gzip_crc_mismatch)
+{
+    char dir[PATH_MAX], p[PATH_MAX + 64];
+    idx_set(dir, "idx-crc");
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte.gz", dir);
+    size_t len;
+    uint8_t *b = slurp(p, &len);
+    b[len - 8] ^= 0x5a; /* the trailer's CRC-32 */
+    spit(p, b, len);
+    free(b);
+    char err[1024];
+    Dataset ds;
+    expect_bad_idx(dir, "t10k-labels-idx1-ubyte.gz", "gzip CRC-32 of the data does not match");
+    ck_assert_int_eq(dataset_fashion_mnist(&ds, dir, NULL, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "IDX header") == NULL, "%s", err);
+}
+END_TEST
+
+/* After a gzip member only another valid member may follow: garbage is
+ * refused, a concatenated member is read. */
+START_TEST(idx_gzip_after_the_member)
+{
+    char dir[PATH_MAX], p[PATH_MAX + 64];
+    idx_set(dir, "idx-garbage");
+    snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte.gz", dir);
+    size_t len;
+    uint8_t *b = slurp(p, &len);
+    uint8_t *g = malloc(len + 8);
+    memcpy(g, b, len);
+    memcpy(g + len, "garbage!", 8);
+    spit(p, g, len + 8);
+    expect_bad_idx(dir, "train-labels-idx1-ubyte.gz", "not another gzip member");
+    /* the same file twice over: a second member whose labels are one too many */
+    memcpy(g, b, len);
+    spit(p, g, len);
+    FILE *f = fopen(p, "ab");
+    ck_assert_int_eq((int)fwrite(b, 1, len, f), (int)len);
+    fclose(f);
+    expect_bad_idx(dir, "train-labels-idx1-ubyte.gz", "longer than the dimensions say");
+    free(b);
+    free(g);
+    /* header and labels in two members: loads */
+    idx_set(dir, "idx-members");
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte.gz", dir);
+    const uint8_t h[8] = {0, 0, 8, 1, 0, 0, 0, NTE};
+    uint8_t lab[NTE];
+    for (int i = 0; i < NTE; i++) lab[i] = (uint8_t)((NTR + i) % 10);
+    gzFile gz = gzopen(p, "wb");
+    ck_assert_int_eq(gzwrite(gz, h, 8), 8);
+    ck_assert_int_eq(gzclose(gz), Z_OK);
+    gz = gzopen(p, "ab");
+    ck_assert_int_eq(gzwrite(gz, lab, NTE), NTE);
+    ck_assert_int_eq(gzclose(gz), Z_OK);
+    char err[1024];
+    Dataset ds;
+    ck_assert_msg(dataset_fashion_mnist(&ds, dir, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(ds.labels[NTR + 7], (NTR + 7) % 10);
+    dataset_free(&ds);
 }
 END_TEST
 
@@ -1442,6 +1535,11 @@ static Suite *data_suite(void)
     tcase_add_test(t, bad_jpeg_pixel_cap);
     tcase_add_test(t, bad_dir_source);
     suite_add_tcase(s, t);
+
+    t = tcase_create("synthetic");
+    tcase_add_test(t, synthetic_bad_values);
+    suite_add_tcase(s, t);
+
     t = tcase_create("idx");
     tcase_set_timeout(t, 60);
     tcase_add_test(t, idx_round_trip);
@@ -1449,6 +1547,8 @@ static Suite *data_suite(void)
     tcase_add_test(t, idx_wrong_rank);
     tcase_add_test(t, idx_dims_disagree_with_payload);
     tcase_add_test(t, idx_truncated_gzip);
+    tcase_add_test(t, idx_gzip_crc_mismatch);
+    tcase_add_test(t, idx_gzip_after_the_member);
     tcase_add_test(t, idx_label_count_differs);
     tcase_add_test(t, idx_label_out_of_range);
     tcase_add_test(t, idx_missing_files);

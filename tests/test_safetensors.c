@@ -492,6 +492,16 @@ START_TEST(fault_unknown_dtype)
 }
 END_TEST
 
+/* A name from the file is printed with its control bytes escaped. */
+START_TEST(fault_name_escaped)
+{
+    char path[PATH_MAX];
+    tpath(path, "ctrl.safetensors");
+    write_hdr(path, "{\"w\\u001b[2J\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", eight, 8);
+    expect_bad(path, "tensor 'w\\x1b[2J': unknown dtype", NULL);
+}
+END_TEST
+
 START_TEST(fault_missing_field)
 {
     char path[PATH_MAX];
@@ -655,6 +665,17 @@ END_TEST
 START_TEST(fault_not_a_regular_file)
 {
     expect_bad(dir, "not a regular file", NULL);
+}
+END_TEST
+
+/* A FIFO with no writer: refused at once, not waited on (the tcase's
+ * timeout bounds the wait if it is not). */
+START_TEST(fault_fifo)
+{
+    char path[PATH_MAX];
+    tpath(path, "pipe.safetensors");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_bad(path, "not a regular file", NULL);
 }
 END_TEST
 
@@ -856,6 +877,27 @@ START_TEST(weights_extra_tensor_warns)
     ck_assert_msg(strstr(r.warn, "1 tensor the arch does not have") && strstr(r.warn, "'aux_head.kernel'") &&
                   strstr(r.warn, more), "warning: %s", r.warn);
     ck_assert(same_param(&a, &b, "bn1.moving_variance"));
+    net_close(&a); net_close(&b);
+}
+END_TEST
+
+/* Tensor names and metadata values from the file reach the warning and the
+ * error with their control bytes escaped. */
+START_TEST(weights_names_escaped)
+{
+    char path[PATH_MAX], more[PATH_MAX];
+    Net a, b;
+    saved_small(&a, path, "full.safetensors");
+    tpath(more, "ctrl.safetensors");
+    rewrite(path, more, NULL, "aux\x1b[31m", NULL, NULL, NULL);
+    net_open(&b, 4, 0, 2);
+    LoadResult r;
+    load_into(&b, more, &r);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.warn, "'aux\\x1b[31m'") && !strchr(r.warn, '\x1b'), "warning: %s", r.warn);
+    rewrite(path, more, NULL, NULL, NULL, "kiln.arch", "x\x1b[2J");
+    expect_load_fails(&b, more, "kiln.arch is 'x\\x1b[2J'", &r);
+    ck_assert_ptr_null(strchr(r.err, '\x1b'));
     net_close(&a); net_close(&b);
 }
 END_TEST
@@ -1081,6 +1123,19 @@ START_TEST(weights_missing_file)
 }
 END_TEST
 
+START_TEST(weights_fifo_refused)
+{
+    char path[PATH_MAX];
+    Net b;
+    net_open(&b, 4, 0, 2);
+    tpath(path, "pipe.safetensors");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    LoadResult r;
+    expect_load_fails(&b, path, "not a regular file", &r);
+    net_close(&b);
+}
+END_TEST
+
 /* ==== the command =========================================================== */
 
 /* Run "$KILN_BIN train ARGS" with output in the test directory; returns the
@@ -1182,6 +1237,7 @@ static Suite *st_suite(void)
     tcase_add_test(bad, fault_duplicate_names);
     tcase_add_test(bad, fault_unknown_dtype);
     tcase_add_test(bad, fault_missing_field);
+    tcase_add_test(bad, fault_name_escaped);
     tcase_add_test(bad, fault_size_not_matching_offsets);
     tcase_add_test(bad, fault_offsets_reversed);
     tcase_add_test(bad, fault_offsets_gap);
@@ -1198,6 +1254,7 @@ static Suite *st_suite(void)
     tcase_add_test(bad, fault_inf_value);
     tcase_add_test(bad, fault_unsupported_dtype_i64);
     tcase_add_test(bad, fault_not_a_regular_file);
+    tcase_add_test(bad, fault_fifo);
     suite_add_tcase(s, bad);
 
     TCase *w = tcase_create("weights");
@@ -1205,6 +1262,7 @@ static Suite *st_suite(void)
     tcase_add_test(w, weights_round_trip);
     tcase_add_test(w, weights_missing_tensor);
     tcase_add_test(w, weights_extra_tensor_warns);
+    tcase_add_test(w, weights_names_escaped);
     tcase_add_test(w, weights_shape_mismatch);
     tcase_add_test(w, weights_head_replaced);
     tcase_add_test(w, weights_head_absent);
@@ -1216,6 +1274,7 @@ static Suite *st_suite(void)
     tcase_add_test(w, weights_pytorch_and_keras_files_refused);
     tcase_add_test(w, weights_pickle_lookalike_length_loads);
     tcase_add_test(w, weights_missing_file);
+    tcase_add_test(w, weights_fifo_refused);
     suite_add_tcase(s, w);
 
     TCase *cmd = tcase_create("command");

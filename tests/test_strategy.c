@@ -6,7 +6,8 @@
  *    rollback recovers;
  *  - resume after a stop mid-epoch gives bit-identical final weights;
  *  - a corrupted checkpoint is refused; an unwritable run folder and a
- *    class-count mismatch fail before training. */
+ *    class-count mismatch fail before training;
+ *  - option values out of range (inf, nan) are refused with exit 2. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -291,7 +292,7 @@ START_TEST(warmup_rescues_divergence)
 }
 END_TEST
 
-/* Read a whole file. */
+/* Read a whole file, NUL-terminated. */
 static char *slurp(const char *path, size_t *n)
 {
     FILE *f = fopen(path, "rb");
@@ -301,6 +302,7 @@ static char *slurp(const char *path, size_t *n)
     fseek(f, 0, SEEK_SET);
     char *b = malloc((size_t)len + 1);
     *n = fread(b, 1, (size_t)len, f);
+    b[*n] = 0;
     fclose(f);
     return b;
 }
@@ -394,6 +396,42 @@ START_TEST(cli_resume_needs_only_the_folder)
 }
 END_TEST
 
+/* Option values out of range (inf, nan, beyond a float or a size) are bad
+ * usage: exit 2 naming the option, not a run that diverges (exit 1) or a
+ * value cast out of range. */
+START_TEST(cli_bad_option_values)
+{
+    static const char *const BAD[][2] = {
+        {"--lr inf", "--lr"},
+        {"--lr 1e39", "--lr"},
+        {"--wd nan", "--wd"},
+        {"--min-lr inf", "--min-lr"},
+        {"--memory-budget inf", "--memory-budget"},
+        {"--memory-budget 1e30", "--memory-budget"},
+        {"--memory-budget nan", "--memory-budget"},
+        {"--strategy layerwise --lr-groups head=inf", "--lr-groups"},
+        {"--input-size 16x16junk", "--input-size"},
+        {"--bogus", "unknown option '--bogus'"},
+    };
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_ptr_nonnull(bin);
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        char cmd[2048], path[600];
+        snprintf(path, sizeof path, "%s/err.txt", tmpdir);
+        snprintf(cmd, sizeof cmd, "timeout 120 '%s' train --arch '%s' --data synthetic:n=64 --epochs 1 --no-out "
+                 "--no-progress --weights none %s >/dev/null 2>'%s'", bin, tiny, BAD[i][0], path);
+        int st = system(cmd);
+        size_t n;
+        char *err = slurp(path, &n);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: exit %d, stderr '%s'", BAD[i][0],
+                      WIFEXITED(st) ? WEXITSTATUS(st) : -1, err);
+        ck_assert_msg(strstr(err, BAD[i][1]) != NULL, "%s: stderr '%s' lacks '%s'", BAD[i][0], err, BAD[i][1]);
+        free(err);
+    }
+}
+END_TEST
+
 START_TEST(corrupted_checkpoint_refused)
 {
     quiet = fopen("/dev/null", "w");
@@ -433,6 +471,19 @@ START_TEST(bad_setup_fails_before_training)
     ck_assert_int_eq(run(&c, &r, err, sizeof err), 2);
     ck_assert_msg(strstr(err, "/dev/null/run"), "%s", err);
     ck_assert_int_eq(r.epochs[0], 0);
+    /* a run folder path too long for its files' paths: the reason is
+     * said, not cut off by the path, and nothing is made */
+    char longdir[1200];
+    int o = snprintf(longdir, sizeof longdir, "%s/long", tmpdir);
+    while (o < 1100) o += snprintf(longdir + o, sizeof longdir - (size_t)o, "/d");
+    cfg_for(&c, tiny, "synthetic:n=200", STRAT_NAIVE);
+    c.spec.max_epochs = 1;
+    c.out = longdir;
+    ck_assert_int_eq(run(&c, &r, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "too long") && strstr(err, tmpdir), "%s", err);
+    char made[600];
+    snprintf(made, sizeof made, "%s/long", tmpdir);
+    ck_assert_int_ne(access(made, F_OK), 0);
     /* a class count other than the data set's */
     cfg_for(&c, tiny, "synthetic:n=200,classes=4", STRAT_NAIVE);
     c.num_classes = 10;
@@ -456,6 +507,7 @@ int main(void)
     tcase_add_test(tc, warmup_rescues_divergence);
     tcase_add_test(tc, resume_is_bit_identical);
     tcase_add_test(tc, cli_resume_needs_only_the_folder);
+    tcase_add_test(tc, cli_bad_option_values);
     tcase_add_test(tc, corrupted_checkpoint_refused);
     tcase_add_test(tc, bad_setup_fails_before_training);
     suite_add_tcase(s, tc);

@@ -1,9 +1,14 @@
-/* tools/cmd_common.c — option helpers shared by the subcommands. */
+/* tools/cmd_common.c — option helpers shared by the subcommands. Every
+ * number is parsed as the whole string and range-checked before it is
+ * converted, so no value (inf, nan, 1e30) reaches an out-of-range cast. */
 #include "tools/cmds.h"
 
 #include "runtime/strategy.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +28,33 @@ int parse_float_arg(const char *s, float *out)
 {
     char *end;
     double v = strtod(s, &end);
-    if (!*s || *end) return -1;
+    if (!*s || *end || !(fabs(v) <= FLT_MAX)) return -1;
     *out = (float)v;
+    return 0;
+}
+
+/* A byte count (see cmds.h); the range is checked on the double, before the cast. */
+int parse_bytes_arg(const char *s, size_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 1 && v <= (double)(SIZE_MAX / 2))) return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* "HxW" or "N" (see cmds.h); h and w are written only on success. */
+int parse_hw_arg(const char *s, int *h, int *w)
+{
+    char buf[32], *x;
+    if (strlen(s) >= sizeof buf) return -1;
+    strcpy(buf, s);
+    if ((x = strchr(buf, 'x'))) *x = 0;
+    int a, b;
+    if (parse_int_arg(buf, &a) || parse_int_arg(x ? x + 1 : buf, &b) || a < 1 || b < 1 || a > 4096 || b > 4096)
+        return -1;
+    *h = a;
+    *w = b;
     return 0;
 }
 
@@ -56,15 +86,8 @@ int model_option(ModelOptions *m, int argc, char **argv, int *i)
         }
         m->bn = v;
     } else if (!strcmp(a, "--input-size")) {
-        /* HxW, or N for NxN */
-        char buf[32], *x;
-        snprintf(buf, sizeof buf, "%s", v);
-        if ((x = strchr(buf, 'x'))) *x = 0;
-        if (strlen(v) >= sizeof buf || parse_int_arg(buf, &m->input_h) ||
-            parse_int_arg(x ? x + 1 : buf, &m->input_w) || m->input_h < 1 || m->input_w < 1 ||
-            m->input_h > 4096 || m->input_w > 4096) {
+        if (parse_hw_arg(v, &m->input_h, &m->input_w)) {
             fprintf(stderr, "kiln: --input-size takes HxW (or N), 1..4096 pixels, not '%s'\n", v);
-            m->input_h = m->input_w = 0;
             return -1;
         }
     } else if (parse_int_arg(v, &m->batch) || m->batch < 1 || m->batch > 65536) {

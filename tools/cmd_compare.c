@@ -443,7 +443,9 @@ int cmd_compare(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { compare_usage(stdout); return 0; }
         if (!strcmp(a, "--force")) { s.force = 1; continue; }
         if (!strcmp(a, "--no-progress")) continue;    /* compare never draws progress bars */
-        if (!v) { fprintf(stderr, "kiln compare: %s needs a value\n", a); return 2; }
+        /* a missing value is told only once the option is known */
+        int missing = !v;
+        if (missing) v = "";
         if (!strcmp(a, "--arch")) archs = v;
         else if (!strcmp(a, "--data")) s.data = v;
         else if (!strcmp(a, "--strategies")) strategies = v;
@@ -457,8 +459,7 @@ int cmd_compare(int argc, char **argv)
         else if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &s.epochs) || s.epochs < 1;
         else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &s.patience) || s.patience < 0;
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &s.per_class) || s.per_class < 1;
-        else if (!strcmp(a, "--input-size"))
-            bad = sscanf(v, "%dx%d", &s.input_h, &s.input_w) != 2 || s.input_h < 1 || s.input_w < 1;
+        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &s.input_h, &s.input_w);
         else if (!strcmp(a, "--seed")) { int sd; bad = parse_int_arg(v, &sd) || sd < 0; s.seed = (uint64_t)sd; }
         else if (!strcmp(a, "--lr") || !strcmp(a, "--batch")) {
             fprintf(stderr, "kiln compare: %s: the trials take it from the grid (give %s)\n", a,
@@ -478,6 +479,7 @@ int cmd_compare(int argc, char **argv)
             compare_usage(stderr);
             return 2;
         }
+        if (missing) { fprintf(stderr, "kiln compare: %s needs a value\n", a); return 2; }
         if (bad) { fprintf(stderr, "kiln compare: bad value '%s' for %s\n", v, a); return 2; }
         i++;
     }

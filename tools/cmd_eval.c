@@ -224,12 +224,9 @@ int cmd_eval(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { eval_usage(stdout); return 0; }
-        if (!v) {
-            fprintf(stderr, "kiln eval: %s\n", strncmp(a, "--", 2) ? "unexpected argument" : "option needs a value");
-            fprintf(stderr, "  (at '%s')\n", a);
-            eval_usage(stderr);
-            return 2;
-        }
+        /* a missing value is told only once the option is known */
+        int missing = !v;
+        if (missing) v = "";
         if (!strcmp(a, "--arch")) arch = v;
         else if (!strcmp(a, "--weights")) weights = v;
         else if (!strcmp(a, "--data")) data = v;
@@ -241,13 +238,14 @@ int cmd_eval(int argc, char **argv)
         else if (!strcmp(a, "--seed")) bad = parse_int_arg(v, &seed) || seed < 0;
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &per_class) || per_class < 1;
         else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &batch) || batch < 1 || batch > 65536;
-        else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &ih, &iw) != 2 || ih < 1 || iw < 1;
+        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &ih, &iw);
         else if (!strcmp(a, "--device")) bad = !device_valid(device = v);
         else {
             fprintf(stderr, "kiln eval: unknown option '%s'\n", a);
             eval_usage(stderr);
             return 2;
         }
+        if (missing) { fprintf(stderr, "kiln eval: %s needs a value\n", a); return 2; }
         if (bad) { fprintf(stderr, "kiln eval: bad value '%s' for %s\n", v, a); return 2; }
         i++;
     }

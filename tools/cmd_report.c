@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "datasets/dataset.h"
 #include "runtime/strategy.h"
 #include "tools/cmds.h"
 #include "tools/report.h"
@@ -577,12 +578,15 @@ void report_data_name(char *buf, size_t n, const char *data)
 
 /* ---- report.md -------------------------------------------------------------------- */
 
-/* A table cell: '|' escaped. */
+/* A table cell or code span of text from the runs (paths, data specs):
+ * control bytes and invalid UTF-8 escaped (dataset_escape), '|' escaped. */
 static void md_cell(FILE *f, const char *s)
 {
-    for (; *s; s++) {
-        if (*s == '|') fputc('\\', f);
-        fputc(*s == '\n' ? ' ' : *s, f);
+    char esc[4096];
+    dataset_escape(esc, sizeof esc, s, strlen(s));
+    for (const char *p = esc; *p; p++) {
+        if (*p == '|') fputc('\\', f);
+        fputc(*p, f);
     }
 }
 

@@ -168,7 +168,9 @@ int cmd_train(int argc, char **argv)
         int so = spec_option(t, argc, argv, &i);
         if (so < 0) return 2;
         if (so) continue;
-        if (!v) { fprintf(stderr, "kiln train: %s needs a value\n", a); return 2; }
+        /* a missing value is told only once the option is known */
+        int missing = !v;
+        if (missing) v = "";
         if (!strcmp(a, "--strategy")) ;
         else if (!strcmp(a, "--arch")) c.arch = v;
         else if (!strcmp(a, "--data")) c.data = v;
@@ -179,8 +181,8 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--device")) bad = !device_valid(c.device = v);
         else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &c.per_class) || c.per_class < 1;
         else if (!strcmp(a, "--num-classes")) bad = parse_int_arg(v, &c.num_classes) || c.num_classes < 2;
-        else if (!strcmp(a, "--input-size")) bad = sscanf(v, "%dx%d", &c.input_h, &c.input_w) != 2 || c.input_h < 1 || c.input_w < 1;
-        else if (!strcmp(a, "--memory-budget")) { double mb; char *end; mb = strtod(v, &end); bad = *end || !(mb > 0); c.memory_budget = (size_t)mb; }
+        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &c.input_h, &c.input_w);
+        else if (!strcmp(a, "--memory-budget")) bad = parse_bytes_arg(v, &c.memory_budget);
         else if (!strcmp(a, "--log-every")) { float le; bad = parse_float_arg(v, &le) || !(le >= 0 && le < 1e9f); c.log_every = le; }
         else if (!strcmp(a, "--stop-after-steps")) { int n; bad = parse_int_arg(v, &n) || n < 1; c.stop_after_steps = n; }
         else {
@@ -188,6 +190,7 @@ int cmd_train(int argc, char **argv)
             train_usage(stderr);
             return 2;
         }
+        if (missing) { fprintf(stderr, "kiln train: %s needs a value\n", a); return 2; }
         if (bad) { fprintf(stderr, "kiln train: bad value '%s' for %s\n", v, a); return 2; }
         i++;
     }

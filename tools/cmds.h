@@ -49,8 +49,13 @@ void arch_base_name(char *buf, size_t n, const char *arch);
  * returns 1 if that file exists. */
 int default_weights(char *buf, size_t n, const char *arch);
 
-/* Parse a whole-string number; returns 0 or -1. */
+/* Parse a whole-string number; returns 0 or -1. A float must be finite and
+ * fit a float. */
 int parse_int_arg(const char *s, int *out);
 int parse_float_arg(const char *s, float *out);
+/* A byte count: a whole-string number (8e9 allowed) from 1 to SIZE_MAX/2. */
+int parse_bytes_arg(const char *s, size_t *out);
+/* An image size "HxW", or "N" for NxN, each 1..4096; returns 0 or -1. */
+int parse_hw_arg(const char *s, int *h, int *w);
 
 #endif
