@@ -6,7 +6,8 @@
  *
  * The driver is reached only through cudart (linked statically), never by
  * linking libcuda: a machine without a driver runs this binary and gets
- * "no CUDA driver" from cuda_available().
+ * "no NVIDIA driver" (or one too old, with the release it needs) from
+ * cuda_available().
  *
  * Invariants:
  *  - every operation goes to c->stream, in order; d2h waits for the stream;
@@ -200,9 +201,20 @@ int cuda_available(char *why, size_t len)
     if (known < 0) {
         int n = 0;
         cudaError_t e = cudaGetDeviceCount(&n);
-        if (e == cudaErrorInsufficientDriver)
-            snprintf(reason, sizeof reason, "no CUDA driver, or one older than this kiln's CUDA %d.%d runtime",
-                     CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        if (e == cudaErrorInsufficientDriver) {
+            /* the static runtime needs a driver of its own CUDA release or newer */
+            const char *need = CUDART_VERSION >= 13000 ? "580" : CUDART_VERSION >= 12000 ? "525" : "?";
+            int dv = 0;
+            if (cudaDriverGetVersion(&dv) != cudaSuccess) dv = 0;
+            cudaGetLastError();
+            if (dv > 0)
+                snprintf(reason, sizeof reason, "the NVIDIA driver supports CUDA %d.%d, older than this kiln's "
+                         "CUDA %d.%d runtime: it needs driver %s or newer", dv / 1000, dv % 1000 / 10,
+                         CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, need);
+            else
+                snprintf(reason, sizeof reason, "no NVIDIA driver (this kiln's CUDA %d.%d runtime needs driver %s "
+                         "or newer)", CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, need);
+        }
         else if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))
             snprintf(reason, sizeof reason, "no CUDA device");
         else if (e != cudaSuccess)

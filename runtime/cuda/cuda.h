@@ -49,8 +49,10 @@ typedef struct {
 
 void cuda_options_default(CudaOptions *o);
 
-/* 1 when a CUDA device can be used; 0 with the reason in why ("no CUDA
- * driver ...", "no CUDA device", "this kiln was built without CUDA"). */
+/* 1 when a CUDA device can be used; 0 with the reason in why ("no NVIDIA
+ * driver (... needs driver 580 or newer)", "the NVIDIA driver supports CUDA
+ * 12.8, older than ...", "no CUDA device", "this kiln was built without
+ * CUDA"). */
 int cuda_available(char *why, size_t len);
 
 /* Open cuBLAS and NVRTC (dlopen, once) and resolve every function the
