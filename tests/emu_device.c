@@ -26,12 +26,17 @@
  *    cuda_emu.h), found with dlsym; the launcher writes the grid, block and
  *    thread indices there before it runs (or resumes) a thread, and installs
  *    its barrier function.
- *  - Memory: 64-byte aligned, zero-filled host blocks; copies are memcpy (so
- *    they complete at once); GEMMs are cblas_sgemm, row-major.
+ *  - Memory: 64-byte aligned host blocks, zero-filled, or NaN-filled (all
+ *    bits set) in the poison modes (gpu_poison_mode: KILN_CUDA_POISON; for
+ *    "uninit" too, the emulation's stand-in for memory never written); copies are memcpy (so they complete at
+ *    once); GEMMs are cblas_sgemm, row-major.
  *  - Graphs: graph_begin..graph_end records the launches and GEMMs (pointer
  *    and n values copied) without running them, as CUDA stream capture does;
  *    graph_run replays them. emu_device_fail_captures makes graph_end fail
- *    (nothing kept), as CUDA does when a capture was invalidated.
+ *    (nothing kept), as CUDA does when a capture was invalidated;
+ *    emu_device_refuse_in_capture makes a launch or GEMM of the next
+ *    recording return 1 unrecorded, as CUDA refuses one in a capture (and,
+ *    when that invalidates the capture, every op after it and graph_end).
  *  - The copy stream (h2d_async ... d2d): the compute stream runs at once,
  *    but a copy on the copy stream is deferred to the latest point CUDA
  *    allows, the next copy_fence or copy_sync, so whatever reads its
@@ -92,6 +97,10 @@ typedef struct {
     EmuRange *inflight; int n_inflight, cap_inflight; /* used by compute work since the last d2h */
     int busy;              /* compute work queued since the last d2h */
     int fail_captures;     /* graph_end fails this many more times */
+    int refuse;            /* EMU_REFUSE_LAUNCH or _GEMM: the next recording refuses its first such op */
+    int refuse_invalidates;/* ... and every op after it, and its graph_end */
+    int rec_invalid;       /* the recording in progress was invalidated */
+    int poison;            /* allocations NaN-filled (gpu_poison_mode() != 0) */
     int reverse;           /* run blocks and threads in reverse order */
     EmuStats stats;
 } Emu;
@@ -359,29 +368,47 @@ static EmuOp *record(Emu *e)
     return o;
 }
 
-static void emu_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
+/* While recording: 1 when an op of kind `what` (EMU_REFUSE_*) is refused,
+ * as CUDA refuses one that cannot be captured or that follows an
+ * invalidating failure. */
+static int refused(Emu *e, int what)
+{
+    if (!e->rec_invalid && e->refuse != what) return 0;
+    if (e->refuse == what) {
+        e->refuse = 0;
+        e->rec_invalid = e->refuse_invalidates;
+    }
+    e->stats.refused++;
+    return 1;
+}
+
+static int emu_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
 {
     Emu *e = ctx;
     e->busy = 1;
-    if (!e->recording) { exec_launch(e, kernel, gx, gy, block, args); return; }
+    if (!e->recording) { exec_launch(e, kernel, gx, gy, block, args); return 0; }
     if (kernel < 0 || kernel >= e->n_kernels) die("launch of kernel %d: no such kernel", kernel);
+    if (refused(e, EMU_REFUSE_LAUNCH)) return 1;
     EmuOp *o = record(e);
     o->kernel = kernel; o->gx = gx; o->gy = gy; o->block = block;
     o->n = *(int *)args[0];
     o->n_args = e->n_args[kernel];
     for (int a = 0; a < o->n_args; a++) o->ptr[a] = *(float **)args[a + 1];
+    return 0;
 }
 
-static void emu_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha,
-                     const float *A, int lda, const float *B, int ldb, float beta,
-                     float *C, int ldc)
+static int emu_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha,
+                    const float *A, int lda, const float *B, int ldb, float beta,
+                    float *C, int ldc)
 {
     Emu *e = ctx;
-    EmuOp tmp, *o = e->recording ? record(e) : &tmp;
     e->busy = 1;
+    if (e->recording && refused(e, EMU_REFUSE_GEMM)) return 1;
+    EmuOp tmp, *o = e->recording ? record(e) : &tmp;
     *o = (EmuOp){.gemm = 1, .ta = ta, .tb = tb, .m = m, .nn = n, .k = k, .lda = lda, .ldb = ldb,
                  .ldc = ldc, .alpha = alpha, .beta = beta, .A = A, .B = B, .C = C};
     if (!e->recording) exec_gemm(e, o);
+    return 0;
 }
 
 static void replay(Emu *e, const EmuGraph *g)
@@ -431,8 +458,9 @@ static int emu_graph_end(void *ctx, int key)
     if (!e->recording || e->recording->key != key) die("graph_end(%d) without graph_begin", key);
     EmuGraph *g = e->recording;
     e->recording = NULL;
-    if (e->fail_captures) {      /* as a capture CUDA invalidated: nothing kept */
-        e->fail_captures--;
+    if (e->fail_captures || e->rec_invalid) {      /* as a capture CUDA invalidated: nothing kept */
+        if (!e->rec_invalid) e->fail_captures--;
+        e->rec_invalid = 0;
         g->n = 0;
         g->ready = 0;
         return 1;
@@ -442,6 +470,13 @@ static int emu_graph_end(void *ctx, int key)
 }
 
 void emu_device_fail_captures(void *ctx, int count) { ((Emu *)ctx)->fail_captures = count; }
+
+void emu_device_refuse_in_capture(void *ctx, int what, int invalidates)
+{
+    Emu *e = ctx;
+    e->refuse = what;
+    e->refuse_invalidates = invalidates;
+}
 
 void emu_device_set_reverse(void *ctx, int on) { ((Emu *)ctx)->reverse = on; }
 
@@ -516,7 +551,9 @@ static void *emu_alloc(void *ctx, size_t bytes)
     if (e->limit && (e->used > e->limit || sz > e->limit - e->used)) return NULL;
     char *b = aligned_alloc(HDR, HDR + sz);
     if (!b) return NULL;
-    memset(b, 0, HDR + sz);
+    memset(b, 0, HDR);
+    memset(b + HDR, e->poison ? 0xff : 0, sz);   /* all bits set: a NaN in every float */
+    e->stats.poisoned += e->poison != 0;
     memcpy(b, &sz, sizeof sz);
     e->used += sz;
     note_inflight(e, b + HDR, sz);   /* cudaMemsetAsync on the compute stream */
@@ -815,6 +852,7 @@ int emu_device_open(DevOps *ops, const Program *pr, const char *cc, const char *
     int bad = !e || load(e, pr, dl, err, errlen);
     if (!e) snprintf(err, errlen, "out of memory");
     if (bad) { emu_destroy(e); return 1; }
+    e->poison = gpu_poison_mode() != 0;
     ops->ctx = e;
     ops->alloc = emu_alloc;
     ops->release = emu_release;

@@ -26,6 +26,8 @@ typedef struct {
     long replays;         /* graph_run calls that replayed a graph */
     long async_copies;    /* h2d_async calls (the copy stream) */
     long overlapped;      /* of which were queued while compute work was in flight */
+    long refused;         /* launches + GEMMs refused while recording (emu_device_refuse_in_capture) */
+    long poisoned;        /* allocations NaN-filled (KILN_CUDA_POISON) */
 } EmuStats;
 
 /* Compile pr's source with the C compiler `cc` and extra options `flags`
@@ -58,6 +60,14 @@ void emu_device_set_reverse(void *ctx, int on);
 
 /* Make the next `count` graph captures fail at graph_end. */
 void emu_device_fail_captures(void *ctx, int count);
+
+/* Make the next recording refuse (return 1, record nothing) its first
+ * kernel launch (EMU_REFUSE_LAUNCH) or GEMM (EMU_REFUSE_GEMM). invalidates:
+ * as a failure that invalidates a CUDA capture, every op after it is
+ * refused too and graph_end fails; 0: as a launch CUDA refuses without
+ * invalidating the capture, the rest records and graph_end succeeds. */
+enum { EMU_REFUSE_LAUNCH = 1, EMU_REFUSE_GEMM = 2 };
+void emu_device_refuse_in_capture(void *ctx, int what, int invalidates);
 
 /* The counters of a device made by emu_device_open (ctx = ops->ctx). */
 const EmuStats *emu_device_stats(void *ctx);

@@ -20,7 +20,9 @@
  * meaning.
  *
  * CK_RUN_CASE=tiny runs the tiny network only (what tools/gpu-check runs
- * under compute-sanitizer).
+ * first, then under compute-sanitizer's memcheck, racecheck, synccheck and
+ * initcheck with KILN_CUDA_POISON set, so that memory read before it is
+ * written holds NaN, or is unfilled for initcheck, instead of zeros).
  *
  * Built a second time as test_gpu_emu (KILN_GPU_TEST_EMU), the GPU backend
  * is the executor over the emulated device of tests/emu_device.c and only

@@ -6,7 +6,8 @@
  *
  * The driver is reached only through cudart (linked statically), never by
  * linking libcuda: a machine without a driver runs this binary and gets
- * "no CUDA driver" from cuda_available().
+ * "no NVIDIA driver" (or one too old, with the release it needs) from
+ * cuda_available().
  *
  * Invariants:
  *  - every operation goes to c->stream, in order; d2h waits for the stream;
@@ -18,8 +19,15 @@
  *    source may change as soon as h2d returns;
  *  - cuBLAS runs on a fixed workspace (cublasSetWorkspace), so GEMMs never
  *    allocate and may be captured into a graph;
- *  - during a capture nothing runs: launches and GEMMs are recorded, and a
- *    failed capture is fatal (the step it was meant to run never ran).
+ *  - during a capture nothing runs: launches and GEMMs are recorded. One
+ *    that the capture refuses (an invalidated capture shows first there,
+ *    not at EndCapture) is not fatal: it returns 1, the capture is marked
+ *    broken, graph_end fails saying why, and the executor runs the step
+ *    directly; only outside a capture does a failed launch end the process;
+ *  - KILN_CUDA_POISON (gpu_poison_mode): allocations are filled with NaN
+ *    (=1), or not at all (=uninit), instead of zeros, so that
+ *    compute-sanitizer's runs (tools/gpu-check) see a read before the first
+ *    write: as NaN in the results, or as initcheck's report.
  */
 #include "runtime/cuda/cuda.h"
 
@@ -193,9 +201,20 @@ int cuda_available(char *why, size_t len)
     if (known < 0) {
         int n = 0;
         cudaError_t e = cudaGetDeviceCount(&n);
-        if (e == cudaErrorInsufficientDriver)
-            snprintf(reason, sizeof reason, "no CUDA driver, or one older than this kiln's CUDA %d.%d runtime",
-                     CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        if (e == cudaErrorInsufficientDriver) {
+            /* the static runtime needs a driver of its own CUDA release or newer */
+            const char *need = CUDART_VERSION >= 13000 ? "580" : CUDART_VERSION >= 12000 ? "525" : "?";
+            int dv = 0;
+            if (cudaDriverGetVersion(&dv) != cudaSuccess) dv = 0;
+            cudaGetLastError();
+            if (dv > 0)
+                snprintf(reason, sizeof reason, "the NVIDIA driver supports CUDA %d.%d, older than this kiln's "
+                         "CUDA %d.%d runtime: it needs driver %s or newer", dv / 1000, dv % 1000 / 10,
+                         CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, need);
+            else
+                snprintf(reason, sizeof reason, "no NVIDIA driver (this kiln's CUDA %d.%d runtime needs driver %s "
+                         "or newer)", CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, need);
+        }
         else if (e == cudaErrorNoDevice || (e == cudaSuccess && n == 0))
             snprintf(reason, sizeof reason, "no CUDA device");
         else if (e != cudaSuccess)
@@ -249,8 +268,23 @@ typedef struct {
     int no_pinned;                  /* page-locked memory was refused: stop asking */
     GraphSlot *graphs; int n_graphs;
     int capturing;
+    int capture_broken;             /* a launch or GEMM of this capture was refused */
+    char capture_error[320];        /* the first refusal, for graph_end's message */
     int sync_each;                  /* KILN_CUDA_SYNC=1: wait after every launch and GEMM */
+    int poison;                     /* gpu_poison_mode(): 1 NaN-fill allocations, 2 no fill */
 } Cuda;
+
+/* A launch or GEMM that failed during a capture: the capture is unusable
+ * (CUDA invalidated it, or its graph would lack the operation) but the
+ * context is not. The first reason is kept for graph_end. Returns 1. */
+static int capture_refused(Cuda *c, const char *what, const char *why, const char *name)
+{
+    cudaGetLastError();   /* not sticky: clear it */
+    if (!c->capture_broken)
+        snprintf(c->capture_error, sizeof c->capture_error, "%s: %s (%s)", what, why, name);
+    c->capture_broken = 1;
+    return 1;
+}
 
 /* KILN_CUDA_SYNC=1: a fault is reported at the launch that made it (kernel
  * faults are otherwise seen at the next wait, without a name). */
@@ -273,7 +307,7 @@ static void *dev_alloc(void *ctx, size_t bytes)
         return NULL;
     }
     MUST(e);
-    MUST(cudaMemsetAsync(p, 0, bytes, c->stream));
+    if (c->poison != 2) MUST(cudaMemsetAsync(p, c->poison ? 0xff : 0, bytes, c->stream));   /* 0xffffffff: NaN */
     return p;
 }
 
@@ -338,29 +372,36 @@ static void dev_d2h(void *ctx, void *dst, const void *src, size_t bytes)
     MUST(cudaStreamSynchronize(c->stream));
 }
 
-static void dev_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
+static int dev_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
 {
     Cuda *c = ctx;
     if (kernel < 0 || kernel >= c->n_kern) die(__FILE__, __LINE__, "launch of kernel %d of %d", kernel, c->n_kern);
     dim3 grid = {gx, gy, 1}, blk = {block, 1, 1};
     cudaError_t e = cudaLaunchKernel((const void *)c->kern[kernel], grid, blk, args, 0, c->stream);
+    if (e != cudaSuccess && c->capturing)
+        return capture_refused(c, "cudaLaunchKernel", cudaGetErrorString(e), c->kname[kernel]);
     if (e != cudaSuccess)
         die(__FILE__, __LINE__, "cudaLaunchKernel(%s, grid %ux%u, block %u): %s (%s)", c->kname[kernel], gx, gy,
             block, cudaGetErrorString(e), cudaGetErrorName(e));
     sync_after(c, c->kname[kernel]);
+    return 0;
 }
 
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the
  * operands swap and so do m and n; each matrix's memory, read column-major,
  * is its transpose, so the transpose flags stay with their operand. */
-static void dev_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                     const float *B, int ldb, float beta, float *C, int ldc)
+static int dev_gemm(void *ctx, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc)
 {
     Cuda *c = ctx;
-    if (m <= 0 || n <= 0) return;
-    MUSTB(cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, B,
-                      ldb, A, lda, &beta, C, ldc));
+    if (m <= 0 || n <= 0) return 0;
+    cublasStatus_t s = cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+                                   &alpha, B, ldb, A, lda, &beta, C, ldc);
+    if (s != CUBLAS_STATUS_SUCCESS && c->capturing)
+        return capture_refused(c, "cublasSgemm", cublasGetStatusString(s), cublasGetStatusName(s));
+    MUSTB(s);
     sync_after(c, "cublasSgemm");
+    return 0;
 }
 
 static GraphSlot *slot_find(Cuda *c, int key)
@@ -382,12 +423,14 @@ static int dev_graph_begin(void *ctx, int key)
         return 1;
     }
     c->capturing = 1;
+    c->capture_broken = 0;
     return 0;
 }
 
-/* A capture that failed (an operation the capture could not take: its
- * error invalidates the capture, not the context) is reported once and the
- * executor runs the step directly from then on. */
+/* A capture that failed (an operation the capture could not take, at a
+ * launch, a GEMM, EndCapture or Instantiate: its error invalidates the
+ * capture, not the context) is reported once and the executor runs the
+ * step directly from then on. */
 static int dev_graph_end(void *ctx, int key)
 {
     Cuda *c = ctx;
@@ -395,6 +438,13 @@ static int dev_graph_end(void *ctx, int key)
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(c->stream, &g);
     c->capturing = 0;
+    if (c->capture_broken) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+        fprintf(stderr, "kiln: CUDA graph capture failed (%s); running the step without a graph\n",
+                c->capture_error);
+        return 1;
+    }
     cudaGraphExec_t x;
     if (e == cudaSuccess) {
         e = cudaGraphInstantiate(&x, g, 0);
@@ -833,6 +883,7 @@ Backend *cuda_backend_create(const Plan *p, const CudaOptions *o, char *err, siz
     }
     const char *sy = getenv("KILN_CUDA_SYNC");
     c->sync_each = sy && *sy && strcmp(sy, "0");
+    c->poison = gpu_poison_mode();
     Program pr;
     EmitOptions eo = {0};
     char emsg[512];

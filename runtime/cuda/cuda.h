@@ -27,6 +27,11 @@
  * the next wait; KILN_CUDA_SYNC=1 waits after every launch and GEMM so the
  * message names the kernel (slow: for debugging; CUDA graphs are off then,
  * since a replayed graph would report its fault without a kernel name).
+ * KILN_CUDA_POISON=1 fills every device allocation with NaN instead of
+ * zeros, KILN_CUDA_POISON=uninit leaves it unfilled (runtime/cuda/exec.h
+ * gpu_poison_mode), for runs under compute-sanitizer: a read before the
+ * first write then shows in the results, or in initcheck's report. A launch or GEMM refused while a training step is captured into
+ * a CUDA graph is not fatal: the step runs without a graph, saying why.
  */
 #ifndef KILN_CUDA_H
 #define KILN_CUDA_H
@@ -44,8 +49,10 @@ typedef struct {
 
 void cuda_options_default(CudaOptions *o);
 
-/* 1 when a CUDA device can be used; 0 with the reason in why ("no CUDA
- * driver ...", "no CUDA device", "this kiln was built without CUDA"). */
+/* 1 when a CUDA device can be used; 0 with the reason in why ("no NVIDIA
+ * driver (... needs driver 580 or newer)", "the NVIDIA driver supports CUDA
+ * 12.8, older than ...", "no CUDA device", "this kiln was built without
+ * CUDA"). */
 int cuda_available(char *why, size_t len);
 
 /* Open cuBLAS and NVRTC (dlopen, once) and resolve every function the

@@ -23,7 +23,9 @@
  *    for images) and replayed from then on. The launches made between
  *    graph_begin and graph_end are recorded, not run (CUDA stream-capture
  *    semantics), so the recording step records and then replays; a capture
- *    that fails (graph_end != 0) runs the step directly, as every later one.
+ *    that fails (graph_end != 0, or a launch or GEMM that could not be
+ *    recorded: an invalidated capture shows there first) runs the step
+ *    directly, as every later one.
  *    The control block's h2d and the derive lists stay outside the graph;
  *    every pointer is fixed, so a graph stays valid from step to step.
  *  - uploads, with a copy stream (DevOps.h2d_async and the rest): the batch
@@ -44,6 +46,12 @@
  *    later d2h (which waits for all before it).
  *  - other h2d copies (parameters, momentum) wait for completion before
  *    returning, through a one-word d2h.
+ *  - the state arenas (parameters, gradients, momentum, control) start at
+ *    zero, as the CPU backend's, zeroed here rather than left to the
+ *    device's fill; the scratch arenas (activations, derived constants,
+ *    workspace) and the input slots keep the device's fill, NaN or none in
+ *    the poison modes (gpu_poison_mode), so that a kernel reading them
+ *    before writing shows.
  *  - DevOps.mem_info returns 0 when it filled in the sizes.
  *  - ownership: the backend keeps a copy of *pr and ops->ctx and releases
  *    both at destroy, and also when creation fails; the caller may read *pr
@@ -88,6 +96,7 @@ typedef struct {
     uint32_t zero_head[4];
     float *stage; size_t stage_floats;
     signed char *graph;      /* per entry node: GRAPH_NONE, _WARM (one direct step run), _READY, _CANNOT */
+    int rec_failed;          /* a launch or GEMM of the recording in progress was not recorded */
     float *logits; size_t logits_floats;
     float *out; size_t out_floats;
 } Gpu;
@@ -250,13 +259,16 @@ static void appendf(char *err, size_t errlen, const char *fmt, ...)
 
 /* ---- running launch lists ----------------------------------------------------------- */
 
+/* One launch or GEMM. Once one of a recording was refused, the rest of
+ * that recording is skipped (the recording is not used). */
 static void run_launch(Gpu *g, const Launch *L)
 {
     int n = g->n;
+    if (g->rec_failed) return;
     if (L->kind == L_GEMM) {
-        g->ops.gemm(g->ops.ctx, L->ta, L->tb, (int)dim_at(L->m, n), (int)dim_at(L->n, n),
-                    (int)dim_at(L->k, n), L->alpha, ref_ptr(g, L->args[0]), L->lda,
-                    ref_ptr(g, L->args[1]), L->ldb, L->beta, ref_ptr(g, L->args[2]), L->ldc);
+        g->rec_failed = g->ops.gemm(g->ops.ctx, L->ta, L->tb, (int)dim_at(L->m, n), (int)dim_at(L->n, n),
+                                    (int)dim_at(L->k, n), L->alpha, ref_ptr(g, L->args[0]), L->lda,
+                                    ref_ptr(g, L->args[1]), L->ldb, L->beta, ref_ptr(g, L->args[2]), L->ldc);
         return;
     }
     long gx = dim_at(L->gx, n), div = L->gx_div > 0 ? L->gx_div : 1;
@@ -270,8 +282,8 @@ static void run_launch(Gpu *g, const Launch *L)
         ptr[a] = ref_ptr(g, L->args[a]);
         args[a + 1] = &ptr[a];
     }
-    g->ops.launch(g->ops.ctx, L->kernel, (unsigned)grid, (unsigned)(L->gy > 0 ? L->gy : 1),
-                  (unsigned)L->block, args);
+    g->rec_failed = g->ops.launch(g->ops.ctx, L->kernel, (unsigned)grid, (unsigned)(L->gy > 0 ? L->gy : 1),
+                                  (unsigned)L->block, args);
 }
 
 static void run_list(Gpu *g, const LaunchList *l)
@@ -338,8 +350,11 @@ static void run_step(Gpu *g)
             step_lists(g);
             return;
         }
+        g->rec_failed = 0;
         step_lists(g);
-        if (o->graph_end(o->ctx, key) != 0) {   /* recorded launches did not run */
+        int refused = g->rec_failed;
+        g->rec_failed = 0;
+        if (o->graph_end(o->ctx, key) != 0 || refused) {   /* recorded launches did not run */
             g->graph[key] = GRAPH_CANNOT;
             step_lists(g);
             return;
@@ -362,6 +377,13 @@ static int read_head(Gpu *g, int n, double *loss, int *correct)
     *loss = n > 0 ? sum / n : 0;
     *correct = (int)head[CTRL_CORRECT];
     return head[CTRL_BAD] != 0;
+}
+
+int gpu_poison_mode(void)
+{
+    const char *v = getenv("KILN_CUDA_POISON");
+    if (!v || !*v || !strcmp(v, "0")) return 0;
+    return strcmp(v, "uninit") ? 1 : 2;
 }
 
 /* ---- the interface ------------------------------------------------------------------- */
@@ -661,6 +683,24 @@ static int alloc_arenas(Gpu *g, char *err, size_t errlen)
     return 0;
 }
 
+/* The state arenas to zero (see the head of this file), through h2d from a
+ * zeroed host block of at most 1 MiB. Returns 0, or 1 when out of memory. */
+static int zero_state(Gpu *g)
+{
+    static const int state[] = {BUF_PARAM, BUF_GRAD, BUF_MOM, BUF_CTRL};
+    size_t chunk = (size_t)1 << 20;
+    void *zeros = calloc(1, chunk);
+    if (!zeros) return 1;
+    for (size_t i = 0; i < sizeof state / sizeof *state; i++)
+        for (size_t off = 0; off < g->bytes[state[i]]; off += chunk) {
+            size_t left = g->bytes[state[i]] - off;
+            g->ops.h2d(g->ops.ctx, (char *)g->buf[state[i]] + off, zeros, left < chunk ? left : chunk);
+        }
+    dev_sync(g);
+    free(zeros);
+    return 0;
+}
+
 Backend *gpu_backend_create(const Plan *p, Program *pr, const DevOps *ops, int use_graphs,
                             char *err, size_t errlen)
 {
@@ -692,6 +732,11 @@ Backend *gpu_backend_create(const Plan *p, Program *pr, const DevOps *ops, int u
     }
     arena_sizes(g);
     if (check_program(g, err, errlen) || alloc_arenas(g, err, errlen)) {
+        gpu_destroy(be);
+        return NULL;
+    }
+    if (zero_state(g)) {
+        snprintf(err, errlen, "out of memory");
         gpu_destroy(be);
         return NULL;
     }

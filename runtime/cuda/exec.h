@@ -21,8 +21,10 @@
 
 typedef struct DevOps {
     void *ctx;
-    /* Device memory, zero-filled. Returns NULL when it cannot (then the
-     * executor reports the bytes asked for and, when mem_info works, free). */
+    /* Device memory, zero-filled (in the poison modes of gpu_poison_mode
+     * NaN-filled or left unfilled: the executor initializes what it reads
+     * before writing). Returns NULL when it cannot (then the executor reports the
+     * bytes asked for and, when mem_info works, free). */
     void *(*alloc)(void *ctx, size_t bytes);
     void (*release)(void *ctx, void *ptr);
     /* Copies on the device's stream, in order with launches: h2d may return
@@ -32,16 +34,21 @@ typedef struct DevOps {
     void (*d2h)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Launch kernel `kernel` (index into Program.kernels) with grid
      * (gx, gy, 1) and block (block, 1, 1); args[0] points to the int n,
-     * args[1..n_args] to the pointer values. */
-    void (*launch)(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args);
-    /* Row-major C (m, n) = alpha op(A) op(B) + beta C, as kernels/cpu gemm(). */
-    void (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha,
-                 const float *A, int lda, const float *B, int ldb, float beta,
-                 float *C, int ldc);
+     * args[1..n_args] to the pointer values. Returns 0; 1 only while
+     * recording a graph, when the launch could not be recorded (the
+     * recording is then unusable). Outside a recording a failure ends the
+     * process. */
+    int (*launch)(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args);
+    /* Row-major C (m, n) = alpha op(A) op(B) + beta C, as kernels/cpu gemm().
+     * Returns as launch. */
+    int (*gemm)(void *ctx, int ta, int tb, int m, int n, int k, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta,
+                float *C, int ldc);
     /* Optional (NULL when the device has none): record the launches made
      * between begin and end under `key` and replay them with run. begin
      * returns 0 when recording started, end 0 when the graph is ready (else
-     * nothing recorded ran, and nothing is kept). */
+     * nothing recorded ran, and nothing is kept). A recording in which a
+     * launch or GEMM returned 1 is never replayed, whatever end returns. */
     int (*graph_begin)(void *ctx, int key);
     int (*graph_end)(void *ctx, int key);
     int (*graph_run)(void *ctx, int key);   /* 0: replayed; 1: nothing recorded under key */
@@ -66,6 +73,13 @@ typedef struct DevOps {
     int (*mem_info)(void *ctx, size_t *free_b, size_t *total_b);
     void (*destroy)(void *ctx);
 } DevOps;
+
+/* How device tables fill new allocations, from KILN_CUDA_POISON: 0 (unset
+ * or "0") with zeros; 1 (any other value) with NaN (all bits set), so that
+ * a read before the first write shows as NaN in the results; 2 ("uninit")
+ * not at all, so that compute-sanitizer's initcheck sees such a read (a
+ * device that cannot leave memory unfilled fills it with NaN). */
+int gpu_poison_mode(void);
 
 /* A Backend over a device table. Takes ownership of pr (emit_free at
  * destroy) and of ops->ctx (ops->destroy). use_graphs: replay the training
