@@ -9,8 +9,12 @@
  *    the BN affine, for conv and depthwise conv;
  *  - conv2d and dwconv2d against a naive direct convolution in double
  *    (stride 2, asymmetric padding, the 1x1 fast path);
+ *  - gemm() against a product in double, for every transpose and beta, on
+ *    shapes that run as one BLAS call and as blocks of C cut every way;
  *  - thread invariance: on sizes large enough to run in parallel, every
- *    OpenMP kernel gives bitwise the same result on 1 and on 3 threads.
+ *    OpenMP kernel and every GEMM caller (conv 3x3 and 1x1, dense; forward
+ *    and backward) gives bitwise the same result on 2 and on 3 threads as on
+ *    1, whichever kernels OpenBLAS picks (OPENBLAS_CORETYPE).
  * Each comparison prints one line with its measured worst error.
  */
 #include <check.h>
@@ -456,22 +460,81 @@ START_TEST(reductions_vs_naive)
 }
 END_TEST
 
+/* ---- gemm against a naive product ---------------------------------------------------- */
+
+/* (M, N, K): one BLAS call, C cut into rows, into columns, into both, and
+ * cut with ragged last blocks. */
+static const int gemm_shapes[][3] = {
+    {5, 7, 3}, {1000, 40, 300}, {40, 1000, 300}, {40, 40, 8192}, {33, 50, 2000},
+};
+#define N_GEMM_SHAPES ((int)(sizeof gemm_shapes / sizeof gemm_shapes[0]))
+
+/* Case i = ((shape * 2 + transA) * 2 + transB) * 2 + (beta != 0): gemm() with
+ * padded leading dimensions against the product in double; the padding of C
+ * stays untouched. */
+START_TEST(gemm_vs_naive)
+{
+    const int *sh = gemm_shapes[_i / 8];
+    const int M = sh[0], N = sh[1], K = sh[2];
+    const int ta = _i / 4 % 2, tb = _i / 2 % 2, acc = _i % 2;
+    const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+    const real alpha = 0.5f, beta = acc ? 0.75f : 0;
+    rng_seed(700 + (uint64_t)_i);
+    real *A = vec((size_t)(ta ? K : M) * lda), *B = vec((size_t)(tb ? N : K) * ldb);
+    real *C = vec((size_t)M * ldc), *C0 = vec((size_t)M * ldc), *want = vec((size_t)M * N);
+    real *got = vec((size_t)M * N);
+    fill(A, (size_t)(ta ? K : M) * lda, -1, 1);
+    fill(B, (size_t)(tb ? N : K) * ldb, -1, 1);
+    fill(C0, (size_t)M * ldc, -1, 1);
+    memcpy(C, C0, (size_t)M * ldc * sizeof *C);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double t = 0;
+            for (int k = 0; k < K; k++)
+                t += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            want[(size_t)i * N + j] = (real)(alpha * t + beta * C0[(size_t)i * ldc + j]);
+        }
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    size_t pad_changed = 0;
+    for (int i = 0; i < M; i++) {
+        memcpy(got + (size_t)i * N, C + (size_t)i * ldc, (size_t)N * sizeof *got);
+        pad_changed += memcmp(C + (size_t)i * ldc + N, C0 + (size_t)i * ldc + N,
+                              (size_t)(ldc - N) * sizeof *C) != 0;
+    }
+    char what[96];
+    snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d beta=%g", M, N, K, ta, tb, (double)beta);
+    expect_close(what, got, want, (size_t)M * N, 1e-6 * K, RTOL);
+    ck_assert_msg(pad_changed == 0, "%s: wrote into the padding of %zu rows of C", what, pad_changed);
+    real *bufs[] = {A, B, C, C0, want, got};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+END_TEST
+
 /* ---- thread invariance ---------------------------------------------------------------- */
 
-/* Every output of the OpenMP kernels at a size above the parallel threshold,
- * computed with `threads` threads into out (a list of buffers). */
+/* Every output of the OpenMP kernels and of every GEMM caller at a size above
+ * the parallel thresholds (a GEMM cut into several blocks), computed with
+ * `threads` threads into out (a list of buffers). cs is a 3x3 conv (im2col),
+ * pw a 1x1 conv (the GEMM on x), ps the depthwise and pooling shape; the
+ * dense layer is (DENSE_N, DENSE_F) x (DENSE_F, DENSE_K) on x. */
+enum { DENSE_N = 256, DENSE_F = 1024, DENSE_K = 100 };
+
 typedef struct {
-    ConvShape cs, ps;
-    real *x, *w, *wd, *dout, *doutp, *gamma, *beta, *scale, *shift, *res, *s, *ds_in;
+    ConvShape cs, pw, ps;
+    real *x, *w, *wd, *wdense, *dout, *doutp, *gamma, *beta, *scale, *shift, *res, *s, *ds_in;
     size_t nx, no, nop, M;
 } Big;
 
-enum { T_CONV_DX, T_CONV_DW, T_CONV_DB, T_DW_OUT, T_DW_DX, T_DW_DW, T_DW_DB, T_MP_OUT, T_MP_DX,
+enum { T_CONV_OUT, T_CONV_DX, T_CONV_DW, T_CONV_DB, T_PW_OUT, T_PW_DX, T_PW_DW, T_DENSE_OUT,
+       T_DENSE_DX, T_DENSE_DW, T_DW_OUT, T_DW_DX, T_DW_DW, T_DW_DB, T_MP_OUT, T_MP_DX,
        T_BN_OUT, T_BN_MEAN, T_BN_INV, T_BN_DX, T_BN_DG, T_EPI_OUT, T_EPI_DZ, T_EPI_DG,
        T_CM_DX, T_CM_DS, T_GAP, T_DROP, T_PAD, T_COUNT };
 
 static const char *const t_names[T_COUNT] = {
-    "conv2d_backward dx", "conv2d_backward dw", "conv2d_backward dbias", "dwconv2d_forward",
+    "conv2d_forward", "conv2d_backward dx", "conv2d_backward dw", "conv2d_backward dbias",
+    "conv2d_forward 1x1", "conv2d_backward 1x1 dx", "conv2d_backward 1x1 dw", "dense_forward",
+    "dense_backward dx", "dense_backward dw", "dwconv2d_forward",
     "dwconv2d_backward dx", "dwconv2d_backward dw", "dwconv2d_backward dbias",
     "maxpool_forward", "maxpool_backward", "bn_train_forward out", "bn_train_forward mean",
     "bn_train_forward invstd", "bn_train_backward dx", "bn_train_backward dgamma",
@@ -485,6 +548,9 @@ static size_t t_size(const Big *b, int t)
     int C = b->cs.C, K = b->cs.K;
     switch (t) {
     case T_CONV_DW: return (size_t)9 * C * K;
+    case T_PW_DW: return (size_t)C * K;
+    case T_DENSE_OUT: return (size_t)DENSE_N * DENSE_K;
+    case T_DENSE_DW: return (size_t)DENSE_F * DENSE_K;
     case T_CONV_DB: case T_BN_MEAN: case T_BN_INV: case T_BN_DG: case T_EPI_DG: return (size_t)K;
     case T_DW_DW: return (size_t)9 * C;
     case T_DW_DB: return (size_t)C;
@@ -503,7 +569,13 @@ static void big_run(const Big *b, real **o, int threads)
     const int C = b->cs.C, K = b->cs.K;
     real *ws = vec(conv2d_workspace(&b->cs));
     real *mean = vec(K), *inv = vec(K), *rm = vec(K), *rv = vec(K), *tmp = vec(b->no);
+    conv2d_forward(o[T_CONV_OUT], b->x, b->w, b->gamma, ws, &b->cs);
     conv2d_backward(o[T_CONV_DX], o[T_CONV_DW], o[T_CONV_DB], b->dout, b->x, b->w, ws, &b->cs, 0);
+    conv2d_forward(o[T_PW_OUT], b->x, b->w, NULL, NULL, &b->pw);
+    conv2d_backward(o[T_PW_DX], o[T_PW_DW], NULL, b->dout, b->x, b->w, NULL, &b->pw, 0);
+    dense_forward(o[T_DENSE_OUT], b->x, b->wdense, b->s, DENSE_N, DENSE_F, DENSE_K);
+    dense_backward(o[T_DENSE_DX], o[T_DENSE_DW], NULL, b->dout, b->x, b->wdense, DENSE_N, DENSE_F,
+                   DENSE_K, 0);
     dwconv2d_forward(o[T_DW_OUT], b->x, b->wd, b->gamma, &b->ps);
     dwconv2d_backward(o[T_DW_DX], o[T_DW_DW], o[T_DW_DB], b->doutp, b->x, b->wd, &b->ps, 0);
     maxpool_forward(o[T_MP_OUT], b->x, &b->ps);
@@ -530,7 +602,9 @@ START_TEST(thread_invariance)
     Big b;
     Cfg conv = {8, 32, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1};
     Cfg pool = {8, 32, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1};
+    Cfg pw = {8, 32, 32, 32, 32, 1, 1, 1, 1, 0, 0, 0, 0};
     b.cs = shape_of(&conv, 0);
+    b.pw = shape_of(&pw, 0);
     b.ps = shape_of(&pool, 1);
     b.nx = (size_t)8 * 32 * 32 * 32;
     b.no = b.nx;
@@ -540,25 +614,30 @@ START_TEST(thread_invariance)
     b.x = vec(b.nx); fill(b.x, b.nx, -1, 1);
     b.w = vec(9 * 32 * 32); fill(b.w, 9 * 32 * 32, -0.1, 0.1);
     b.wd = vec(9 * 32); fill(b.wd, 9 * 32, -0.3, 0.3);
+    b.wdense = vec(DENSE_F * DENSE_K); fill(b.wdense, DENSE_F * DENSE_K, -0.05, 0.05);
     b.dout = vec(b.no); fill(b.dout, b.no, -1, 1);
     b.doutp = vec(b.nop); fill(b.doutp, b.nop, -1, 1);
     b.res = vec(b.no); fill(b.res, b.no, -1, 1);
     b.gamma = vec(32); fill(b.gamma, 32, 0.5, 2);
     b.beta = vec(32); fill(b.beta, 32, -1, 1);
     b.s = vec(8 * 32); fill(b.s, 8 * 32, -1, 1);
-    real *o1[T_COUNT], *o3[T_COUNT];
+    ck_assert(b.pw.P == 32 && b.pw.Q == 32 && conv2d_workspace(&b.pw) == 0);
+    real *o1[T_COUNT], *on[T_COUNT];
     for (int t = 0; t < T_COUNT; t++) {
         o1[t] = vec(t_size(&b, t));
-        o3[t] = vec(t_size(&b, t));
+        on[t] = vec(t_size(&b, t));
     }
     big_run(&b, o1, 1);
-    big_run(&b, o3, 3);
-    for (int t = 0; t < T_COUNT; t++) expect_same(t_names[t], o3[t], o1[t], t_size(&b, t));
+    for (int threads = 2; threads <= 3; threads++) {
+        printf("%d threads against 1:\n", threads);
+        big_run(&b, on, threads);
+        for (int t = 0; t < T_COUNT; t++) expect_same(t_names[t], on[t], o1[t], t_size(&b, t));
+    }
     for (int t = 0; t < T_COUNT; t++) {
         free(o1[t]);
-        free(o3[t]);
+        free(on[t]);
     }
-    real *bufs[] = {b.x, b.w, b.wd, b.dout, b.doutp, b.res, b.gamma, b.beta, b.s};
+    real *bufs[] = {b.x, b.w, b.wd, b.wdense, b.dout, b.doutp, b.res, b.gamma, b.beta, b.s};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 END_TEST
@@ -575,6 +654,7 @@ static Suite *kernels_suite(void)
     tcase_add_loop_test(tc, dwconv_vs_naive, 0, N_CFG);
     tcase_add_loop_test(tc, bn_fold_matches, 0, 8);
     tcase_add_test(tc, reductions_vs_naive);
+    tcase_add_loop_test(tc, gemm_vs_naive, 0, 8 * N_GEMM_SHAPES);
     tcase_add_test(tc, thread_invariance);
     suite_add_tcase(s, tc);
     return s;

@@ -1,34 +1,11 @@
-/* kernels/cpu/dense.c — the BLAS wrapper and the dense (fully connected)
- * layer on top of it.
+/* kernels/cpu/dense.c — the dense (fully connected) layer, on gemm().
  *
- * Contract: gemm() is row-major C = alpha*op(A)op(B) + beta*C and dispatches
- * to cblas_sgemm or cblas_dgemm following `real` (KILN_REAL_IS_DOUBLE); with
- * beta == 0, C is not read. Dense: out (N,K) = x (N,F) w (F,K) + bias;
- * dw/dbias are overwritten, dx honours `acc`; dbias is summed in double.
+ * Contract: out (N,K) = x (N,F) w (F,K) + bias; dw/dbias are overwritten, dx
+ * honours `acc`; dbias is summed in double.
  */
 #include "kernels/cpu/internal.h"
 
-#include <cblas.h>
 #include <stdlib.h>
-
-/* ---- BLAS ----------------------------------------------------------------------- */
-
-/* Row-major GEMM in the precision of `real`. */
-void gemm(int transA, int transB, int M, int N, int K, real alpha,
-          const real *A, int lda, const real *B, int ldb, real beta,
-          real *C, int ldc)
-{
-    if (M <= 0 || N <= 0) return;
-#if KILN_REAL_IS_DOUBLE
-    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
-                beta, C, ldc);
-#else
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
-                beta, C, ldc);
-#endif
-}
 
 /* ---- dense ---------------------------------------------------------------------- */
 

@@ -230,7 +230,8 @@ void sgd_update(real *param, const real *grad, real *mom, size_t n,
 /* ---- BLAS ------------------------------------------------------------------ */
 
 /* C (M,N) = alpha * op(A) op(B) + beta * C, row-major; dispatches to
- * cblas_sgemm or cblas_dgemm with `real`. */
+ * cblas_sgemm or cblas_dgemm with `real`, in blocks of C fixed by the shape
+ * (gemm.c), so the result is the same for any thread count. */
 void gemm(int transA, int transB, int M, int N, int K, real alpha,
           const real *A, int lda, const real *B, int ldb, real beta,
           real *C, int ldc);
