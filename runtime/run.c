@@ -389,6 +389,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         spec.batch = b;
     }
     r->batch = spec.batch;
+    if (have_resume) {
+        char path[1100];
+        path_in(path, sizeof path, c->resume, "last.ckpt");
+        CheckpointRun cr = {phases, spec.max_epochs, (sp.n_train + spec.batch - 1) / spec.batch, spec.batch,
+                            sp.n_train, spec.max_rollbacks};
+        if ((rc = checkpoint_fits(&resume, &cr, path, err, errlen))) goto out_split;
+    }
 
     /* metrics and config files */
     if (dir && !have_resume) {
@@ -526,7 +533,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         }
         if (have_resume && resume.phase == ph) {
             if (resume.param_floats != p->param_floats || resume.opt_floats != p->opt_floats) {
-                snprintf(err, errlen, "%s/last.ckpt: its state (%zu parameters, %zu momentum) does not fit this plan (%zu, %zu): another configuration?",
+                snprintf(err, errlen, "%s/last.ckpt: params, momentum: %zu and %zu values, but this plan has %zu and %zu: the checkpoint does not fit this run",
                          c->resume, resume.param_floats, resume.opt_floats, p->param_floats, p->opt_floats);
                 rc = 2;
                 goto out_plans;

@@ -1,0 +1,261 @@
+/* tests/test_resume.c — what a resume may trust and what it refuses, on
+ * archs/tiny.arch and a synthetic set (160 training images, batch 32: five
+ * steps an epoch):
+ *  - a table of edits to a real checkpoint, each refused with exit code 2
+ *    and the metadata key named; every single-bit flip of its metadata is
+ *    refused (the CRC covers the metadata). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/checkpoint.h"
+#include "runtime/run.h"
+#include "runtime/safetensors.h"
+
+static char tiny[1024], tmpdir[256], out[512], ckpath[600];
+static FILE *quiet;
+static const char *DATA = "synthetic:n=200";
+
+static void setup(void)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    snprintf(tiny, sizeof tiny, "%s/archs/tiny.arch", src ? src : ".");
+    strcpy(tmpdir, "/tmp/kiln-resume-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    snprintf(out, sizeof out, "%s/run", tmpdir);
+    snprintf(ckpath, sizeof ckpath, "%s/last.ckpt", out);
+    quiet = fopen("/dev/null", "w");
+}
+
+static void teardown(void)
+{
+    char cmd[400];
+    fclose(quiet);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* The run every test starts from: naive, two epochs, lr 0.05. */
+static void cfg(RunConfig *c)
+{
+    run_config_default(c);
+    strategy_defaults(&c->spec, STRAT_NAIVE);
+    c->arch = tiny;
+    c->data = DATA;
+    c->progress = 0;
+    c->log = quiet;
+    c->spec.max_epochs = 2;
+    c->spec.lr = 0.05f;
+}
+
+/* A run in `out` stopped after 7 steps (epoch 2, step 2): its checkpoint. */
+static void interrupted_run(void)
+{
+    RunConfig c;
+    RunResult r;
+    char err[1024];
+    cfg(&c);
+    c.out = out;
+    c.stop_after_steps = 7;
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, sizeof err), 130);
+}
+
+/* Resume `out` with the settings of cfg; returns the code, err the message. */
+static int resume(char *err, size_t n)
+{
+    RunConfig c;
+    RunResult r;
+    cfg(&c);
+    c.resume = out;
+    return run_train(&c, NULL, &r, err, n);
+}
+
+/* Read a whole file. */
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)len + 1);
+    *n = fread(b, 1, (size_t)len, f);
+    b[*n] = 0;
+    fclose(f);
+    return b;
+}
+
+static void spill(const char *path, const char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq((int)fwrite(b, 1, n, f), (int)n);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Rewrite the checkpoint with metadata `key` set to the text `value`, the
+ * CRC left as it was (a hand edit). */
+static void edit_text(const char *key, const char *value)
+{
+    StFile f;
+    char err[512];
+    ck_assert_msg(st_load(ckpath, &f, err, sizeof err) == 0, "%s", err);
+    int found = 0;
+    for (int i = 0; i < f.n_meta; i++)
+        if (!strcmp(f.meta_keys[i], key)) {
+            free(f.meta_values[i]);
+            f.meta_values[i] = strdup(value);
+            found = 1;
+        }
+    ck_assert_msg(found, "no %s in the checkpoint", key);
+    ck_assert_msg(st_save(ckpath, f.tensors, f.n, (const char *const *)f.meta_keys,
+                          (const char *const *)f.meta_values, f.n_meta, err, sizeof err) == 0, "%s", err);
+    st_free(&f);
+}
+
+/* The edits that keep the CRC right (made through the checkpoint writer):
+ * values that are fine on their own and wrong for the run. */
+typedef enum { E_PHASE1, E_EPOCH99, E_SEEN64, E_POS9, E_STEP } SignedEdit;
+
+static void edit_signed(SignedEdit e)
+{
+    Checkpoint k;
+    char err[512];
+    ck_assert_msg(checkpoint_load(ckpath, &k, err, sizeof err) == 0, "%s", err);
+    switch (e) {
+    case E_PHASE1: k.phase = 1; k.prev_epochs = 1; break;
+    case E_EPOCH99: k.ls.epoch = 99; k.ls.sched.step = 99 * 5 + 2; break;
+    case E_SEEN64: k.ls.seen = 60; k.ls.correct = 10; break;
+    case E_POS9: k.ls.pos = 9; k.ls.sched.step = 14; k.ls.seen = 160; k.ls.correct = 10; break;
+    case E_STEP: k.ls.sched.step = 3; break;
+    }
+    ck_assert_msg(checkpoint_save(ckpath, &k, err, sizeof err) == 0, "%s", err);
+    checkpoint_free(&k);
+}
+
+START_TEST(edited_checkpoints_refused_naming_the_key)
+{
+    static const struct { const char *key, *value, *named; } TEXT[] = {
+        {"kiln.pos", "-2", "kiln.pos"},
+        {"kiln.phase", "-1", "kiln.phase"},
+        {"kiln.phase", "2", "kiln.phase"},
+        {"kiln.sched.lr", "-0.05", "kiln.sched.lr"},
+        {"kiln.sched.base", "-0.05", "kiln.sched.base"},
+        {"kiln.sched.lr", "0", "kiln.sched.lr"},
+        {"kiln.sched.lr", "nan", "kiln.sched.lr"},
+        {"kiln.loss_sum", "1e999", "kiln.loss_sum"},
+        {"kiln.epoch", "2xyz", "kiln.epoch"},
+        {"kiln.epoch", " 1", "kiln.epoch"},
+        {"kiln.epoch", "", "kiln.epoch"},
+        {"kiln.backend_step", "-1", "kiln.backend_step"},
+        {"kiln.seen", "0", "kiln.seen"},
+        {"kiln.correct", "1000", "kiln.correct"},
+        {"kiln.sched.best_epoch", "5", "kiln.sched.best_epoch"},
+        {"kiln.pos", "3", "kiln.crc32"},            /* in range: the checksum catches it */
+        {"kiln.seconds", "1.5", "kiln.crc32"},
+        {"kiln.arch", "tinier", "kiln.crc32"},
+        {"kiln.crc32", "0000000g", "kiln.crc32"},
+    };
+    static const struct { SignedEdit e; const char *named; } SIGNED[] = {
+        {E_PHASE1, "kiln.phase"},   /* phase 2 of a one-phase run */
+        {E_EPOCH99, "kiln.epoch"},
+        {E_SEEN64, "kiln.seen"},
+        {E_POS9, "kiln.pos"},
+        {E_STEP, "kiln.sched.step"},
+    };
+    char err[1024], mpath[600];
+    interrupted_run();
+    size_t n, nm;
+    char *orig = slurp(ckpath, &n);
+    snprintf(mpath, sizeof mpath, "%s/metrics.csv", out);
+    char *metrics = slurp(mpath, &nm);
+    ck_assert_ptr_nonnull(orig);
+    ck_assert_ptr_nonnull(metrics);
+    int rows = (int)(sizeof TEXT / sizeof TEXT[0]), srows = (int)(sizeof SIGNED / sizeof SIGNED[0]);
+    for (int i = 0; i < rows + srows; i++) {
+        spill(ckpath, orig, n);
+        const char *named = i < rows ? TEXT[i].named : SIGNED[i - rows].named;
+        if (i < rows) edit_text(TEXT[i].key, TEXT[i].value);
+        else edit_signed(SIGNED[i - rows].e);
+        int rc = resume(err, sizeof err);
+        ck_assert_msg(rc == 2, "row %d (%s): code %d: %s", i, named, rc, err);
+        ck_assert_msg(strstr(err, ckpath) && strstr(err, named), "row %d: '%s' not named in: %s", i, named, err);
+        size_t k;
+        char *m = slurp(mpath, &k);
+        ck_assert_msg(k == nm && !memcmp(m, metrics, nm), "row %d: metrics.csv changed by a refused resume", i);
+        free(m);
+    }
+    /* the file as written resumes */
+    spill(ckpath, orig, n);
+    ck_assert_msg(resume(err, sizeof err) == 0, "%s", err);
+    /* and the command line exits 2 on an edit */
+    interrupted_run();
+    edit_text("kiln.pos", "-2");
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_ptr_nonnull(bin);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' train --resume '%s' --no-progress >/dev/null 2>&1", bin, out);
+    int st = system(cmd);
+    ck_assert_int_eq(WEXITSTATUS(st), 2);
+    free(orig);
+    free(metrics);
+}
+END_TEST
+
+/* Every single-bit flip of the metadata (keys, values, JSON punctuation) is
+ * refused: by the JSON reader, the strict number reader or the CRC. */
+START_TEST(metadata_bit_flips_refused)
+{
+    interrupted_run();
+    size_t n;
+    char *orig = slurp(ckpath, &n), err[1024];
+    ck_assert_ptr_nonnull(orig);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)(unsigned char)orig[i] << (8 * i);
+    char *hdr = strndup(orig + 8, (size_t)hl);
+    char *meta = strstr(hdr, "\"__metadata__\"");
+    ck_assert_ptr_nonnull(meta);
+    size_t lo = 8 + (size_t)(meta - hdr), hi = 8 + (size_t)(strrchr(hdr, '}') - hdr);
+    char *b = malloc(n);
+    int flips = 0, accepted = 0;
+    for (size_t at = lo; at < hi; at++)
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(b, orig, n);
+            b[at] ^= (char)(1 << bit);
+            spill(ckpath, b, n);
+            Checkpoint k;
+            int rc = checkpoint_load(ckpath, &k, err, sizeof err);
+            if (rc == 0) {
+                checkpoint_free(&k);
+                accepted++;
+                fprintf(stderr, "accepted: bit %d of byte %zu ('%c')\n", bit, at, orig[at]);
+            }
+            ck_assert_msg(rc == 0 || rc == 2, "code %d: %s", rc, err);
+            flips++;
+        }
+    printf("%d single-bit flips of the checkpoint's metadata: %d accepted\n", flips, accepted);
+    ck_assert_int_ge(flips, 8 * 400);
+    ck_assert_int_eq(accepted, 0);
+    free(b); free(hdr); free(orig);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("resume");
+    TCase *tc = tcase_create("resume");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, edited_checkpoints_refused_naming_the_key);
+    tcase_add_test(tc, metadata_bit_flips_refused);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
