@@ -43,6 +43,7 @@ static const MetaField FIELDS[] = {
     {"kiln.correct", M_LONG, AT(ls.correct), 0, (double)INT_MAX * INT_MAX},
     {"kiln.seen", M_LONG, AT(ls.seen), 0, (double)INT_MAX * INT_MAX},
     {"kiln.rollbacks", M_INT, AT(ls.rollbacks), 0, INT_MAX},
+    {"kiln.stopped", M_INT, AT(ls.stopped), 0, 1},
     {"kiln.backend_step", M_U64, AT(backend_step), 0, 0},
     {"kiln.sched.lr", M_F32, AT(ls.sched.lr), FLT_MIN, FLT_MAX},
     {"kiln.sched.warmup_start", M_F32, AT(ls.sched.warmup_start), FLT_MIN, FLT_MAX},
@@ -199,6 +200,7 @@ static int checkpoint_consistent(const Checkpoint *c, const char *path, char *er
     else if (ls->sched.best_epoch > 0 && !c->has_best) key = "kiln.sched.best_epoch", why = "a best epoch but no best tensor";
     else if (ls->sched.wait > ls->epoch) key = "kiln.sched.wait", why = "more epochs without improvement than epochs done";
     else if (ls->sched.plateau_wait > ls->epoch) key = "kiln.sched.plateau_wait", why = "more epochs on a plateau than epochs done";
+    else if (ls->stopped && (ls->epoch < 1 || ls->pos > 0)) key = "kiln.stopped", why = "stopped early, but not at an epoch's end";
     else if (c->prev_best_epoch > c->prev_epochs) key = "kiln.prev.best_epoch", why = "later than the epochs of phase 1 (kiln.prev.epochs)";
     if (!key) return 0;
     char text[64];

@@ -288,6 +288,34 @@ static void metrics_trim(const char *path, int phase, int epoch)
     if (fclose(o) == 0) rename(tmp, path);
 }
 
+/* A checkpoint of a run that ended (its last phase stopped early or ran all
+ * its epochs) in a folder that holds the run's summary: says so, fills r from
+ * the summary and returns 1; resuming it must change nothing. Else 0. */
+static int resumed_finished(const char *dir, const Checkpoint *k, int phases, int max_epochs, const char *save,
+                            FILE *log, RunResult *r)
+{
+    char path[1100];
+    if (k->phase != phases - 1 || (!k->ls.stopped && k->ls.epoch < max_epochs)) return 0;
+    path_in(path, sizeof path, dir, "summary.json");
+    json_t *s = json_load_file(path, 0, NULL);
+    if (!s) return 0;           /* ended before its summary was written: finish it */
+    r->finished = 1;
+    r->test_acc = json_number_value(json_object_get(s, "test_acc"));
+    r->val_acc = json_number_value(json_object_get(s, "val_acc"));
+    r->phases = phases;
+    r->epochs[phases - 1] = k->ls.epoch;
+    r->best_epoch[phases - 1] = k->ls.sched.best_epoch;
+    json_decref(s);
+    if (k->ls.stopped)
+        fprintf(log, "%s: the run finished (early stopping after epoch %d%s): nothing to resume, nothing changed; "
+                "its results are in %s\n", dir, k->ls.epoch, phases > 1 ? " of phase 2" : "", path);
+    else
+        fprintf(log, "%s: the run finished (all %d epochs%s): nothing to resume, nothing changed (--epochs N with a "
+                "larger N continues it); its results are in %s\n", dir, max_epochs, phases > 1 ? " of phase 2" : "", path);
+    if (save) fprintf(log, "--save %s not written: the run's final weights are %s/best.safetensors\n", save, dir);
+    return 1;
+}
+
 int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t errlen)
 {
     RunShared local = {0};
@@ -395,6 +423,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         CheckpointRun cr = {phases, spec.max_epochs, (sp.n_train + spec.batch - 1) / spec.batch, spec.batch,
                             sp.n_train, spec.max_rollbacks};
         if ((rc = checkpoint_fits(&resume, &cr, path, err, errlen))) goto out_split;
+        if (resumed_finished(c->resume, &resume, phases, spec.max_epochs, c->save, log, r)) { rc = 0; goto out_split; }
     }
 
     /* metrics and config files */

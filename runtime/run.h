@@ -61,6 +61,7 @@ typedef struct {
     float div_lr;
     int rollbacks;
     int interrupted;
+    int finished;              /* --resume of a finished run: nothing ran, nothing was written */
     int batch;
     float lr;
     size_t plan_bytes, trainable;

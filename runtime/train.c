@@ -152,7 +152,7 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
     }
     be->set_entry(be, dv->cache ? dv->cache->cut : 0);
     double t0 = kiln_now() - ls->seconds;
-    int stop = 0;
+    int stop = ls->stopped;
     while (ls->epoch < pc->max_epochs && !stop) {
         int e = ls->epoch;
         if (ls->pos == 0) {
@@ -249,11 +249,11 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
             have_best = 1;
             if (hooks && hooks->best) hooks->best(hooks->ctx, best, e + 1, val);
         }
+        ls->stopped = stop;
         ls->seconds = kiln_now() - t0;
         es.seconds = ls->seconds;
         if (hooks && hooks->epoch_end) hooks->epoch_end(hooks->ctx, &es);
         if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
-        res->stopped_early = stop;
     }
     ls->seconds = kiln_now() - t0;
     if (have_best) be->write_params(be, best);
@@ -264,6 +264,7 @@ out:
     res->best_val = ls->sched.best;
     res->seconds = ls->seconds;
     res->rollbacks = ls->rollbacks;
+    res->stopped_early = ls->stopped;
     free(x); free(y); free(order); free(best); free(snap.params); free(snap.mom);
     return rc;
 }

@@ -3,7 +3,10 @@
  * steps an epoch):
  *  - a table of edits to a real checkpoint, each refused with exit code 2
  *    and the metadata key named; every single-bit flip of its metadata is
- *    refused (the CRC covers the metadata). */
+ *    refused (the CRC covers the metadata);
+ *  - a finished run (stopped early, or all its epochs run) resumed says so
+ *    and changes no file of its folder, however often; given more epochs,
+ *    a run that ran all of its epochs continues. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -244,6 +247,94 @@ START_TEST(metadata_bit_flips_refused)
 }
 END_TEST
 
+/* The files of the run folder `dir`, to compare before and after. */
+#define NKEEP 5
+static const char *KEEP[NKEEP] = {"metrics.csv", "summary.json", "config.json", "last.ckpt", "best.safetensors"};
+typedef struct { char *b[NKEEP]; size_t n[NKEEP]; } Folder;
+
+static void folder_read(Folder *f, const char *dir)
+{
+    char path[700];
+    for (int i = 0; i < NKEEP; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, KEEP[i]);
+        f->b[i] = slurp(path, &f->n[i]);
+        ck_assert_msg(f->b[i] != NULL, "no %s", path);
+    }
+}
+
+static void folder_same(const Folder *a, const char *dir, const char *when)
+{
+    Folder b;
+    folder_read(&b, dir);
+    for (int i = 0; i < NKEEP; i++) {
+        ck_assert_msg(a->n[i] == b.n[i] && !memcmp(a->b[i], b.b[i], a->n[i]), "%s: %s changed", when, KEEP[i]);
+        free(b.b[i]);
+    }
+}
+
+static int lines_of(const char *path)
+{
+    size_t n;
+    char *b = slurp(path, &n);
+    ck_assert_ptr_nonnull(b);
+    int k = 0;
+    for (size_t i = 0; i < n; i++) k += b[i] == '\n';
+    free(b);
+    return k;
+}
+
+START_TEST(finished_run_resumes_to_nothing)
+{
+    RunConfig c;
+    RunResult r;
+    char err[1024], log[4096], path[700];
+    /* stopped early: patience 1 of 30 epochs */
+    cfg(&c);
+    c.out = out; c.spec.max_epochs = 30; c.spec.patience = 1;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(r.epochs[0] < 30, "did not stop early (%d epochs)", r.epochs[0]);
+    int epochs = r.epochs[0];
+    double test_acc = r.test_acc;
+    Folder before;
+    folder_read(&before, out);
+    for (int k = 0; k < 4; k++) {
+        cfg(&c);
+        c.resume = out; c.spec.max_epochs = k < 3 ? 30 : 40; c.spec.patience = 1;
+        c.log = tmpfile();
+        ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+        rewind(c.log);
+        size_t n = fread(log, 1, sizeof log - 1, c.log);
+        log[n] = 0;
+        fclose(c.log);
+        ck_assert_msg(r.finished && strstr(log, "finished (early stopping after epoch"), "resume %d: %s", k, log);
+        ck_assert_int_eq(r.epochs[0], epochs);
+        ck_assert_msg(r.test_acc == test_acc, "test_acc %g, the summary's %g", r.test_acc, test_acc);
+        folder_same(&before, out, "an early-stopped run resumed");
+    }
+    for (int i = 0; i < NKEEP; i++) free(before.b[i]);
+    /* all its epochs: nothing again with the same count, one more epoch with a larger one */
+    cfg(&c);
+    strcat(out, "2");
+    c.out = out;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(r.epochs[0], 2);
+    folder_read(&before, out);
+    cfg(&c);
+    c.resume = out;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(r.finished, 1);
+    folder_same(&before, out, "a completed run resumed");
+    for (int i = 0; i < NKEEP; i++) free(before.b[i]);
+    cfg(&c);
+    c.resume = out; c.spec.max_epochs = 3;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(r.finished, 0);
+    ck_assert_int_eq(r.epochs[0], 3);
+    snprintf(path, sizeof path, "%s/metrics.csv", out);
+    ck_assert_int_eq(lines_of(path), 1 + 3);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("resume");
@@ -252,6 +343,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, edited_checkpoints_refused_naming_the_key);
     tcase_add_test(tc, metadata_bit_flips_refused);
+    tcase_add_test(tc, finished_run_resumes_to_nothing);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
