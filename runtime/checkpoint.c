@@ -62,7 +62,7 @@ static const MetaField FIELDS[] = {
     {"kiln.prev.best_val", M_F64, AT(prev_best_val), -1, 1},
 };
 #define NFIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
-#define NMETA (NFIELDS + 3)  /* + kiln.checkpoint, kiln.arch, kiln.crc32 */
+#define NMETA (NFIELDS + 4)  /* + kiln.checkpoint, kiln.arch, kiln.settings, kiln.crc32 */
 
 static uint32_t crc_floats(uint32_t crc, const float *a, size_t n)
 {
@@ -111,6 +111,7 @@ int checkpoint_save(const char *path, const Checkpoint *c, char *err, size_t err
     int n = 0;
     keys[n] = "kiln.checkpoint"; vals[n++] = FORMAT;
     keys[n] = "kiln.arch"; vals[n++] = c->arch;
+    keys[n] = "kiln.settings"; vals[n++] = c->settings;
     for (int i = 0; i < NFIELDS; i++, n++) {
         field_format(&FIELDS[i], c, val[n], sizeof val[n]);
         keys[n] = FIELDS[i].key;
@@ -208,6 +209,24 @@ static int checkpoint_consistent(const Checkpoint *c, const char *path, char *er
     return bad_field(err, errlen, path, key, text, "%s", why);
 }
 
+/* Settings text: shorter than size, lines "name=value", names of [a-z0-9_],
+ * no control bytes. */
+static int settings_valid(const char *s, size_t size)
+{
+    if (strlen(s) >= size) return 0;
+    for (const char *l = s; *l;) {
+        size_t name = strspn(l, "abcdefghijklmnopqrstuvwxyz0123456789_");
+        if (!name || l[name] != '=') return 0;
+        const char *e = l + name + 1;
+        while (*e && *e != '\n') {
+            if ((unsigned char)*e < 0x20) return 0;
+            e++;
+        }
+        l = *e ? e + 1 : e;
+    }
+    return 1;
+}
+
 int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -216,6 +235,7 @@ int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
     if (rc) return rc;
     rc = 2;
     const char *format = st_meta(&f, "kiln.checkpoint"), *arch = st_meta(&f, "kiln.arch");
+    const char *settings = st_meta(&f, "kiln.settings");
     const char *crc_text = st_meta(&f, "kiln.crc32");
     const StTensor *tp = st_find(&f, "params"), *tm = st_find(&f, "momentum"), *tb = st_find(&f, "best");
     if (!format || !arch || !tp || !tm) {
@@ -232,10 +252,16 @@ int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
         goto out;
     }
     snprintf(c->arch, sizeof c->arch, "%s", arch);
+    if (!settings || !settings_valid(settings, sizeof c->settings)) {
+        bad_field(err, errlen, path, "kiln.settings", settings, "not name=value lines");
+        goto out;
+    }
+    snprintf(c->settings, sizeof c->settings, "%s", settings);
     const char *keys[NMETA], *vals[NMETA];
     int n = 0;
     keys[n] = "kiln.checkpoint"; vals[n++] = format;
     keys[n] = "kiln.arch"; vals[n++] = arch;
+    keys[n] = "kiln.settings"; vals[n++] = settings;
     c->has_best = tb != NULL;
     for (int i = 0; i < NFIELDS; i++, n++) {
         keys[n] = FIELDS[i].key;
@@ -318,6 +344,51 @@ int checkpoint_fits(const Checkpoint *c, const CheckpointRun *r, const char *pat
         return no_fit(err, errlen, path, "kiln.prev.epochs", "phase 1 ran %d epochs, not 1 to %d", c->prev_epochs,
                       r->max_epochs);
     return 0;
+}
+
+/* The value of setting `name` (len bytes) in s, its length in *vlen; NULL
+ * when s has no such line. */
+static const char *setting_get(const char *s, const char *name, size_t len, size_t *vlen)
+{
+    for (const char *l = s; *l;) {
+        const char *e = strchr(l, '\n');
+        if (!e) e = l + strlen(l);
+        if ((size_t)(e - l) > len && !strncmp(l, name, len) && l[len] == '=') {
+            *vlen = (size_t)(e - l) - len - 1;
+            return l + len + 1;
+        }
+        l = *e ? e + 1 : e;
+    }
+    return NULL;
+}
+
+/* Append the settings of a that differ in b (or that b lacks) to out; the
+ * values shown are a's then b's, in that order unless swap. */
+static int settings_walk(const char *a, const char *b, int swap, char *out, size_t n)
+{
+    int count = 0;
+    for (const char *l = a; *l;) {
+        const char *e = strchr(l, '\n'), *eq = strchr(l, '=');
+        if (!e) e = l + strlen(l);
+        size_t len = (size_t)(eq - l), va = (size_t)(e - eq - 1), vb = 0;
+        const char *v = setting_get(b, l, len, &vb);
+        if (!v || vb != va || strncmp(v, eq + 1, va)) {
+            if (swap && v) { l = *e ? e + 1 : e; continue; }     /* listed by the first walk */
+            size_t k = strlen(out);
+            const char *x = swap ? "(none)" : eq + 1, *y = swap ? eq + 1 : v ? v : "(none)";
+            int xl = swap ? 6 : (int)va, yl = swap ? (int)va : v ? (int)vb : 6;
+            snprintf(out + k, n - k, "%s%.*s %.*s -> %.*s", k ? "; " : "", (int)len, l, xl, x, yl, y);
+            count++;
+        }
+        l = *e ? e + 1 : e;
+    }
+    return count;
+}
+
+int checkpoint_settings_diff(const char *saved, const char *now, char *out, size_t n)
+{
+    if (n) out[0] = 0;
+    return settings_walk(saved, now, 0, out, n) + settings_walk(now, saved, 1, out, n);
 }
 
 void checkpoint_free(Checkpoint *c)

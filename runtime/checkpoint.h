@@ -23,6 +23,10 @@ typedef struct {
     int prev_epochs, prev_best_epoch;
     double prev_seconds, prev_best_val;
     char arch[64];
+    /* what the run is: "name=value" lines (CRC-32 of the arch file, the
+     * starting weights and the data; the options that shape training), which
+     * a resume must match (checkpoint_settings_diff) */
+    char settings[2048];
     size_t param_floats, opt_floats;
     float *params, *momentum, *best;    /* owned */
     int has_best;
@@ -45,6 +49,10 @@ int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen);
 /* The loaded state against the run that continues it. Returns 0, or 2 with
  * a message naming path and the key that does not fit. */
 int checkpoint_fits(const Checkpoint *c, const CheckpointRun *run, const char *path, char *err, size_t errlen);
+/* The settings (name=value lines) that differ between a checkpoint's and a
+ * resuming run's, as "name old -> new" joined by "; " into out. Returns how
+ * many differ. */
+int checkpoint_settings_diff(const char *saved, const char *now, char *out, size_t n);
 void checkpoint_free(Checkpoint *c);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 int kiln_mkdirs(const char *path)
 {
@@ -29,6 +30,26 @@ int kiln_write_json(const char *path, json_t *obj)
     bad |= fputc('\n', f) == EOF;
     bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) { unlink(tmp); return -1; }
+    if (bad || rename(tmp, path)) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+int kiln_file_crc32(const char *path, uint32_t *crc)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    unsigned char buf[1 << 16];
+    uLong c = crc32(0, NULL, 0);
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) c = crc32(c, buf, (uInt)n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { errno = EIO; return -1; }
+    *crc = (uint32_t)c;
     return 0;
 }

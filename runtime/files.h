@@ -1,14 +1,18 @@
 /* runtime/files.h — the small file helpers that runs, sweeps and reports
- * share: creating folders and writing JSON atomically (temporary file,
- * fsync, rename), so a reader never sees half a file. */
+ * share: creating folders, writing JSON atomically (temporary file, fsync,
+ * rename), so a reader never sees half a file, and a file's CRC-32. */
 #ifndef KILN_FILES_H
 #define KILN_FILES_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 /* mkdir -p. Returns 0, or -1 with errno set. */
 int kiln_mkdirs(const char *path);
 /* Write obj as indented JSON to path atomically. Returns 0 or -1. */
 int kiln_write_json(const char *path, json_t *obj);
+/* CRC-32 (zlib's) of the whole content of path. Returns 0, or -1 with errno
+ * set. */
+int kiln_file_crc32(const char *path, uint32_t *crc);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "runtime/checkpoint.h"
 #include "runtime/device.h"
@@ -86,6 +87,105 @@ static json_t *spec_json(const RunConfig *c, const TrainSpec *t, const LrGroups 
         json_object_set_new(o, "lr_group_table", a);
     }
     return o;
+}
+
+/* ---- what a resume must match, and what it may change ------------------------------- */
+
+/* CRC-32 of a data set's content: pixels, labels, class names. */
+static uint32_t dataset_crc(const Dataset *ds)
+{
+    uLong crc = crc32(0, NULL, 0);
+    const unsigned char *px = ds->pixels;
+    for (size_t left = (size_t)ds->n * ds->h * ds->w * ds->c; left;) {
+        uInt chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        crc = crc32(crc, px, chunk);
+        px += chunk; left -= chunk;
+    }
+    crc = crc32(crc, (const unsigned char *)ds->labels, (uInt)(sizeof(int32_t) * (size_t)ds->n));
+    for (int k = 0; k < ds->num_classes; k++)
+        crc = crc32(crc, (const unsigned char *)ds->class_names[k], (uInt)strlen(ds->class_names[k]) + 1);
+    return (uint32_t)crc;
+}
+
+/* The settings a resume must share with the run that wrote the checkpoint,
+ * as name=value lines (Checkpoint.settings): CRC-32 of the arch file, the
+ * starting weights and the data, and every option that shapes training.
+ * auto's LR (and so its warm-up start) is its own choice, kept in the
+ * checkpoint's schedule. Returns 0, or 1 when a file cannot be read. */
+static int run_settings(char *buf, size_t n, const RunConfig *c, const TrainSpec *t, const InputAttr *in,
+                        const Dataset *ds, uint32_t data_crc, char *err, size_t errlen)
+{
+    uint32_t arch_crc, w_crc;
+    char w[16] = "none", lr[32] = "auto", ws[32] = "auto", lg[sizeof t->lr_groups];
+    if (kiln_file_crc32(c->arch, &arch_crc)) {
+        snprintf(err, errlen, "%s: %s", c->arch, strerror(errno));
+        return 1;
+    }
+    if (c->weights) {
+        if (kiln_file_crc32(c->weights, &w_crc)) {
+            snprintf(err, errlen, "%s: %s", c->weights, strerror(errno));
+            return 1;
+        }
+        snprintf(w, sizeof w, "%08x", w_crc);
+    }
+    if (t->strategy != STRAT_AUTO) {
+        snprintf(lr, sizeof lr, "%.9g", t->lr);
+        snprintf(ws, sizeof ws, "%.9g", t->warmup_start > 0 ? t->warmup_start : t->lr / 100);
+    }
+    snprintf(lg, sizeof lg, "%s", t->lr_groups);
+    for (char *p = lg; *p; p++)
+        if ((unsigned char)*p < 0x20) *p = '?';
+    snprintf(buf, n,
+             "arch_file_crc32=%08x\nweights_crc32=%s\ndata_crc32=%08x\nimages=%d\nclasses=%d\ninput=%dx%d\n"
+             "seed=%llu\nper_class=%d\nstrategy=%s\nbatch=%d\nlr=%s\nmomentum=%.9g\nweight_decay=%.9g\n"
+             "warmup_epochs=%d\nwarmup_start=%s\nfinetune_factor=%.9g\nbn=%s\nlr_groups=%s\nlayer_decay=%.9g\n"
+             "depth_groups=%d\non_diverge=%s",
+             arch_crc, w, data_crc, ds->n, ds->num_classes, in->h, in->w, (unsigned long long)t->seed,
+             c->per_class, strategy_name(t->strategy), t->batch, lr, t->momentum, t->weight_decay,
+             t->warmup_epochs, ws, t->finetune_factor,
+             t->bn_override < 0 ? "strategy" : bn_mode_name((BnMode)t->bn_override), lg, t->layer_decay,
+             t->n_depth_groups, t->on_diverge == DIVERGE_ROLLBACK ? "rollback" : "stop");
+    return 0;
+}
+
+/* A resume leaves config.json as the run began and appends to
+ * DIR/resumes.json where it continued and the options a resume may change
+ * (`kiln train --resume` applies the last entry's). Returns 0, 2 when the
+ * file is not a JSON array, 1 when it cannot be written. */
+static int record_resume(const char *dir, const RunConfig *c, const TrainSpec *t, const Checkpoint *k,
+                         const char *device, char *err, size_t errlen)
+{
+    char path[1100];
+    path_in(path, sizeof path, dir, "resumes.json");
+    json_error_t je;
+    json_t *a = access(path, F_OK) ? json_array() : json_load_file(path, 0, &je);
+    if (!json_is_array(a)) {
+        snprintf(err, errlen, "%s: not a JSON array: %s", path, a ? "another value" : je.text);
+        json_decref(a);
+        return 2;
+    }
+    json_t *e = json_object();
+    json_object_set_new(e, "phase", json_integer(k->phase + 1));
+    json_object_set_new(e, "epoch", json_integer(k->ls.epoch + 1));
+    json_object_set_new(e, "after_step", json_integer(k->ls.pos));
+    json_object_set_new(e, "max_epochs", json_integer(t->max_epochs));
+    json_object_set_new(e, "patience", json_integer(t->patience));
+    json_object_set_new(e, "plateau_patience", json_integer(t->plateau_patience));
+    json_object_set_new(e, "plateau_factor", json_real(t->plateau_factor));
+    json_object_set_new(e, "min_lr", json_real(t->min_lr));
+    json_object_set_new(e, "max_rollbacks", json_integer(t->max_rollbacks));
+    json_object_set_new(e, "fuse", json_boolean(c->fuse));
+    json_object_set_new(e, "fold", json_boolean(c->fold));
+    json_object_set_new(e, "cache_features", json_boolean(c->cache));
+    json_object_set_new(e, "device", json_string(device));
+    json_array_append_new(a, e);
+    int bad = kiln_write_json(path, a);
+    json_decref(a);
+    if (bad) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- hooks: metrics, progress, checkpoints, best weights ------------------------------ */
@@ -344,6 +444,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     const InputAttr *in = &g.layers[0].a.input;
 
     /* the run folder, before anything long happens */
+    if (c->resume && c->out && strcmp(c->resume, c->out)) {
+        snprintf(err, errlen, "--out %s with --resume %s: a resumed run writes to its own folder", c->out, c->resume);
+        rc = 2;
+        goto out_graph;
+    }
     const char *dir = c->resume ? c->resume : c->out;
     if (dir) {
         snprintf(hk.dir, sizeof hk.dir, "%s", dir);
@@ -376,7 +481,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
              (unsigned long long)spec.seed);
     if (!sh->have_ds || strcmp(sh->ds_key, key)) {
         if (sh->have_ds) dataset_free(&sh->ds);
-        sh->have_ds = 0;
+        sh->have_ds = sh->have_ds_crc = 0;
         feature_cache_free(&sh->cache);
         sh->cache_key[0] = 0;
         DataOptions dopt = {in->h, in->w, in->c, c->per_class, spec.seed};
@@ -417,9 +522,20 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         spec.batch = b;
     }
     r->batch = spec.batch;
+    if (dir) {
+        if (!sh->have_ds_crc) sh->ds_crc = dataset_crc(ds), sh->have_ds_crc = 1;
+        if ((rc = run_settings(ck.settings, sizeof ck.settings, c, &spec, in, ds, sh->ds_crc, err, errlen)))
+            goto out_split;
+    }
     if (have_resume) {
-        char path[1100];
+        char path[1100], diff[1536];
         path_in(path, sizeof path, c->resume, "last.ckpt");
+        if (checkpoint_settings_diff(resume.settings, ck.settings, diff, sizeof diff)) {
+            snprintf(err, errlen, "%s: the run was made with other settings, which a resume cannot change (checkpoint "
+                     "-> now): %s", path, diff);
+            rc = 2;
+            goto out_split;
+        }
         CheckpointRun cr = {phases, spec.max_epochs, (sp.n_train + spec.batch - 1) / spec.batch, spec.batch,
                             sp.n_train, spec.max_rollbacks};
         if ((rc = checkpoint_fits(&resume, &cr, path, err, errlen))) goto out_split;
@@ -436,6 +552,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_decref(cfg);
         if (bad) { snprintf(err, errlen, "%s: cannot write", path); rc = 2; goto out_split; }
     }
+    if (dir && have_resume && (rc = record_resume(dir, c, &spec, &resume, device, err, errlen))) goto out_split;
     if (dir) {
         char path[1100];
         path_in(path, sizeof path, dir, "metrics.csv");
@@ -643,10 +760,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     }
     if (dir) {
         char path[1100];
-        json_t *cfg = spec_json(c, &spec, &groups, in);
-        path_in(path, sizeof path, dir, "config.json");
-        int bad = kiln_write_json(path, cfg);
-        json_decref(cfg);
+        int bad = 0;
+        if (!have_resume) {         /* with auto's choices; a resume keeps the run's own */
+            json_t *cfg = spec_json(c, &spec, &groups, in);
+            path_in(path, sizeof path, dir, "config.json");
+            bad = kiln_write_json(path, cfg);
+            json_decref(cfg);
+        }
         json_t *s = json_object();
         json_object_set_new(s, "arch", json_string(g.name));
         json_object_set_new(s, "strategy", json_string(strategy_name(spec.strategy)));

@@ -73,6 +73,8 @@ typedef struct {
     Dataset ds;
     int have_ds;
     char ds_key[1024];
+    uint32_t ds_crc;           /* CRC-32 of ds's pixels, labels and class names, once have_ds_crc */
+    int have_ds_crc;
     FeatureCache cache;
     char cache_key[1024];
 } RunShared;

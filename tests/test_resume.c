@@ -6,7 +6,12 @@
  *    refused (the CRC covers the metadata);
  *  - a finished run (stopped early, or all its epochs run) resumed says so
  *    and changes no file of its folder, however often; given more epochs,
- *    a run that ran all of its epochs continues. */
+ *    a run that ran all of its epochs continues;
+ *  - a resume with other data, arch, weights or options is refused, naming
+ *    each difference; config.json is never rewritten by a resume, which
+ *    records what it may change (--epochs...) in resumes.json, read back by
+ *    the next `--resume`; --strategy, --out, --no-out with --resume are
+ *    refused. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -80,6 +85,7 @@ static int resume(char *err, size_t n)
 /* Read a whole file. */
 static char *slurp(const char *path, size_t *n)
 {
+    *n = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -247,7 +253,8 @@ START_TEST(metadata_bit_flips_refused)
 }
 END_TEST
 
-/* The files of the run folder `dir`, to compare before and after. */
+/* The files of the run folder `dir` (NULL where absent), to compare before
+ * and after. */
 #define NKEEP 5
 static const char *KEEP[NKEEP] = {"metrics.csv", "summary.json", "config.json", "last.ckpt", "best.safetensors"};
 typedef struct { char *b[NKEEP]; size_t n[NKEEP]; } Folder;
@@ -257,8 +264,7 @@ static void folder_read(Folder *f, const char *dir)
     char path[700];
     for (int i = 0; i < NKEEP; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, KEEP[i]);
-        f->b[i] = slurp(path, &f->n[i]);
-        ck_assert_msg(f->b[i] != NULL, "no %s", path);
+        f->b[i] = slurp(path, &f->n[i]);    /* NULL: none */
     }
 }
 
@@ -267,7 +273,8 @@ static void folder_same(const Folder *a, const char *dir, const char *when)
     Folder b;
     folder_read(&b, dir);
     for (int i = 0; i < NKEEP; i++) {
-        ck_assert_msg(a->n[i] == b.n[i] && !memcmp(a->b[i], b.b[i], a->n[i]), "%s: %s changed", when, KEEP[i]);
+        ck_assert_msg(!a->b[i] == !b.b[i] && a->n[i] == b.n[i] && (!a->n[i] || !memcmp(a->b[i], b.b[i], a->n[i])),
+                      "%s: %s changed", when, KEEP[i]);
         free(b.b[i]);
     }
 }
@@ -297,6 +304,7 @@ START_TEST(finished_run_resumes_to_nothing)
     double test_acc = r.test_acc;
     Folder before;
     folder_read(&before, out);
+    ck_assert_ptr_nonnull(before.b[1]);
     for (int k = 0; k < 4; k++) {
         cfg(&c);
         c.resume = out; c.spec.max_epochs = k < 3 ? 30 : 40; c.spec.patience = 1;
@@ -319,6 +327,7 @@ START_TEST(finished_run_resumes_to_nothing)
     ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(r.epochs[0], 2);
     folder_read(&before, out);
+    ck_assert_ptr_nonnull(before.b[1]);
     cfg(&c);
     c.resume = out;
     ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
@@ -335,6 +344,121 @@ START_TEST(finished_run_resumes_to_nothing)
 }
 END_TEST
 
+/* A copy of tiny.arch at `path` with `from` replaced by `to`. */
+static void tiny_variant(const char *path, const char *from, const char *to)
+{
+    size_t n;
+    char *t = slurp(tiny, &n), *at = strstr(t, from);
+    ck_assert_ptr_nonnull(at);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*s%s%s", (int)(at - t), t, to, at + strlen(from));
+    ck_assert_int_eq(fclose(f), 0);
+    free(t);
+}
+
+START_TEST(resume_with_other_settings_refused)
+{
+    char eps[600], wide[600], w[600], other[600], err[2048], path[700], cmd[1400];
+    snprintf(eps, sizeof eps, "%s/eps.arch", tmpdir);
+    snprintf(wide, sizeof wide, "%s/wide.arch", tmpdir);
+    snprintf(w, sizeof w, "%s/w.safetensors", tmpdir);
+    snprintf(other, sizeof other, "%s/other", tmpdir);
+    tiny_variant(eps, "bn         stem_bn", "bn         stem_bn eps=0.01");
+    tiny_variant(wide, "conv       b2_conv       filters=32", "conv       b2_conv       filters=48");
+    interrupted_run();
+    snprintf(cmd, sizeof cmd, "cp '%s/best.safetensors' '%s'", out, w);
+    ck_assert_int_eq(system(cmd), 0);
+    static const char *NAMED[] = {"data_crc32", "images", "input 16x16 -> 32x32", "arch_file_crc32", "arch_file_crc32",
+                                  "seed 1 -> 2", "strategy naive -> frozen", "batch 32 -> 16", "lr 0.0500000007 -> 0.100000001",
+                                  "weights_crc32 none -> ", "--out", "seed 1 -> 3; lr 0.0500000007 -> 0.200000003"};
+    int rows = (int)(sizeof NAMED / sizeof NAMED[0]);
+    Folder before;
+    folder_read(&before, out);
+    for (int i = 0; i < rows; i++) {
+        RunConfig c;
+        RunResult r;
+        cfg(&c);
+        switch (i) {
+        case 0: c.data = "synthetic:n=200,seed=5"; break;
+        case 1: c.data = "synthetic:n=240"; break;
+        case 2: c.input_h = c.input_w = 32; break;
+        case 3: c.arch = eps; break;
+        case 4: c.arch = wide; break;
+        case 5: c.spec.seed = 2; break;
+        case 6: strategy_defaults(&c.spec, STRAT_FROZEN); c.spec.max_epochs = 2; c.spec.lr = 0.05f; break;
+        case 7: c.spec.batch = 16; break;
+        case 8: c.spec.lr = 0.1f; break;
+        case 9: c.weights = w; break;
+        case 10: c.out = other; break;
+        case 11: c.spec.seed = 3; c.spec.lr = 0.2f; break;
+        }
+        c.resume = out;
+        int rc = run_train(&c, NULL, &r, err, sizeof err);
+        ck_assert_msg(rc == 2, "row %d: code %d: %s", i, rc, err);
+        ck_assert_msg(strstr(err, NAMED[i]), "row %d: '%s' not in: %s", i, NAMED[i], err);
+        folder_same(&before, out, NAMED[i]);
+        snprintf(path, sizeof path, "%s/resumes.json", out);
+        ck_assert_msg(access(path, F_OK) != 0, "row %d: a refused resume wrote resumes.json", i);
+    }
+    /* what a resume may change: epochs, patience; config.json stays as it was */
+    RunConfig c;
+    RunResult r;
+    cfg(&c);
+    c.resume = out; c.spec.max_epochs = 3; c.spec.patience = 5;
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(r.epochs[0], 3);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    size_t n;
+    char *now = slurp(path, &n);
+    ck_assert_msg(n == before.n[2] && !memcmp(now, before.b[2], n), "config.json rewritten by a resume");
+    free(now);
+    snprintf(path, sizeof path, "%s/resumes.json", out);
+    char *rs = slurp(path, &n);
+    ck_assert_ptr_nonnull(rs);
+    ck_assert_msg(strstr(rs, "\"max_epochs\": 3") && strstr(rs, "\"patience\": 5") && strstr(rs, "\"epoch\": 2") &&
+                  strstr(rs, "\"after_step\": 2"), "%s", rs);
+    free(rs);
+    for (int i = 0; i < NKEEP; i++) free(before.b[i]);
+}
+END_TEST
+
+/* kiln train --resume: the refusals of the command line, and resumes.json
+ * read back by the next resume. */
+START_TEST(cli_resume_options)
+{
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_ptr_nonnull(bin);
+    char cmd[2048], msg[700], path[700];
+    snprintf(msg, sizeof msg, "%s/stderr", tmpdir);
+    snprintf(cmd, sizeof cmd, "'%s' train --arch '%s' --data %s --weights none --epochs 2 --lr 0.05 --out '%s' "
+             "--stop-after-steps 7 --no-progress >/dev/null 2>&1", bin, tiny, DATA, out);
+    ck_assert_int_eq(WEXITSTATUS(system(cmd)), 130);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    size_t n0, n;
+    char *config = slurp(path, &n0);
+    static const struct { const char *args, *says; int code; } CASES[] = {
+        {"--strategy frozen", "--strategy frozen with --resume", 2},
+        {"--out /tmp/elsewhere", "--out /tmp/elsewhere with --resume", 2},
+        {"--no-out", "--no-out with --resume", 2},
+        {"--seed 2", "seed 1 -> 2", 2},
+        {"--strategy naive --epochs 3", "", 0},
+        {"", "finished (all 3 epochs", 0},      /* --epochs 3 from resumes.json */
+    };
+    for (int i = 0; i < (int)(sizeof CASES / sizeof CASES[0]); i++) {
+        snprintf(cmd, sizeof cmd, "'%s' train --resume '%s' %s --no-progress >'%s' 2>&1", bin, out, CASES[i].args, msg);
+        int code = WEXITSTATUS(system(cmd));
+        char *said = slurp(msg, &n);
+        ck_assert_msg(code == CASES[i].code && strstr(said, CASES[i].says), "'%s': code %d: %s", CASES[i].args, code, said);
+        free(said);
+        char *now = slurp(path, &n);
+        ck_assert_msg(n == n0 && !memcmp(now, config, n), "'%s': config.json rewritten", CASES[i].args);
+        free(now);
+    }
+    free(config);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("resume");
@@ -344,6 +468,8 @@ int main(void)
     tcase_add_test(tc, edited_checkpoints_refused_naming_the_key);
     tcase_add_test(tc, metadata_bit_flips_refused);
     tcase_add_test(tc, finished_run_resumes_to_nothing);
+    tcase_add_test(tc, resume_with_other_settings_refused);
+    tcase_add_test(tc, cli_resume_options);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
