@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -36,6 +37,19 @@ int kiln_write_json(const char *path, json_t *obj)
         errno = e;
         return -1;
     }
+    return 0;
+}
+
+int kiln_probe_write(const char *path)
+{
+    char tmp[1300];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) { errno = EISDIR; return -1; }
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp) { errno = ENAMETOOLONG; return -1; }
+    int fd = mkstemp(tmp);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(tmp);
     return 0;
 }
 

@@ -11,6 +11,10 @@
 int kiln_mkdirs(const char *path);
 /* Write obj as indented JSON to path atomically. Returns 0 or -1. */
 int kiln_write_json(const char *path, json_t *obj);
+/* Whether a file can be written at path: not a folder, and a temporary
+ * file beside it can be created (it is removed). Returns 0, or -1 with errno
+ * set. */
+int kiln_probe_write(const char *path);
 /* CRC-32 (zlib's) of the whole content of path. Returns 0, or -1 with errno
  * set. */
 int kiln_file_crc32(const char *path, uint32_t *crc);

@@ -433,6 +433,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     Checkpoint ck = {0}, resume = {0};
     Hooks hk = {0};
     int have_resume = 0, nplans = 0, rc;
+    char save_err[1024] = "";
     memset(plans, 0, sizeof plans);
 
     /* the device, once for every phase: a missing GPU fails before anything long */
@@ -462,6 +463,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         }
         fclose(pf);
         unlink(probe);
+    }
+    if (c->save && kiln_probe_write(c->save)) {
+        snprintf(err, errlen, "%s: the final weights (--save) cannot be written there: %s", c->save, strerror(errno));
+        rc = 2;
+        goto out_graph;
     }
     if (c->resume) {
         char path[1100];
@@ -737,13 +743,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         Backend *b = be[last];
         r->train_seconds = r->phase_seconds[0] + (r->phases > 1 ? r->phase_seconds[1] : 0);
         r->test_acc = evaluate_set(b, &dv, sp.test, sp.n_test, NULL);
-        if (c->save) {
+        if (c->save) {              /* a failure is reported after the summary is written */
             float *fin = malloc(sizeof(float) * (plans[last].param_floats + 1));
-            if (fin) {
-                b->read_params(b, fin);
-                if (weights_save(&plans[last], fin, c->save, err, errlen)) { free(fin); rc = 1; goto out_plans; }
-                free(fin);
-            }
+            if (!fin) snprintf(save_err, sizeof save_err, "%s: out of memory for the final weights", c->save);
+            if (fin) b->read_params(b, fin);
+            if (fin && weights_save(&plans[last], fin, c->save, save_err, sizeof save_err) && !save_err[0])
+                snprintf(save_err, sizeof save_err, "%s: cannot write the final weights", c->save);
+            free(fin);
         }
         if (r->diverged)
             fprintf(log, "result: DIVERGED at epoch %d step %d (lr %g); test_acc %.4f of the last good weights, train time %.2fs\n",
@@ -802,6 +808,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_decref(s);
         if (bad) { snprintf(err, errlen, "%s: cannot write config.json or summary.json", dir); rc = 1; goto out_plans; }
     }
+    if (save_err[0]) { snprintf(err, errlen, "%s", save_err); rc = 1; goto out_plans; }
     rc = 0;
 out_plans:
     for (int k = 0; k < 2; k++)

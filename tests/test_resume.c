@@ -11,15 +11,19 @@
  *    each difference; config.json is never rewritten by a resume, which
  *    records what it may change (--epochs...) in resumes.json, read back by
  *    the next `--resume`; --strategy, --out, --no-out with --resume are
- *    refused. */
+ *    refused;
+ *  - a --save path that cannot be written is refused before training; one
+ *    that fails after training leaves the summary written. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "runtime/backend.h"
 #include "runtime/checkpoint.h"
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
@@ -459,18 +463,68 @@ START_TEST(cli_resume_options)
 }
 END_TEST
 
+/* make_backend for the runs below: removes the folder ctx (what --save
+ * writes into) once the run is under way, then makes the CPU backend. */
+static Backend *backend_removing(const Plan *p, void *ctx, char *err, size_t errlen)
+{
+    rmdir((const char *)ctx);
+    return cpu_backend_create(p, err, errlen);
+}
+
+START_TEST(save_path_checked_before_and_summary_kept_after)
+{
+    RunConfig c;
+    RunResult r;
+    char err[1024], path[700], gone[600];
+    cfg(&c);
+    c.out = out; c.save = "/dev/null/w.safetensors";
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "/dev/null/w.safetensors") && strstr(err, "--save") && strstr(err, "Not a directory"), "%s", err);
+    ck_assert_int_eq(r.epochs[0], 0);
+    snprintf(path, sizeof path, "%s/config.json", out);
+    ck_assert_msg(access(path, F_OK) != 0, "a refused --save still started the run");
+    cfg(&c);
+    c.out = out; c.save = tmpdir;     /* a folder */
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "Is a directory"), "%s", err);
+    /* writable when the run starts, gone when it ends */
+    snprintf(gone, sizeof gone, "%s/gone", tmpdir);
+    ck_assert_int_eq(mkdir(gone, 0777), 0);
+    strcat(gone, "/w.safetensors");
+    cfg(&c);
+    c.out = out; c.save = gone;
+    c.make_backend = backend_removing;
+    snprintf(path, sizeof path, "%s/gone", tmpdir);
+    c.make_backend_ctx = path;
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, sizeof err), 1);
+    ck_assert_msg(strstr(err, gone), "%s", err);
+    ck_assert_int_eq(r.epochs[0], 2);
+    snprintf(path, sizeof path, "%s/summary.json", out);
+    size_t n;
+    char *s = slurp(path, &n);
+    ck_assert_msg(s && strstr(s, "\"test_acc\""), "no summary after the failed --save");
+    free(s);
+}
+END_TEST
+
+/* One case per concern (CK_RUN_CASE=NAME runs one). */
+static void add_case(Suite *s, const char *name, const TTest *t1, const TTest *t2)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, t1);
+    if (t2) tcase_add_test(tc, t2);
+    suite_add_tcase(s, tc);
+}
+
 int main(void)
 {
     Suite *s = suite_create("resume");
-    TCase *tc = tcase_create("resume");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, edited_checkpoints_refused_naming_the_key);
-    tcase_add_test(tc, metadata_bit_flips_refused);
-    tcase_add_test(tc, finished_run_resumes_to_nothing);
-    tcase_add_test(tc, resume_with_other_settings_refused);
-    tcase_add_test(tc, cli_resume_options);
-    suite_add_tcase(s, tc);
+    add_case(s, "checkpoint", edited_checkpoints_refused_naming_the_key, metadata_bit_flips_refused);
+    add_case(s, "finished", finished_run_resumes_to_nothing, NULL);
+    add_case(s, "settings", resume_with_other_settings_refused, cli_resume_options);
+    add_case(s, "files", save_path_checked_before_and_summary_kept_after, NULL);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
