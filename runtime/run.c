@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -199,8 +200,21 @@ typedef struct {
     int phase, max_epochs;
     Checkpoint *ck;             /* template: prev-phase fields filled */
     char dir[1024];
-    int failed;
+    int failed;                 /* a write failed: the loop stops at the next checkpoint */
+    char msg[1024];             /* the first failure, for the run's error */
 } Hooks;
+
+/* Record a failed write (the first one's message is kept). */
+static void hook_fail(Hooks *h, const char *fmt, ...)
+{
+    if (!h->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(h->msg, sizeof h->msg, fmt, ap);
+        va_end(ap);
+    }
+    h->failed = 1;
+}
 
 static void hook_epoch(void *ctx, const EpochStats *st)
 {
@@ -212,7 +226,8 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     if (h->metrics) {
         fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
                 st->train_acc, st->val_acc, st->img_per_s, st->seconds);
-        fflush(h->metrics);
+        if (fflush(h->metrics) || ferror(h->metrics))
+            hook_fail(h, "%s/metrics.csv: cannot write: %s", h->dir, strerror(errno));
     }
 }
 
@@ -235,17 +250,17 @@ static int hook_checkpoint(void *ctx, Backend *be, const LoopState *ls)
 {
     Hooks *h = ctx;
     if (!h->dir[0]) return 0;
+    if (h->failed) return 1;
     Checkpoint *ck = h->ck;
     ck->phase = h->phase;
     ck->ls = *ls;
     ck->backend_step = be->get_step(be);
     be->read_params(be, ck->params);
     be->read_momentum(be, ck->momentum);
-    char path[1100], err[512];
+    char path[1100], err[768];
     path_in(path, sizeof path, h->dir, "last.ckpt");
     if (checkpoint_save(path, ck, err, sizeof err)) {
-        fprintf(stderr, "kiln: cannot write the checkpoint: %s\n", err);
-        h->failed = 1;
+        hook_fail(h, "cannot write the checkpoint: %s", err);
         return 1;
     }
     return 0;
@@ -257,12 +272,9 @@ static void hook_best(void *ctx, const float *params, int epoch, double val)
     memcpy(h->ck->best, params, sizeof(float) * h->plan->param_floats);
     h->ck->has_best = 1;
     if (!h->dir[0]) return;
-    char path[1100], err[512];
+    char path[1100], err[768];
     path_in(path, sizeof path, h->dir, "best.safetensors");
-    if (weights_save(h->plan, params, path, err, sizeof err)) {
-        fprintf(stderr, "kiln: cannot write the best weights: %s\n", err);
-        h->failed = 1;
-    }
+    if (weights_save(h->plan, params, path, err, sizeof err)) hook_fail(h, "cannot write the best weights: %s", err);
 }
 
 /* ---- parameters across phases -------------------------------------------------------- */
@@ -368,24 +380,40 @@ out:
 
 /* ---- the run ------------------------------------------------------------------------------ */
 
-/* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run. */
-static void metrics_trim(const char *path, int phase, int epoch)
+typedef struct { FILE *in; int phase, epoch; } Trim;
+
+/* metrics_trim's content: the header and the rows up to (phase, epoch). */
+static int fill_trimmed(FILE *o, void *ctx)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char tmp[1200], line[512];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "w");
-    if (!o) { fclose(f); return; }
+    Trim *t = ctx;
+    char line[512];
     int first = 1;
-    while (fgets(line, sizeof line, f)) {
+    while (fgets(line, sizeof line, t->in)) {
         int e, ph;
-        if (first || (sscanf(line, "%d,%d", &e, &ph) == 2 && (ph - 1 < phase || (ph - 1 == phase && e <= epoch))))
+        if (first || (sscanf(line, "%d,%d", &e, &ph) == 2 && (ph - 1 < t->phase || (ph - 1 == t->phase && e <= t->epoch))))
             fputs(line, o);
         first = 0;
     }
-    fclose(f);
-    if (fclose(o) == 0) rename(tmp, path);
+    return ferror(t->in);
+}
+
+/* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run
+ * (atomically). Returns 0, or -1 with errno set. */
+static int metrics_trim(const char *path, int phase, int epoch)
+{
+    Trim t = {fopen(path, "r"), phase, epoch};
+    if (!t.in) return errno == ENOENT ? 0 : -1;
+    int rc = kiln_write_atomic(path, fill_trimmed, &t), e = errno;
+    fclose(t.in);
+    errno = e;
+    return rc;
+}
+
+/* plan.txt's content. */
+static int fill_plan(FILE *f, void *p)
+{
+    plan_print(f, p, 1, 1);
+    return 0;
 }
 
 /* A checkpoint of a run that ended (its last phase stopped early or ran all
@@ -455,14 +483,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         snprintf(hk.dir, sizeof hk.dir, "%s", dir);
         char probe[1100];
         path_in(probe, sizeof probe, dir, ".write-test");
-        FILE *pf = NULL;
-        if (kiln_mkdirs(dir) || !(pf = fopen(probe, "w"))) {
+        if (kiln_mkdirs(dir) || kiln_probe_write(probe)) {
             snprintf(err, errlen, "%s: cannot write to the run folder: %s", dir, strerror(errno));
             rc = 2;
             goto out_graph;
         }
-        fclose(pf);
-        unlink(probe);
     }
     if (c->save && kiln_probe_write(c->save)) {
         snprintf(err, errlen, "%s: the final weights (--save) cannot be written there: %s", c->save, strerror(errno));
@@ -556,17 +581,26 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         path_in(path, sizeof path, dir, "config.json");
         int bad = kiln_write_json(path, cfg);
         json_decref(cfg);
-        if (bad) { snprintf(err, errlen, "%s: cannot write", path); rc = 2; goto out_split; }
+        if (bad) { snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno)); rc = 1; goto out_split; }
     }
-    if (dir && have_resume && (rc = record_resume(dir, c, &spec, &resume, device, err, errlen))) goto out_split;
     if (dir) {
         char path[1100];
         path_in(path, sizeof path, dir, "metrics.csv");
-        if (have_resume) metrics_trim(path, resume.phase, resume.ls.epoch);
+        if (have_resume && metrics_trim(path, resume.phase, resume.ls.epoch)) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+            rc = 1;
+            goto out_split;
+        }
         hk.metrics = fopen(path, have_resume ? "a" : "w");
-        if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 2; goto out_split; }
+        if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 1; goto out_split; }
         if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,img_per_s,seconds\n");
+        if (fflush(hk.metrics) || ferror(hk.metrics)) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+            rc = 1;
+            goto out_split;
+        }
     }
+    if (dir && have_resume && (rc = record_resume(dir, c, &spec, &resume, device, err, errlen))) goto out_split;
     r->setup_seconds = kiln_now() - t0;
 
     DataView dv = {ds, &sp, pp, NULL};
@@ -611,8 +645,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if (ph == 0 && dir) {
             char path[1100];
             path_in(path, sizeof path, dir, "plan.txt");
-            FILE *f = fopen(path, "w");
-            if (f) { plan_print(f, p, 1, 1); fclose(f); }
+            if (kiln_write_atomic(path, fill_plan, p)) {
+                snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+                rc = 1;
+                goto out_plans;
+            }
         }
         r->plan_bytes = plan_bytes(p);
         r->trainable = p->trainable_floats;
@@ -711,7 +748,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;
         if (train_phase(be[ph], &dv, &pc, &ls, &hooks, &pr)) {
-            snprintf(err, errlen, "%s", hk.failed ? "writing the run folder failed" : "out of memory in the training loop");
+            snprintf(err, errlen, "%s", hk.failed ? hk.msg : "out of memory in the training loop");
             rc = 1;
             goto out_plans;
         }
@@ -766,11 +803,12 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     }
     if (dir) {
         char path[1100];
-        int bad = 0;
+        int bad = 0, cfg_errno = 0;
         if (!have_resume) {         /* with auto's choices; a resume keeps the run's own */
             json_t *cfg = spec_json(c, &spec, &groups, in);
             path_in(path, sizeof path, dir, "config.json");
             bad = kiln_write_json(path, cfg);
+            cfg_errno = errno;
             json_decref(cfg);
         }
         json_t *s = json_object();
@@ -804,9 +842,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "trainable_parameters", json_integer((json_int_t)r->trainable));
         json_object_set_new(s, "cached_layer", r->cached_layer >= 0 ? json_string(g.layers[r->cached_layer].name) : json_null());
         path_in(path, sizeof path, dir, "summary.json");
-        bad |= kiln_write_json(path, s);
+        int sbad = kiln_write_json(path, s);
+        if (sbad) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        else if (bad) snprintf(err, errlen, "%s/config.json: cannot write: %s", dir, strerror(cfg_errno));
         json_decref(s);
-        if (bad) { snprintf(err, errlen, "%s: cannot write config.json or summary.json", dir); rc = 1; goto out_plans; }
+        if (sbad || bad) { rc = 1; goto out_plans; }
     }
     if (save_err[0]) { snprintf(err, errlen, "%s", save_err); rc = 1; goto out_plans; }
     rc = 0;
@@ -816,7 +856,10 @@ out_plans:
     for (int k = 0; k < nplans; k++) plan_free(&plans[k]);
     free(params);
     checkpoint_free(&ck);
-    if (hk.metrics) fclose(hk.metrics);
+    if (hk.metrics && fclose(hk.metrics) && rc == 0) {
+        snprintf(err, errlen, "%s/metrics.csv: cannot write: %s", dir, strerror(errno));
+        rc = 1;
+    }
 out_split:
     split_free(&sp);
 out_graph:

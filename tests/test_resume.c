@@ -13,12 +13,19 @@
  *    the next `--resume`; --strategy, --out, --no-out with --resume are
  *    refused;
  *  - a --save path that cannot be written is refused before training; one
- *    that fails after training leaves the summary written. */
+ *    that fails after training leaves the summary written;
+ *  - a full disk (a file size limit, so that writes fail with EFBIG) at each
+ *    of the run's writes: exit code 1, the file and the reason named, no
+ *    temporary file left, the files written before intact. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -507,6 +514,97 @@ START_TEST(save_path_checked_before_and_summary_kept_after)
 }
 END_TEST
 
+/* `kiln train` of the cfg run (resuming `out` when resume_it, else into
+ * `out`) in a process whose files cannot grow past `limit` bytes, as on a
+ * full disk (SIGXFSZ ignored, so a write past it fails with EFBIG). Returns
+ * its exit code, what it printed on stderr in err. */
+static int run_limited(rlim_t limit, int resume_it, char *err, size_t n)
+{
+    const char *bin = getenv("KILN_BIN");
+    ck_assert_ptr_nonnull(bin);
+    int fd[2];
+    ck_assert_int_eq(pipe(fd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, 1);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {limit, limit};
+        if (setrlimit(RLIMIT_FSIZE, &rl)) _exit(99);
+        if (resume_it)
+            execl(bin, bin, "train", "--resume", out, "--no-progress", (char *)NULL);
+        else
+            execl(bin, bin, "train", "--arch", tiny, "--data", DATA, "--weights", "none", "--epochs", "2", "--lr",
+                  "0.05", "--out", out, "--no-progress", (char *)NULL);
+        _exit(98);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < n && (k = read(fd[0], err + got, n - 1 - got)) > 0) got += (size_t)k;
+    err[got] = 0;
+    close(fd[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st), "kiln train did not exit (status %d): %s", st, err);
+    return WEXITSTATUS(st);
+}
+
+/* No file of `out` has ".tmp" in its name. */
+static void no_temporaries(const char *when)
+{
+    DIR *d = opendir(out);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        ck_assert_msg(!strstr(e->d_name, ".tmp"), "%s: %s left in the run folder", when, e->d_name);
+    closedir(d);
+}
+
+START_TEST(full_disk_damages_nothing)
+{
+    char err[1024], ref[600], path[700], refpath[700], cmd[1400];
+    snprintf(ref, sizeof ref, "%s/ref", tmpdir);
+    /* the same run without a limit, to compare the files written before the failure */
+    ck_assert_msg(run_limited(RLIM_INFINITY, 0, err, sizeof err) == 0, "%s", err);
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s'", out, ref);
+    ck_assert_int_eq(system(cmd), 0);
+    /* config.json (802 bytes) is the first file written */
+    ck_assert_int_eq(run_limited(300, 0, err, sizeof err), 1);
+    ck_assert_msg(strstr(err, "config.json: cannot write: File too large"), "%s", err);
+    no_temporaries("config.json");
+    /* config.json and plan.txt fit; best.safetensors (26 kB) at the end of epoch 1 does not */
+    ck_assert_int_eq(run_limited(8192, 0, err, sizeof err), 1);
+    ck_assert_msg(strstr(err, "best.safetensors") && strstr(err, "File too large"), "%s", err);
+    no_temporaries("best.safetensors");
+    static const char *SAME[] = {"config.json", "plan.txt"};
+    for (int i = 0; i < 2; i++) {
+        size_t na, nb;
+        snprintf(path, sizeof path, "%s/%s", out, SAME[i]);
+        snprintf(refpath, sizeof refpath, "%s/%s", ref, SAME[i]);
+        char *a = slurp(path, &na), *b = slurp(refpath, &nb);
+        ck_assert_msg(a && b && na == nb && !memcmp(a, b, na), "%s differs from the unlimited run's", SAME[i]);
+        free(a); free(b);
+    }
+    snprintf(path, sizeof path, "%s/last.ckpt", out);
+    ck_assert_msg(access(path, F_OK) != 0, "a checkpoint after a failed write");
+    /* a resume on a full disk: metrics.csv is rewritten first, and kept whole */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    ck_assert_int_eq(system(cmd), 0);
+    interrupted_run();
+    Folder before;
+    folder_read(&before, out);
+    ck_assert_int_eq(run_limited(100, 1, err, sizeof err), 1);
+    ck_assert_msg(strstr(err, "metrics.csv: cannot write: File too large"), "%s", err);
+    no_temporaries("resume");
+    folder_same(&before, out, "a resume on a full disk");
+    for (int i = 0; i < NKEEP; i++) free(before.b[i]);
+}
+END_TEST
+
 /* One case per concern (CK_RUN_CASE=NAME runs one). */
 static void add_case(Suite *s, const char *name, const TTest *t1, const TTest *t2)
 {
@@ -524,7 +622,7 @@ int main(void)
     add_case(s, "checkpoint", edited_checkpoints_refused_naming_the_key, metadata_bit_flips_refused);
     add_case(s, "finished", finished_run_resumes_to_nothing, NULL);
     add_case(s, "settings", resume_with_other_settings_refused, cli_resume_options);
-    add_case(s, "files", save_path_checked_before_and_summary_kept_after, NULL);
+    add_case(s, "files", save_path_checked_before_and_summary_kept_after, full_disk_damages_nothing);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
