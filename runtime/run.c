@@ -409,6 +409,13 @@ static int metrics_trim(const char *path, int phase, int epoch)
     return rc;
 }
 
+/* Where a phase stands, in the same words when a run stops and when it
+ * resumes: the epoch under way (1-based) and the steps of it done. */
+static void where_text(char *buf, size_t n, int phase, const LoopState *ls, int steps)
+{
+    snprintf(buf, n, "phase %d, epoch %d, after step %d of %d", phase + 1, ls->epoch + 1, ls->pos, steps);
+}
+
 /* plan.txt's content. */
 static int fill_plan(FILE *f, void *p)
 {
@@ -623,7 +630,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
                 if ((rc = weights_load(p, params, c->weights, &wr, log, err, errlen))) goto out_plans;
                 int hh = graph_head(&g);
                 fprintf(log, "weights %s: %d tensors loaded", c->weights, wr.loaded);
-                if (wr.head_replaced && wr.head_from)
+                if (have_resume)
+                    fprintf(log, "; the parameters of %s/last.ckpt replace them\n", c->resume);
+                else if (wr.head_replaced && wr.head_from)
                     fprintf(log, "; head '%s' replaced: %d -> %d classes, fresh He init\n", g.layers[hh].name,
                             wr.head_from, ds->num_classes);
                 else if (wr.head_replaced)
@@ -741,7 +750,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             ck.prev_epochs = resume.prev_epochs;
             ck.prev_best_epoch = resume.prev_best_epoch;
             ck.prev_seconds = resume.prev_seconds;
-            fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
+            char at[96];
+            where_text(at, sizeof at, ph, &ls, steps);
+            fprintf(log, "resumed from %s/last.ckpt at %s\n", c->resume, at);
         }
         hk.c = c; hk.plan = p; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
         hk.phase = ph; hk.max_epochs = spec.max_epochs; hk.ck = &ck;
@@ -761,8 +772,10 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         r->val_acc = pr.best_val;
         if (pr.interrupted) {
             r->interrupted = 1;
-            fprintf(log, "interrupted at phase %d epoch %d step %d%s%s%s\n", ph + 1, ls.epoch + 1, ls.pos,
-                    dir ? ": checkpoint written; continue with --resume " : "", dir ? dir : "", "");
+            char at[96];
+            where_text(at, sizeof at, ph, &ls, steps);
+            fprintf(log, "interrupted at %s%s%s\n", at, dir ? ": checkpoint written; continue with --resume " : "",
+                    dir ? dir : "");
             rc = 130;
             goto out_plans;
         }

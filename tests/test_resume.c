@@ -16,7 +16,9 @@
  *    that fails after training leaves the summary written;
  *  - a full disk (a file size limit, so that writes fail with EFBIG) at each
  *    of the run's writes: exit code 1, the file and the reason named, no
- *    temporary file left, the files written before intact. */
+ *    temporary file left, the files written before intact;
+ *  - the messages: where a run was interrupted and where it resumed in the
+ *    same words; no "fresh He init" for a head the checkpoint replaces. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -605,6 +607,46 @@ START_TEST(full_disk_damages_nothing)
 }
 END_TEST
 
+/* All that a run printed to a temporary log. */
+static char *log_of(FILE *f)
+{
+    long n = ftell(f);
+    char *b = malloc((size_t)n + 1);
+    rewind(f);
+    b[fread(b, 1, (size_t)n, f)] = 0;
+    fclose(f);
+    return b;
+}
+
+START_TEST(resume_messages)
+{
+    RunConfig c;
+    RunResult r;
+    char err[1024], w[600];
+    snprintf(w, sizeof w, "%s/w.safetensors", tmpdir);
+    cfg(&c);
+    c.spec.max_epochs = 1; c.save = w;        /* weights with a 4-class head */
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    cfg(&c);
+    c.data = "synthetic:n=200,classes=3"; c.weights = w; c.out = out; c.stop_after_steps = 7;
+    c.log = tmpfile();
+    ck_assert_int_eq(run_train(&c, NULL, &r, err, sizeof err), 130);
+    char *first = log_of(c.log);
+    cfg(&c);
+    c.data = "synthetic:n=200,classes=3"; c.weights = w; c.resume = out;
+    c.log = tmpfile();
+    ck_assert_msg(run_train(&c, NULL, &r, err, sizeof err) == 0, "%s", err);
+    char *second = log_of(c.log);
+    const char *at = "phase 1, epoch 2, after step 2 of 5";
+    ck_assert_msg(strstr(first, "4 -> 3 classes, fresh He init"), "%s", first);
+    ck_assert_msg(strstr(first, "interrupted at ") && strstr(strstr(first, "interrupted at "), at), "%s", first);
+    ck_assert_msg(strstr(second, "resumed from ") && strstr(strstr(second, "resumed from "), at), "%s", second);
+    ck_assert_msg(!strstr(second, "He init") && strstr(second, "last.ckpt replace them"), "%s", second);
+    free(first);
+    free(second);
+}
+END_TEST
+
 /* One case per concern (CK_RUN_CASE=NAME runs one). */
 static void add_case(Suite *s, const char *name, const TTest *t1, const TTest *t2)
 {
@@ -623,6 +665,7 @@ int main(void)
     add_case(s, "finished", finished_run_resumes_to_nothing, NULL);
     add_case(s, "settings", resume_with_other_settings_refused, cli_resume_options);
     add_case(s, "files", save_path_checked_before_and_summary_kept_after, full_disk_damages_nothing);
+    add_case(s, "messages", resume_messages, NULL);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
