@@ -112,7 +112,7 @@ static uint32_t dataset_crc(const Dataset *ds)
  * as name=value lines (Checkpoint.settings): CRC-32 of the arch file, the
  * starting weights and the data, and every option that shapes training.
  * auto's LR (and so its warm-up start) is its own choice, kept in the
- * checkpoint's schedule. Returns 0, or 1 when a file cannot be read. */
+ * checkpoint's schedule. Returns 0, or 2 when a file cannot be read. */
 static int run_settings(char *buf, size_t n, const RunConfig *c, const TrainSpec *t, const InputAttr *in,
                         const Dataset *ds, uint32_t data_crc, char *err, size_t errlen)
 {
@@ -120,12 +120,12 @@ static int run_settings(char *buf, size_t n, const RunConfig *c, const TrainSpec
     char w[16] = "none", lr[32] = "auto", ws[32] = "auto", lg[sizeof t->lr_groups];
     if (kiln_file_crc32(c->arch, &arch_crc)) {
         snprintf(err, errlen, "%s: %s", c->arch, strerror(errno));
-        return 1;
+        return 2;
     }
     if (c->weights) {
         if (kiln_file_crc32(c->weights, &w_crc)) {
             snprintf(err, errlen, "%s: %s", c->weights, strerror(errno));
-            return 1;
+            return 2;
         }
         snprintf(w, sizeof w, "%08x", w_crc);
     }

@@ -2,7 +2,9 @@
  * flags per phase, plan, backend, weights, feature cache, the loop, test
  * accuracy, and the run folder:
  *
- *   runs/NAME/config.json    the resolved configuration
+ *   runs/NAME/config.json    the resolved configuration, as the run began
+ *   runs/NAME/resumes.json   one entry per --resume: where it continued and
+ *                            the options a resume may change (epochs...)
  *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, img_per_s, seconds
  *   runs/NAME/summary.json   results (diverged runs included, marked)
  *   runs/NAME/plan.txt       the static plan, as `kiln plan` prints it
@@ -81,7 +83,10 @@ typedef struct {
 
 void run_config_default(RunConfig *c);
 /* Returns 0, 2 on bad input (message names the file), 1 on failure while
- * running, 130 when interrupted (a checkpoint was written). */
+ * running (a write: the file and the reason named), 130 when interrupted
+ * (a checkpoint was written). With c->resume, the checkpoint must match the
+ * run's settings (arch, weights and data content, the options that shape
+ * training) and fit its plan; a finished run is left as it is. */
 int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t errlen);
 void run_shared_free(RunShared *sh);
 
