@@ -108,6 +108,17 @@ static uint32_t dataset_crc(const Dataset *ds)
     return (uint32_t)crc;
 }
 
+/* v in the fewest significant digits (6 to 9) that read back to the same
+ * float, so that settings compare exactly and read plainly. */
+static const char *float_text(char *buf, size_t n, float v)
+{
+    for (int d = 6; d <= 9; d++) {
+        snprintf(buf, n, "%.*g", d, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
 /* The settings a resume must share with the run that wrote the checkpoint,
  * as name=value lines (Checkpoint.settings): CRC-32 of the arch file, the
  * starting weights and the data, and every option that shapes training.
@@ -117,7 +128,7 @@ static int run_settings(char *buf, size_t n, const RunConfig *c, const TrainSpec
                         const Dataset *ds, uint32_t data_crc, char *err, size_t errlen)
 {
     uint32_t arch_crc, w_crc;
-    char w[16] = "none", lr[32] = "auto", ws[32] = "auto", lg[sizeof t->lr_groups];
+    char w[16] = "none", lr[32] = "auto", ws[32] = "auto", lg[sizeof t->lr_groups], f[4][32];
     if (kiln_file_crc32(c->arch, &arch_crc)) {
         snprintf(err, errlen, "%s: %s", c->arch, strerror(errno));
         return 2;
@@ -130,21 +141,23 @@ static int run_settings(char *buf, size_t n, const RunConfig *c, const TrainSpec
         snprintf(w, sizeof w, "%08x", w_crc);
     }
     if (t->strategy != STRAT_AUTO) {
-        snprintf(lr, sizeof lr, "%.9g", t->lr);
-        snprintf(ws, sizeof ws, "%.9g", t->warmup_start > 0 ? t->warmup_start : t->lr / 100);
+        float_text(lr, sizeof lr, t->lr);
+        float_text(ws, sizeof ws, t->warmup_start > 0 ? t->warmup_start : t->lr / 100);
     }
     snprintf(lg, sizeof lg, "%s", t->lr_groups);
     for (char *p = lg; *p; p++)
         if ((unsigned char)*p < 0x20) *p = '?';
     snprintf(buf, n,
              "arch_file_crc32=%08x\nweights_crc32=%s\ndata_crc32=%08x\nimages=%d\nclasses=%d\ninput=%dx%d\n"
-             "seed=%llu\nper_class=%d\nstrategy=%s\nbatch=%d\nlr=%s\nmomentum=%.9g\nweight_decay=%.9g\n"
-             "warmup_epochs=%d\nwarmup_start=%s\nfinetune_factor=%.9g\nbn=%s\nlr_groups=%s\nlayer_decay=%.9g\n"
+             "seed=%llu\nper_class=%d\nstrategy=%s\nbatch=%d\nlr=%s\nmomentum=%s\nweight_decay=%s\n"
+             "warmup_epochs=%d\nwarmup_start=%s\nfinetune_factor=%s\nbn=%s\nlr_groups=%s\nlayer_decay=%s\n"
              "depth_groups=%d\non_diverge=%s",
              arch_crc, w, data_crc, ds->n, ds->num_classes, in->h, in->w, (unsigned long long)t->seed,
-             c->per_class, strategy_name(t->strategy), t->batch, lr, t->momentum, t->weight_decay,
-             t->warmup_epochs, ws, t->finetune_factor,
-             t->bn_override < 0 ? "strategy" : bn_mode_name((BnMode)t->bn_override), lg, t->layer_decay,
+             c->per_class, strategy_name(t->strategy), t->batch, lr, float_text(f[0], sizeof f[0], t->momentum),
+             float_text(f[1], sizeof f[1], t->weight_decay), t->warmup_epochs, ws,
+             float_text(f[2], sizeof f[2], t->finetune_factor),
+             t->bn_override < 0 ? "strategy" : bn_mode_name((BnMode)t->bn_override), lg,
+             float_text(f[3], sizeof f[3], t->layer_decay),
              t->n_depth_groups, t->on_diverge == DIVERGE_ROLLBACK ? "rollback" : "stop");
     return 0;
 }

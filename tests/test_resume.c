@@ -383,8 +383,8 @@ START_TEST(resume_with_other_settings_refused)
     snprintf(cmd, sizeof cmd, "cp '%s/best.safetensors' '%s'", out, w);
     ck_assert_int_eq(system(cmd), 0);
     static const char *NAMED[] = {"data_crc32", "images", "input 16x16 -> 32x32", "arch_file_crc32", "arch_file_crc32",
-                                  "seed 1 -> 2", "strategy naive -> frozen", "batch 32 -> 16", "lr 0.0500000007 -> 0.100000001",
-                                  "weights_crc32 none -> ", "--out", "seed 1 -> 3; lr 0.0500000007 -> 0.200000003"};
+                                  "seed 1 -> 2", "strategy naive -> frozen", "batch 32 -> 16", "lr 0.05 -> 0.1",
+                                  "weights_crc32 none -> ", "--out", "seed 1 -> 3; lr 0.05 -> 0.2"};
     int rows = (int)(sizeof NAMED / sizeof NAMED[0]);
     Folder before;
     folder_read(&before, out);
