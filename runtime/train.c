@@ -6,7 +6,8 @@
  * is made and uploaded while step k runs. At each epoch start the loop keeps
  * a copy of parameters, momentum and its own state: the last good state that
  * a rollback restores, and what a diverged run ends with when no epoch
- * improved.
+ * improved. A resumed epoch keeps the state it resumed from instead, as
+ * there is no epoch start to go back to.
  */
 #include "runtime/train.h"
 
@@ -155,10 +156,8 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
     int stop = ls->stopped;
     while (ls->epoch < pc->max_epochs && !stop) {
         int e = ls->epoch;
-        if (ls->pos == 0) {
-            snap_take(&snap, be, ls);
-            ls->loss_sum = 0; ls->correct = 0; ls->seen = 0;
-        }
+        if (ls->pos == 0) { ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; }
+        snap_take(&snap, be, ls);   /* the epoch's start, or where a resumed epoch resumed */
         memcpy(order, sp->train, sizeof(int) * (size_t)sp->n_train);
         uint64_t st = pc->seed ^ (0x5851F42D4C957F2Dull * (uint64_t)(e + 1)) ^ ((uint64_t)pc->phase << 40);
         kiln_shuffle(order, sp->n_train, &st);
@@ -204,8 +203,8 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                     fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to the epoch's start, %s (rollback %d of %d)\n",
                             e + 1, s + 1, lr, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
                     snap_take(&snap, be, ls);
-                    s = -1;            /* the epoch again */
-                    ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; seen0 = 0;
+                    s = ls->pos - 1;   /* the epoch again, from its start or where it resumed */
+                    seen0 = (int)ls->seen;
                     continue;
                 }
                 res->diverged = 1;

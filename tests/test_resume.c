@@ -18,7 +18,8 @@
  *    of the run's writes: exit code 1, the file and the reason named, no
  *    temporary file left, the files written before intact;
  *  - the messages: where a run was interrupted and where it resumed in the
- *    same words; no "fresh He init" for a head the checkpoint replaces. */
+ *    same words; no "fresh He init" for a head the checkpoint replaces;
+ *  - a resumed epoch that diverges goes back to where it resumed. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
+#include "tiny_fixture.h"
 
 static char tiny[1024], tmpdir[256], out[512], ckpath[600];
 static FILE *quiet;
@@ -647,6 +649,50 @@ START_TEST(resume_messages)
 }
 END_TEST
 
+/* The loop resumed after 2 steps of epoch 1 at an LR that diverges: the
+ * last good state is the resume point (there is no epoch start to go back
+ * to), and that is what the backend and the loop state hold afterwards. */
+START_TEST(divergence_after_a_mid_epoch_resume)
+{
+    Graph g;
+    Dataset ds;
+    Preproc pp;
+    Split sp;
+    Plan p;
+    char err[512];
+    tiny_load(&g, &ds, &pp, DATA);
+    graph_flags_all(&g, 1, BN_TRAIN);
+    ck_assert_int_eq(dataset_split(&ds, 1, &sp), 0);
+    PlanOptions po = {.batch = 32, .fuse = 1, .fold = 1};
+    ck_assert_msg(plan_build(&p, &g, &po, err, sizeof err) == 0, "%s", err);
+    Backend *be = cpu_backend_create(&p, err, sizeof err);
+    ck_assert_msg(be != NULL, "%s", err);
+    float *w = malloc(sizeof(float) * p.param_floats), *after = malloc(sizeof(float) * p.param_floats);
+    params_init(&p, w, 1, 0, g.n_layers - 1);
+    be->write_params(be, w);
+    DataView dv = {&ds, &sp, pp, NULL};
+    PhaseConfig pc = {.max_epochs = 1, .momentum = 0.9f, .seed = 1, .log = quiet};
+    LoopState ls;
+    memset(&ls, 0, sizeof ls);
+    schedule_init(&ls.sched, 1e30f, 0, 0, 0, 0.1f, 0, 0);
+    ls.pos = 2; ls.seen = 64; ls.correct = 20; ls.loss_sum = 90; ls.sched.step = 2;
+    PhaseResult res;
+    ck_assert_int_eq(train_phase(be, &dv, &pc, &ls, NULL, &res), 0);
+    ck_assert_msg(res.diverged, "lr 1e30 did not diverge");
+    be->read_params(be, after);
+    ck_assert_msg(!memcmp(w, after, sizeof(float) * p.param_floats), "the weights are not the resume point's");
+    ck_assert_int_eq(ls.pos, 2);
+    ck_assert_int_eq((int)ls.seen, 64);
+    ck_assert_int_eq((int)ls.sched.step, 2);
+    free(w); free(after);
+    be->destroy(be);
+    plan_free(&p);
+    split_free(&sp);
+    dataset_free(&ds);
+    graph_free(&g);
+}
+END_TEST
+
 /* One case per concern (CK_RUN_CASE=NAME runs one). */
 static void add_case(Suite *s, const char *name, const TTest *t1, const TTest *t2)
 {
@@ -666,6 +712,7 @@ int main(void)
     add_case(s, "settings", resume_with_other_settings_refused, cli_resume_options);
     add_case(s, "files", save_path_checked_before_and_summary_kept_after, full_disk_damages_nothing);
     add_case(s, "messages", resume_messages, NULL);
+    add_case(s, "loop", divergence_after_a_mid_epoch_resume, NULL);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
