@@ -1,11 +1,12 @@
 /* runtime/run.c — one training run from start to end (see run.h): the
- * orchestration around the loop, the run folder, resumption and the auto
- * strategy's choices. */
+ * orchestration around the loop, the run folder, resumption (its checks and
+ * records in resume.c) and the auto strategy's choices. */
 #include "runtime/run.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include "runtime/evaluate.h"
 #include "runtime/files.h"
 #include "runtime/params.h"
+#include "runtime/resume.h"
 #include "runtime/weights.h"
 
 void run_config_default(RunConfig *c)
@@ -112,7 +114,8 @@ typedef struct {
     int phase, max_epochs;
     Checkpoint *ck;             /* template: prev-phase fields filled */
     char dir[1024];
-    int failed;
+    int failed;                 /* a write failed: the loop stops at the next checkpoint */
+    char msg[1024];             /* the first failure, for the run's error */
 } Hooks;
 
 /* A collapse that is not a NaN: validation accuracy back at chance (1/K,
@@ -136,6 +139,18 @@ static void check_collapse(Hooks *h, const EpochStats *st)
             h->peak_phase + 1, h->peak_epoch);
 }
 
+/* Record a failed write (the first one's message is kept). */
+static void hook_fail(Hooks *h, const char *fmt, ...)
+{
+    if (!h->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(h->msg, sizeof h->msg, fmt, ap);
+        va_end(ap);
+    }
+    h->failed = 1;
+}
+
 static void hook_epoch(void *ctx, const EpochStats *st)
 {
     Hooks *h = ctx;
@@ -149,7 +164,8 @@ static void hook_epoch(void *ctx, const EpochStats *st)
     if (h->metrics) {
         fprintf(h->metrics, "%d,%d,%.9g,%.6f,%.6f,%.6f,%.1f,%.3f\n", st->epoch, st->phase + 1, st->lr, st->loss,
                 st->train_acc, st->val_acc, st->train_img_per_s, st->elapsed_s);
-        fflush(h->metrics);
+        if (fflush(h->metrics) || ferror(h->metrics))
+            hook_fail(h, "%s/metrics.csv: cannot write: %s", h->dir, strerror(errno));
     }
 }
 
@@ -183,17 +199,17 @@ static int hook_checkpoint(void *ctx, Backend *be, const LoopState *ls)
 {
     Hooks *h = ctx;
     if (!h->dir[0]) return 0;
+    if (h->failed) return 1;
     Checkpoint *ck = h->ck;
     ck->phase = h->phase;
     ck->ls = *ls;
     ck->backend_step = be->get_step(be);
     be->read_params(be, ck->params);
     be->read_momentum(be, ck->momentum);
-    char path[1100], err[512];
+    char path[1100], err[768];
     path_in(path, sizeof path, h->dir, "last.ckpt");
     if (checkpoint_save(path, ck, err, sizeof err)) {
-        fprintf(stderr, "kiln: cannot write the checkpoint: %s\n", err);
-        h->failed = 1;
+        hook_fail(h, "cannot write the checkpoint: %s", err);
         return 1;
     }
     return 0;
@@ -205,12 +221,9 @@ static void hook_best(void *ctx, const float *params, int epoch, double val)
     memcpy(h->ck->best, params, sizeof(float) * h->plan->param_floats);
     h->ck->has_best = 1;
     if (!h->dir[0]) return;
-    char path[1100], err[512];
+    char path[1100], err[768];
     path_in(path, sizeof path, h->dir, "best.safetensors");
-    if (weights_save(h->plan, params, path, h->ds->class_names, h->ds->num_classes, err, sizeof err)) {
-        fprintf(stderr, "kiln: cannot write the best weights: %s\n", err);
-        h->failed = 1;
-    }
+    if (weights_save(h->plan, params, path, h->ds->class_names, h->ds->num_classes, err, sizeof err)) hook_fail(h, "cannot write the best weights: %s", err);
 }
 
 /* ---- parameters across phases -------------------------------------------------------- */
@@ -336,24 +349,47 @@ static void size_warning(FILE *log, const Dataset *ds, const Graph *g, int asked
             factor, ds->src_h, ds->src_w, ds->src_h, ds->src_w);
 }
 
-/* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run. */
-static void metrics_trim(const char *path, int phase, int epoch)
+typedef struct { FILE *in; int phase, epoch; } Trim;
+
+/* metrics_trim's content: the header and the rows up to (phase, epoch). */
+static int fill_trimmed(FILE *o, void *ctx)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char tmp[1200], line[512];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *o = fopen(tmp, "w");
-    if (!o) { fclose(f); return; }
+    Trim *t = ctx;
+    char line[512];
     int first = 1;
-    while (fgets(line, sizeof line, f)) {
+    while (fgets(line, sizeof line, t->in)) {
         int e, ph;
-        if (first || (sscanf(line, "%d,%d", &e, &ph) == 2 && (ph - 1 < phase || (ph - 1 == phase && e <= epoch))))
+        if (first || (sscanf(line, "%d,%d", &e, &ph) == 2 && (ph - 1 < t->phase || (ph - 1 == t->phase && e <= t->epoch))))
             fputs(line, o);
         first = 0;
     }
-    fclose(f);
-    if (fclose(o) == 0) rename(tmp, path);
+    return ferror(t->in);
+}
+
+/* Truncate metrics.csv to the rows up to (phase, epoch), for a resumed run
+ * (atomically). Returns 0, or -1 with errno set. */
+static int metrics_trim(const char *path, int phase, int epoch)
+{
+    Trim t = {fopen(path, "r"), phase, epoch};
+    if (!t.in) return errno == ENOENT ? 0 : -1;
+    int rc = kiln_write_atomic(path, fill_trimmed, &t), e = errno;
+    fclose(t.in);
+    errno = e;
+    return rc;
+}
+
+/* Where a phase stands, in the same words when a run stops and when it
+ * resumes: the epoch under way (1-based) and the steps of it done. */
+static void where_text(char *buf, size_t n, int phase, const LoopState *ls, int steps)
+{
+    snprintf(buf, n, "phase %d, epoch %d, after step %d of %d", phase + 1, ls->epoch + 1, ls->pos, steps);
+}
+
+/* plan.txt's content. */
+static int fill_plan(FILE *f, void *p)
+{
+    plan_print(f, p, 1, 1);
+    return 0;
 }
 
 int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t errlen)
@@ -373,6 +409,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     Checkpoint ck = {0}, resume = {0};
     Hooks hk = {0};
     int have_resume = 0, nplans = 0, rc;
+    char save_err[1024] = "";
     memset(plans, 0, sizeof plans);
 
     /* the device, once for every phase: a missing GPU fails before anything long */
@@ -384,6 +421,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     const InputAttr *in = &g.layers[0].a.input;
 
     /* the run folder, before anything long happens */
+    if (c->resume && c->out && strcmp(c->resume, c->out)) {
+        snprintf(err, errlen, "--out %s with --resume %s: a resumed run writes to its own folder", c->out, c->resume);
+        rc = 2;
+        goto out_graph;
+    }
     const char *dir = c->resume ? c->resume : c->out;
     if (dir && strlen(dir) > KILN_RUN_DIR_MAX) {
         /* the reason first: the path itself may not fit the message */
@@ -396,14 +438,16 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         snprintf(hk.dir, sizeof hk.dir, "%s", dir);
         char probe[1100];
         path_in(probe, sizeof probe, dir, ".write-test");
-        FILE *pf = NULL;
-        if (kiln_mkdirs(dir) || !(pf = fopen(probe, "w"))) {
+        if (kiln_mkdirs(dir) || kiln_probe_write(probe)) {
             snprintf(err, errlen, "%s: cannot write to the run folder: %s", dir, strerror(errno));
             rc = 2;
             goto out_graph;
         }
-        fclose(pf);
-        unlink(probe);
+    }
+    if (c->save && kiln_probe_write(c->save)) {
+        snprintf(err, errlen, "%s: the final weights (--save) cannot be written there: %s", c->save, strerror(errno));
+        rc = 2;
+        goto out_graph;
     }
     if (c->resume) {
         char path[1100];
@@ -423,7 +467,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
              (unsigned long long)spec.seed);
     if (!sh->have_ds || strcmp(sh->ds_key, key)) {
         if (sh->have_ds) dataset_free(&sh->ds);
-        sh->have_ds = 0;
+        sh->have_ds = sh->have_ds_crc = 0;
         feature_cache_free(&sh->cache);
         sh->cache_key[0] = 0;
         DataOptions dopt = {in->h, in->w, in->c, c->per_class, spec.seed};
@@ -467,6 +511,25 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         spec.batch = b;
     }
     r->batch = spec.batch;
+    if (dir) {
+        if (!sh->have_ds_crc) sh->ds_crc = resume_data_crc(ds), sh->have_ds_crc = 1;
+        if ((rc = resume_settings(ck.settings, sizeof ck.settings, c, &spec, in, ds, sh->ds_crc, err, errlen)))
+            goto out_split;
+    }
+    if (have_resume) {
+        char path[1100], diff[1536];
+        path_in(path, sizeof path, c->resume, "last.ckpt");
+        if (checkpoint_settings_diff(resume.settings, ck.settings, diff, sizeof diff)) {
+            snprintf(err, errlen, "%s: the run was made with other settings, which a resume cannot change (checkpoint "
+                     "-> now): %s", path, diff);
+            rc = 2;
+            goto out_split;
+        }
+        CheckpointRun cr = {phases, spec.max_epochs, (sp.n_train + spec.batch - 1) / spec.batch, spec.batch,
+                            sp.n_train, spec.max_rollbacks};
+        if ((rc = checkpoint_fits(&resume, &cr, path, err, errlen))) goto out_split;
+        if (resume_finished(c->resume, &resume, phases, spec.max_epochs, c->save, log, r)) { rc = 0; goto out_split; }
+    }
 
     /* metrics and config files */
     if (dir && !have_resume) {
@@ -476,16 +539,26 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         path_in(path, sizeof path, dir, "config.json");
         int bad = kiln_write_json(path, cfg);
         json_decref(cfg);
-        if (bad) { snprintf(err, errlen, "%s: cannot write", path); rc = 2; goto out_split; }
+        if (bad) { snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno)); rc = 1; goto out_split; }
     }
     if (dir) {
         char path[1100];
         path_in(path, sizeof path, dir, "metrics.csv");
-        if (have_resume) metrics_trim(path, resume.phase, resume.ls.epoch);
+        if (have_resume && metrics_trim(path, resume.phase, resume.ls.epoch)) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+            rc = 1;
+            goto out_split;
+        }
         hk.metrics = fopen(path, have_resume ? "a" : "w");
-        if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 2; goto out_split; }
+        if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 1; goto out_split; }
         if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
+        if (fflush(hk.metrics) || ferror(hk.metrics)) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+            rc = 1;
+            goto out_split;
+        }
     }
+    if (dir && have_resume && (rc = resume_record(dir, c, &spec, &resume, device, err, errlen))) goto out_split;
     r->setup_seconds = kiln_now() - t0;
 
     DataView dv = {ds, &sp, pp, NULL};
@@ -508,7 +581,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
                 if ((rc = weights_load(p, params, c->weights, &wr, log, err, errlen))) goto out_plans;
                 int hh = graph_head(&g);
                 fprintf(log, "weights %s: %d tensors loaded", c->weights, wr.loaded);
-                if (wr.head_replaced && wr.head_from)
+                if (have_resume)
+                    fprintf(log, "; the parameters of %s/last.ckpt replace them\n", c->resume);
+                else if (wr.head_replaced && wr.head_from)
                     fprintf(log, "; head '%s' replaced: %d -> %d classes, fresh He init\n", g.layers[hh].name,
                             wr.head_from, ds->num_classes);
                 else if (wr.head_replaced)
@@ -530,8 +605,11 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         if (ph == 0 && dir) {
             char path[1100];
             path_in(path, sizeof path, dir, "plan.txt");
-            FILE *f = fopen(path, "w");
-            if (f) { plan_print(f, p, 1, 1); fclose(f); }
+            if (kiln_write_atomic(path, fill_plan, p)) {
+                snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+                rc = 1;
+                goto out_plans;
+            }
         }
         r->plan_bytes = plan_bytes(p);
         r->trainable = p->trainable_floats;
@@ -604,7 +682,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         }
         if (have_resume && resume.phase == ph) {
             if (resume.param_floats != p->param_floats || resume.opt_floats != p->opt_floats) {
-                snprintf(err, errlen, "%s/last.ckpt: its state (%zu parameters, %zu momentum) does not fit this plan (%zu, %zu): another configuration?",
+                snprintf(err, errlen, "%s/last.ckpt: params, momentum: %zu and %zu values, but this plan has %zu and %zu: the checkpoint does not fit this run",
                          c->resume, resume.param_floats, resume.opt_floats, p->param_floats, p->opt_floats);
                 rc = 2;
                 goto out_plans;
@@ -623,7 +701,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             ck.prev_epochs = resume.prev_epochs;
             ck.prev_best_epoch = resume.prev_best_epoch;
             ck.prev_seconds = resume.prev_seconds;
-            fprintf(log, "resumed from %s/last.ckpt: phase %d, epoch %d, step %d\n", c->resume, ph + 1, ls.epoch, ls.pos);
+            char at[96];
+            where_text(at, sizeof at, ph, &ls, steps);
+            fprintf(log, "resumed from %s/last.ckpt at %s\n", c->resume, at);
         }
         hk.c = c; hk.plan = p; hk.ds = ds; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
         hk.log_every = c->log_every; hk.last_log = kiln_now();
@@ -632,7 +712,7 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         LoopHooks hooks = {hook_epoch, hook_step, hook_checkpoint, hook_best, &hk};
         PhaseResult pr;
         if (train_phase(be[ph], &dv, &pc, &ls, &hooks, &pr)) {
-            snprintf(err, errlen, "%s", hk.failed ? "writing the run folder failed" : "out of memory in the training loop");
+            snprintf(err, errlen, "%s", hk.failed ? hk.msg : "out of memory in the training loop");
             rc = 1;
             goto out_plans;
         }
@@ -645,8 +725,10 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         r->val_acc = pr.best_val;
         if (pr.interrupted) {
             r->interrupted = 1;
-            fprintf(log, "interrupted at phase %d epoch %d step %d%s%s%s\n", ph + 1, ls.epoch + 1, ls.pos,
-                    dir ? ": checkpoint written; continue with --resume " : "", dir ? dir : "", "");
+            char at[96];
+            where_text(at, sizeof at, ph, &ls, steps);
+            fprintf(log, "interrupted at %s%s%s\n", at, dir ? ": checkpoint written; continue with --resume " : "",
+                    dir ? dir : "");
             rc = 130;
             goto out_plans;
         }
@@ -664,17 +746,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         Backend *b = be[last];
         r->train_seconds = r->phase_seconds[0] + (r->phases > 1 ? r->phase_seconds[1] : 0);
         r->test_acc = evaluate_set(b, &dv, sp.test, sp.n_test, NULL);
-        if (c->save) {
+        if (c->save) {              /* a failure is reported after the summary is written */
             float *fin = malloc(sizeof(float) * (plans[last].param_floats + 1));
-            if (fin) {
-                b->read_params(b, fin);
-                if (weights_save(&plans[last], fin, c->save, ds->class_names, ds->num_classes, err, errlen)) {
-                    free(fin);
-                    rc = 1;
-                    goto out_plans;
-                }
-                free(fin);
-            }
+            if (!fin) snprintf(save_err, sizeof save_err, "%s: out of memory for the final weights", c->save);
+            if (fin) b->read_params(b, fin);
+            if (fin && weights_save(&plans[last], fin, c->save, ds->class_names, ds->num_classes, save_err, sizeof save_err) && !save_err[0])
+                snprintf(save_err, sizeof save_err, "%s: cannot write the final weights", c->save);
+            free(fin);
         }
         if (r->diverged)
             fprintf(log, "result: DIVERGED at epoch %d step %d (lr %g); test_acc %.4f of the last good weights, train time %.2fs\n",
@@ -691,10 +769,14 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
     }
     if (dir) {
         char path[1100];
-        json_t *cfg = spec_json(c, &spec, &groups, in, ds);
-        path_in(path, sizeof path, dir, "config.json");
-        int bad = kiln_write_json(path, cfg);
-        json_decref(cfg);
+        int bad = 0, cfg_errno = 0;
+        if (!have_resume) {         /* with auto's choices; a resume keeps the run's own */
+            json_t *cfg = spec_json(c, &spec, &groups, in, ds);
+            path_in(path, sizeof path, dir, "config.json");
+            bad = kiln_write_json(path, cfg);
+            cfg_errno = errno;
+            json_decref(cfg);
+        }
         json_t *s = json_object();
         json_object_set_new(s, "arch", json_string(g.name));
         json_object_set_new(s, "strategy", json_string(strategy_name(spec.strategy)));
@@ -733,10 +815,13 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         json_object_set_new(s, "trainable_parameters", json_integer((json_int_t)r->trainable));
         json_object_set_new(s, "cached_layer", r->cached_layer >= 0 ? json_string(g.layers[r->cached_layer].name) : json_null());
         path_in(path, sizeof path, dir, "summary.json");
-        bad |= kiln_write_json(path, s);
+        int sbad = kiln_write_json(path, s);
+        if (sbad) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        else if (bad) snprintf(err, errlen, "%s/config.json: cannot write: %s", dir, strerror(cfg_errno));
         json_decref(s);
-        if (bad) { snprintf(err, errlen, "%s: cannot write config.json or summary.json", dir); rc = 1; goto out_plans; }
+        if (sbad || bad) { rc = 1; goto out_plans; }
     }
+    if (save_err[0]) { snprintf(err, errlen, "%s", save_err); rc = 1; goto out_plans; }
     rc = 0;
 out_plans:
     for (int k = 0; k < 2; k++)
@@ -744,7 +829,10 @@ out_plans:
     for (int k = 0; k < nplans; k++) plan_free(&plans[k]);
     free(params);
     checkpoint_free(&ck);
-    if (hk.metrics) fclose(hk.metrics);
+    if (hk.metrics && fclose(hk.metrics) && rc == 0) {
+        snprintf(err, errlen, "%s/metrics.csv: cannot write: %s", dir, strerror(errno));
+        rc = 1;
+    }
 out_split:
     split_free(&sp);
 out_graph:

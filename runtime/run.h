@@ -2,7 +2,9 @@
  * flags per phase, plan, backend, weights, feature cache, the loop, test
  * accuracy, and the run folder:
  *
- *   runs/NAME/config.json    the resolved configuration
+ *   runs/NAME/config.json    the resolved configuration, as the run began
+ *   runs/NAME/resumes.json   one entry per --resume: where it continued and
+ *                            the options a resume may change (epochs...)
  *   runs/NAME/metrics.csv    epoch, phase, lr, loss, train_acc, val_acc, train_img_per_s
  *                            (images/s of the epoch's training steps, validation
  *                            apart), elapsed_s (the phase's train time so far)
@@ -71,6 +73,7 @@ typedef struct {
     int collapsed_epoch[2];    /* per phase, the first epoch whose validation accuracy
                                   fell back to chance after being above it (0: none) */
     int interrupted;
+    int finished;              /* --resume of a finished run: nothing ran, nothing was written */
     int batch;
     float lr;
     size_t plan_bytes, trainable;
@@ -82,13 +85,18 @@ typedef struct {
     Dataset ds;
     int have_ds;
     char ds_key[1024];
+    uint32_t ds_crc;           /* CRC-32 of ds's pixels, labels and class names, once have_ds_crc */
+    int have_ds_crc;
     FeatureCache cache;
     char cache_key[1024];
 } RunShared;
 
 void run_config_default(RunConfig *c);
 /* Returns 0, 2 on bad input (message names the file), 1 on failure while
- * running, 130 when interrupted (a checkpoint was written). */
+ * running (a write: the file and the reason named), 130 when interrupted
+ * (a checkpoint was written). With c->resume, the checkpoint must match the
+ * run's settings (arch, weights and data content, the options that shape
+ * training) and fit its plan; a finished run is left as it is. */
 int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t errlen);
 void run_shared_free(RunShared *sh);
 

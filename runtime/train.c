@@ -6,7 +6,8 @@
  * is made and uploaded while step k runs. At each epoch start the loop keeps
  * a copy of parameters, momentum and its own state: the last good state that
  * a rollback restores, and what a diverged run ends with when no epoch
- * improved.
+ * improved. A resumed epoch keeps the state it resumed from instead, as
+ * there is no epoch start to go back to.
  */
 #include "runtime/train.h"
 
@@ -152,13 +153,11 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
     }
     be->set_entry(be, dv->cache ? dv->cache->cut : 0);
     double t0 = kiln_now() - ls->seconds;
-    int stop = 0;
+    int stop = ls->stopped;
     while (ls->epoch < pc->max_epochs && !stop) {
         int e = ls->epoch;
-        if (ls->pos == 0) {
-            snap_take(&snap, be, ls);
-            ls->loss_sum = 0; ls->correct = 0; ls->seen = 0;
-        }
+        if (ls->pos == 0) { ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; }
+        snap_take(&snap, be, ls);   /* the epoch's start, or where a resumed epoch resumed */
         memcpy(order, sp->train, sizeof(int) * (size_t)sp->n_train);
         uint64_t st = pc->seed ^ (0x5851F42D4C957F2Dull * (uint64_t)(e + 1)) ^ ((uint64_t)pc->phase << 40);
         kiln_shuffle(order, sp->n_train, &st);
@@ -204,8 +203,8 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                     fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to the epoch's start, %s (rollback %d of %d)\n",
                             e + 1, s + 1, lr, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
                     snap_take(&snap, be, ls);
-                    s = -1;            /* the epoch again */
-                    ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; seen0 = 0; step_s = 0;
+                    s = ls->pos - 1;   /* the epoch again, from its start or where it resumed */
+                    seen0 = (int)ls->seen; step_s = 0;
                     continue;
                 }
                 res->diverged = 1;
@@ -247,11 +246,11 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
             have_best = 1;
             if (hooks && hooks->best) hooks->best(hooks->ctx, best, e + 1, val);
         }
+        ls->stopped = stop;
         ls->seconds = kiln_now() - t0;
         es.elapsed_s = ls->seconds;
         if (hooks && hooks->epoch_end) hooks->epoch_end(hooks->ctx, &es);
         if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
-        res->stopped_early = stop;
     }
     ls->seconds = kiln_now() - t0;
     if (have_best) be->write_params(be, best);
@@ -262,6 +261,7 @@ out:
     res->best_val = ls->sched.best;
     res->seconds = ls->seconds;
     res->rollbacks = ls->rollbacks;
+    res->stopped_early = ls->stopped;
     free(x); free(y); free(order); free(best); free(snap.params); free(snap.mom);
     return rc;
 }

@@ -63,6 +63,7 @@ typedef struct {
     double loss_sum;            /* current epoch's running sums */
     long correct, seen;
     int rollbacks;
+    int stopped;                /* early stopping ended the phase */
 } LoopState;
 
 typedef struct {

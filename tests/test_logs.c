@@ -143,7 +143,7 @@ START_TEST(piped_log_arrives_during_the_first_epoch)
     ck_assert_int_eq(header, 2);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 130, "exit status %d", st);
     ck_assert_msg(interrupted_at > progress_at, "no interruption message after the progress line");
-    ck_assert_msg(strstr(interrupted, "phase 1 epoch 1 step "),
+    ck_assert_msg(strstr(interrupted, "phase 1, epoch 1, after step "),
                   "the progress line arrived after epoch 1 ended: %s", interrupted);
     ck_assert_msg(epoch_line_at < 0, "an epoch line (line %d) before the interruption", epoch_line_at);
     /* one line a second: the interruption follows the first one at once */

@@ -22,7 +22,9 @@ static void train_usage(FILE *f)
         "  --weights FILE|none pretrained weights (default: weights/<arch>.safetensors when it\n"
         "                      exists; none = random init, which `random` always uses)\n"
         "  --out DIR           run folder (default runs/<arch>-<strategy>[-N]); --no-out for none\n"
-        "  --resume DIR        continue the run in DIR from its last checkpoint\n"
+        "  --resume DIR        continue the run in DIR from its last checkpoint, with its own\n"
+        "                      settings: only --epochs, --patience, --plateau-*, --min-lr,\n"
+        "                      --max-rollbacks, --no-fuse/--no-fold/--no-cache and --device may change\n"
         "  --save FILE         also write the final weights here\n"
         "  --epochs N (100) --batch N (32) --lr X (0.01) --momentum X (0.9) --wd X (0)\n"
         "  --patience N (20) --plateau-patience N (8) --plateau-factor X (0.1) --min-lr X (1e-6)\n"
@@ -56,7 +58,27 @@ static void default_out(char *buf, size_t n, const char *arch, const char *strat
         snprintf(buf, n, "runs/%s-%s-%d", b, strategy, k);
 }
 
-/* `--resume DIR` alone is enough: the run's config.json gives every option
+/* The options a resume may change, from a config.json or resumes.json entry. */
+static void changeable_from(RunConfig *c, json_t *o)
+{
+    TrainSpec *t = &c->spec;
+#define NUM(key) json_number_value(json_object_get(o, key))
+#define HAS(key) (json_object_get(o, key) != NULL)
+    if (HAS("max_epochs")) t->max_epochs = (int)NUM("max_epochs");
+    if (HAS("patience")) t->patience = (int)NUM("patience");
+    if (HAS("plateau_patience")) t->plateau_patience = (int)NUM("plateau_patience");
+    if (HAS("plateau_factor")) t->plateau_factor = (float)NUM("plateau_factor");
+    if (HAS("min_lr")) t->min_lr = (float)NUM("min_lr");
+    if (HAS("max_rollbacks")) t->max_rollbacks = (int)NUM("max_rollbacks");
+    if (HAS("fuse")) c->fuse = json_is_true(json_object_get(o, "fuse"));
+    if (HAS("fold")) c->fold = json_is_true(json_object_get(o, "fold"));
+    if (HAS("cache_features")) c->cache = json_is_true(json_object_get(o, "cache_features"));
+#undef NUM
+#undef HAS
+}
+
+/* `--resume DIR` alone is enough: the run's config.json gives every option,
+ * the last entry of its resumes.json the ones an earlier resume changed
  * (the command line may still override). Strings live in the json object,
  * which the caller keeps until the run ends. Returns 0, or 2 with a message. */
 static int config_from_run(RunConfig *c, const char *dir, json_t **keep)
@@ -88,17 +110,11 @@ static int config_from_run(RunConfig *c, const char *dir, json_t **keep)
     if (HAS("momentum")) t->momentum = (float)NUM("momentum");
     if (HAS("weight_decay")) t->weight_decay = (float)NUM("weight_decay");
     if (HAS("batch")) t->batch = (int)NUM("batch");
-    if (HAS("max_epochs")) t->max_epochs = (int)NUM("max_epochs");
-    if (HAS("patience")) t->patience = (int)NUM("patience");
-    if (HAS("plateau_patience")) t->plateau_patience = (int)NUM("plateau_patience");
-    if (HAS("plateau_factor")) t->plateau_factor = (float)NUM("plateau_factor");
-    if (HAS("min_lr")) t->min_lr = (float)NUM("min_lr");
     if (HAS("warmup_epochs")) t->warmup_epochs = (int)NUM("warmup_epochs");
     if (HAS("warmup_start")) t->warmup_start = (float)NUM("warmup_start");
     if (HAS("finetune_factor")) t->finetune_factor = (float)NUM("finetune_factor");
     if (HAS("layer_decay")) t->layer_decay = (float)NUM("layer_decay");
     if (HAS("depth_groups")) t->n_depth_groups = (int)NUM("depth_groups");
-    if (HAS("max_rollbacks")) t->max_rollbacks = (int)NUM("max_rollbacks");
     if (HAS("seed")) t->seed = (uint64_t)NUM("seed");
     if (HAS("per_class")) c->per_class = (int)NUM("per_class");
     const char *bn = json_string_value(json_object_get(o, "bn"));
@@ -107,9 +123,7 @@ static int config_from_run(RunConfig *c, const char *dir, json_t **keep)
     if (od) t->on_diverge = !strcmp(od, "rollback") ? DIVERGE_ROLLBACK : DIVERGE_STOP;
     const char *lg = json_string_value(json_object_get(o, "lr_groups"));
     if (lg) snprintf(t->lr_groups, sizeof t->lr_groups, "%s", lg);
-    if (HAS("fuse")) c->fuse = json_is_true(json_object_get(o, "fuse"));
-    if (HAS("fold")) c->fold = json_is_true(json_object_get(o, "fold"));
-    if (HAS("cache_features")) c->cache = json_is_true(json_object_get(o, "cache_features"));
+    changeable_from(c, o);
     json_t *is = json_object_get(o, "input_size");
     if (json_array_size(is) == 2) {
         c->input_h = (int)json_integer_value(json_array_get(is, 0));
@@ -122,6 +136,10 @@ static int config_from_run(RunConfig *c, const char *dir, json_t **keep)
         json_decref(o);
         return 2;
     }
+    snprintf(path, sizeof path, "%s/resumes.json", dir);
+    json_t *rs = json_load_file(path, 0, &je);
+    if (rs && json_array_size(rs)) changeable_from(c, json_array_get(rs, json_array_size(rs) - 1));
+    json_decref(rs);
     *keep = o;
     return 0;
 }
@@ -130,11 +148,11 @@ int cmd_train(int argc, char **argv)
 {
     RunConfig c;
     run_config_default(&c);
-    const char *strategy = "naive", *weights = NULL;
+    const char *strategy = "naive", *weights = NULL, *given = NULL;
     int no_out = 0;
     /* pass 1: the strategy, whose defaults the other options override */
     for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--strategy")) strategy = argv[i + 1];
+        if (!strcmp(argv[i], "--strategy")) strategy = given = argv[i + 1];
     int s = strategy_parse(strategy);
     if (s < 0) {
         fprintf(stderr, "kiln train: unknown strategy '%s'\n", strategy);
@@ -149,6 +167,12 @@ int cmd_train(int argc, char **argv)
         if (!strcmp(argv[i], "--resume")) {
             int rc = config_from_run(&c, argv[i + 1], &resumed);
             if (rc) return rc;
+            if (given && strategy_parse(given) != (int)t->strategy) {
+                fprintf(stderr, "kiln train: --strategy %s with --resume %s: the run's strategy is %s, which a resume "
+                        "keeps\n", given, argv[i + 1], strategy_name(t->strategy));
+                json_decref(resumed);
+                return 2;
+            }
             strategy = strategy_name(t->strategy);
             weights = c.weights ? c.weights : "none";
         }
@@ -213,6 +237,11 @@ int cmd_train(int argc, char **argv)
     if (!no_out && !c.out && !c.resume) {
         default_out(obuf, sizeof obuf, c.arch, strategy);
         c.out = obuf;
+    }
+    if (no_out && c.resume) {
+        fprintf(stderr, "kiln train: --no-out with --resume %s: a resumed run writes to its own folder\n", c.resume);
+        json_decref(resumed);
+        return 2;
     }
     if (no_out) c.out = NULL;
     signal(SIGINT, on_sigint);
