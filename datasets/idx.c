@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
@@ -75,6 +76,8 @@ static int64_t gz_read_all(gzFile gz, uint8_t *dst, uint64_t len)
     return (int64_t)got;
 }
 
+static int idx_header(IdxFile *f, int rank, char *err, size_t errlen);
+
 /* Open DIR/BASE.gz (or DIR/BASE) and read and check its header. */
 static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
                     char *err, size_t errlen)
@@ -90,6 +93,34 @@ static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
         snprintf(err, errlen, "%s/%s.gz: cannot open: %s", dir, base, strerror(errno));
         return 2;
     }
+    return idx_header(f, rank, err, errlen);
+}
+
+/* Open the len bytes at buf (gzip or not) as the IDX file NAME through an
+ * unlinked temporary file (zlib reads from descriptors), and check its header. */
+static int idx_open_mem(IdxFile *f, const char *name, const void *buf, size_t len, int rank,
+                        char *err, size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", name);
+    FILE *tmp = tmpfile();
+    int fd = -1;
+    if (tmp && fwrite(buf, 1, len, tmp) == len && !fflush(tmp) && !fseek(tmp, 0, SEEK_SET))
+        fd = dup(fileno(tmp));
+    if (tmp)
+        fclose(tmp);
+    if (fd < 0 || !(f->gz = gzdopen(fd, "rb"))) {
+        snprintf(err, errlen, "%s: cannot make a temporary file: %s", name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    return idx_header(f, rank, err, errlen);
+}
+
+/* Read and check the header of the open f->gz. */
+static int idx_header(IdxFile *f, int rank, char *err, size_t errlen)
+{
     gzbuffer(f->gz, 1u << 18);
     uint8_t h[4 + 4 * 3];
     const size_t hlen = 4 + 4 * (size_t)rank;
@@ -157,10 +188,11 @@ static void idx_close(IdxFile *f)
 
 /* ---- the loader ------------------------------------------------------------------ */
 
-int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
-                          char *err, size_t errlen)
+/* Load from DIR, or (mem not NULL) from the four files' bytes mem[k],
+ * mem_len[k] in the order of names[] below, DIR then naming them. */
+static int fmnist_load(Dataset *ds, const char *dir, const void *const mem[4],
+                       const size_t mem_len[4], char *err, size_t errlen)
 {
-    (void)opt; /* dataset_open applies per_class and the resize afterwards */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(ds, 0, sizeof *ds);
@@ -174,7 +206,8 @@ int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
     memset(f, 0, sizeof f);
     int rc = 0;
     for (int k = 0; k < 4 && !rc; k++)
-        rc = idx_open(&f[k], dir, names[k], k % 2 ? 1 : 3, err, errlen);
+        rc = mem ? idx_open_mem(&f[k], names[k], mem[k], mem_len[k], k % 2 ? 1 : 3, err, errlen)
+                 : idx_open(&f[k], dir, names[k], k % 2 ? 1 : 3, err, errlen);
     if (rc)
         goto done;
 
@@ -261,4 +294,17 @@ done:
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ds->decode_seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     return 0;
+}
+
+int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
+                          char *err, size_t errlen)
+{
+    (void)opt; /* dataset_open applies per_class and the resize afterwards */
+    return fmnist_load(ds, dir, NULL, NULL, err, errlen);
+}
+
+int dataset_fashion_mnist_mem(Dataset *ds, const void *const data[4], const size_t len[4],
+                              char *err, size_t errlen)
+{
+    return fmnist_load(ds, "memory", data, len, err, errlen);
 }

@@ -80,13 +80,11 @@ static int meta_scan(const StFile *f, const char *key, int count, const char *fm
     return got == count ? 0 : -1;
 }
 
-int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
+/* Fill c from the loaded file f (freed here); returns as checkpoint_load. */
+static int checkpoint_from(const char *path, StFile f, Checkpoint *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    StFile f;
-    int rc = st_load(path, &f, err, errlen);
-    if (rc) return rc;
-    rc = 2;
+    int rc = 2;
     const char *arch = st_meta(&f, "kiln.arch");
     const StTensor *tp = st_find(&f, "params"), *tm = st_find(&f, "momentum"), *tb = st_find(&f, "best");
     if (!st_meta(&f, "kiln.checkpoint") || !arch || !tp || !tm) {
@@ -141,6 +139,22 @@ out:
     st_free(&f);
     if (rc) checkpoint_free(c);
     return rc;
+}
+
+int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    StFile f;
+    int rc = st_load(path, &f, err, errlen);
+    return rc ? rc : checkpoint_from(path, f, c, err, errlen);
+}
+
+int checkpoint_load_mem(const void *buf, size_t len, const char *name, Checkpoint *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    StFile f;
+    int rc = st_load_mem(buf, len, name, &f, err, errlen);
+    return rc ? rc : checkpoint_from(name, f, c, err, errlen);
 }
 
 void checkpoint_free(Checkpoint *c)

@@ -27,6 +27,8 @@ int checkpoint_save(const char *path, const Checkpoint *c, char *err, size_t err
 /* Read and verify (CRC, structure). Returns 0, 2 (corrupt or not a kiln
  * checkpoint: the message says which) or 1 (I/O). */
 int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen);
+/* The same from the len bytes at buf (name is used in messages only). */
+int checkpoint_load_mem(const void *buf, size_t len, const char *name, Checkpoint *c, char *err, size_t errlen);
 void checkpoint_free(Checkpoint *c);
 
 #endif
