@@ -10,11 +10,14 @@
 #include "codegen/graph.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define KILN_LINE_MAX 1024
 
@@ -245,12 +248,27 @@ static Layer *new_layer(Graph *g)
     return l;
 }
 
-/* Does the space-separated list `keys` contain key? */
+/* Does the space-separated list `keys` contain key? An empty key never matches. */
 static int has_key(const char *keys, const char *key)
 {
     size_t n = strlen(key);
+    if (n == 0) return 0;
     for (const char *p = keys; (p = strstr(p, key)); p += n)
         if ((p == keys || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* Token i of a layer line must be key=value with a non-empty key that no
+ * earlier token of the line already set. */
+static int check_key_token(Ctx *cx, const Tok *t, int i)
+{
+    const char *eq = memchr(t[i].s, '=', (size_t)t[i].len);
+    if (!eq) return fail(cx, t[i].col, "expected key=value, got '%.*s'", t[i].len, t[i].s);
+    int kl = (int)(eq - t[i].s);
+    if (kl == 0) return fail(cx, t[i].col, "empty key in '%.*s' (expected key=value)", t[i].len, t[i].s);
+    for (int j = 2; j < i; j++)
+        if (t[j].len > kl && memcmp(t[j].s, t[i].s, (size_t)kl + 1) == 0)
+            return fail(cx, t[i].col, "key '%.*s' given twice (first at column %d)", kl, t[i].s, t[j].col);
     return 0;
 }
 
@@ -291,6 +309,8 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
     int have_from = 0, have_size = 0, have_filters = 0, have_units = 0, have_kernel = 0, have_rate = 0;
     int have_pad = 0, mean_n = 0, std_n = 0;
     for (int i = 2; i < nt; i++) {
+        int rc = check_key_token(cx, t, i);
+        if (rc) return rc;
         char key[32], val[256];
         const char *eq = memchr(t[i].s, '=', (size_t)t[i].len);
         if (!eq) return fail(cx, t[i].col, "expected key=value, got '%.*s'", t[i].len, t[i].s);
@@ -319,7 +339,7 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
         if (!has_key(info->keys, key))
             return fail(cx, t[i].col, "unknown key '%s' for %s (expected from%s%s)", key, op,
                         info->keys[0] ? " " : "", info->keys);
-        int rc = set_key(cx, l, key, val, t[i].col);
+        rc = set_key(cx, l, key, val, t[i].col);
         if (rc) return rc;
         have_size |= !strcmp(key, "size");
         have_filters |= !strcmp(key, "filters");
@@ -396,10 +416,24 @@ bad:
 int graph_load(Graph *g, const char *path, char *err, size_t errlen)
 {
     memset(g, 0, sizeof *g);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK so that a FIFO or device is refused instead of waited on;
+     * reads of a regular file ignore the flag */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return 2;
+    }
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return 2;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return 1;
     }
     char *buf = NULL;
     size_t len = 0, cap = 0;

@@ -402,17 +402,25 @@ int st_load(const char *path, StFile *out, char *err, size_t errlen)
     memset(out, 0, sizeof *out);
     if (!host_little_endian())
         return st_fail(err, errlen, 1, "%s: kiln reads safetensors on little-endian hosts only", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return st_fail(err, errlen, errno == ENOENT ? 2 : 1, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK so that a FIFO or device is refused instead of waited on;
+     * reads of a regular file ignore the flag */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return st_fail(err, errlen, errno == ENOENT ? 2 : 1, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(fp), &st)) {
+    if (fstat(fd, &st)) {
         int e = errno;
-        fclose(fp);
+        close(fd);
         return st_fail(err, errlen, 1, "%s: cannot stat: %s", path, strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
-        fclose(fp);
+        close(fd);
         return st_fail(err, errlen, 2, "%s: not a regular file", path);
+    }
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        int e = errno;
+        close(fd);
+        return st_fail(err, errlen, 1, "%s: cannot open: %s", path, strerror(e));
     }
     int rc = load_stream(path, fp, (uint64_t)st.st_size, out, err, errlen);
     fclose(fp);

@@ -37,18 +37,19 @@ static int w_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 
 /* A PyTorch .pth (zip or legacy pickle) or Keras HDF5 file where safetensors
  * was expected: returns 2 with a message naming the importer, else 0 (an
- * unreadable file is left to st_load to report). A magic number only counts
- * when the first 8 bytes are not a plausible safetensors header length, so a
- * real safetensors file is never mistaken for one (its length's low byte may
- * well be 0x80). */
+ * unreadable file, or one that is not a regular file, is left to st_load to
+ * report). A magic number only counts when the first 8 bytes are not a
+ * plausible safetensors header length, so a real safetensors file is never
+ * mistaken for one (its length's low byte may well be 0x80). */
 static int sniff_foreign(const char *path, char *err, size_t errlen)
 {
+    struct stat st;
+    if (stat(path, &st) || !S_ISREG(st.st_mode)) return 0;
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     unsigned char b[8] = {0};
     size_t got = fread(b, 1, 8, f);
-    struct stat st;
-    int have_size = fstat(fileno(f), &st) == 0;
+    int have_size = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode);
     fclose(f);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | b[i];

@@ -1,10 +1,12 @@
 /* tests/test_arch.c — the architecture language: shape inference and counts
  * on archs/tiny.arch, and every kind of bad file failing with file:line and,
- * through the command line, exit code 2. */
+ * through the command line, exit code 2 (a FIFO and an empty key refused,
+ * never waited on or spun on). */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,6 +90,11 @@ static const BadCase BAD[] = {
     {"loss not last", "input in size=8x8x3\ngap g\nsoftmax_ce l\nrelu r\n", 4, "softmax_ce must be the last"},
     {"no loss", "input in size=8x8x3\ngap g\n", 2, "last layer must be softmax_ce"},
     {"mul needs 1x1xC", "input in size=8x8x3\nconv c filters=4 kernel=1\nmul m from=c,c\n", 3, "must be 1x1x4"},
+    {"empty key", "input in size=8x8x3\nconv c filters=4 kernel=1 =1\n", 2, "empty key in '=1'"},
+    {"empty key, key-less op", "input in size=8x8x3\nrelu r =x\n", 2, "empty key in '=x'"},
+    {"duplicate key", "input in size=8x8x3\nconv c filters=4 kernel=1 filters=8\n", 2,
+     "key 'filters' given twice"},
+    {"duplicate from", "input in size=8x8x3\nrelu r from=in from=in\n", 2, "key 'from' given twice"},
 };
 
 START_TEST(bad_file_parse)
@@ -118,6 +125,23 @@ START_TEST(overlong_line)
 }
 END_TEST
 
+/* A FIFO with no writer is refused at once, not waited on (the tcase's
+ * timeout bounds the wait if it is not). */
+START_TEST(fifo_refused)
+{
+    char dir[] = "/tmp/kiln-fifo-XXXXXX", path[64], err[1024];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/pipe.arch", dir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    Graph g;
+    int rc = graph_load(&g, path, err, sizeof err);
+    unlink(path);
+    rmdir(dir);
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(err, path) && strstr(err, "not a regular file"), "%s", err);
+}
+END_TEST
+
 /* Run `kiln plan --arch FILE` and return its exit code; stderr into err. */
 static int run_plan(const char *file, char *err, size_t errlen)
 {
@@ -127,7 +151,8 @@ static int run_plan(const char *file, char *err, size_t errlen)
     int fd = mkstemp(errfile);
     ck_assert_int_ge(fd, 0);
     close(fd);
-    snprintf(cmd, sizeof cmd, "'%s' plan --arch '%s' >/dev/null 2>'%s'", bin, file, errfile);
+    /* timeout: a kiln that hangs must not outlive the test */
+    snprintf(cmd, sizeof cmd, "timeout 30 '%s' plan --arch '%s' >/dev/null 2>'%s'", bin, file, errfile);
     int st = system(cmd);
     FILE *f = fopen(errfile, "r");
     size_t r = f ? fread(err, 1, errlen - 1, f) : 0;
@@ -179,6 +204,7 @@ int main(void)
     int nbad = (int)(sizeof BAD / sizeof BAD[0]);
     tcase_add_loop_test(tc, bad_file_parse, 0, nbad);
     tcase_add_test(tc, overlong_line);
+    tcase_add_test(tc, fifo_refused);
     tcase_add_loop_test(tc, bad_file_cli_exit_2, 0, nbad);
     tcase_add_test(tc, missing_file_cli_exit_2);
     tcase_add_test(tc, good_file_cli_exit_0);

@@ -658,6 +658,17 @@ START_TEST(fault_not_a_regular_file)
 }
 END_TEST
 
+/* A FIFO with no writer: refused at once, not waited on (the tcase's
+ * timeout bounds the wait if it is not). */
+START_TEST(fault_fifo)
+{
+    char path[PATH_MAX];
+    tpath(path, "pipe.safetensors");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    expect_bad(path, "not a regular file", NULL);
+}
+END_TEST
+
 /* ==== weights: a small arch ================================================= */
 
 static const char SMALL[] =
@@ -1081,6 +1092,19 @@ START_TEST(weights_missing_file)
 }
 END_TEST
 
+START_TEST(weights_fifo_refused)
+{
+    char path[PATH_MAX];
+    Net b;
+    net_open(&b, 4, 0, 2);
+    tpath(path, "pipe.safetensors");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    LoadResult r;
+    expect_load_fails(&b, path, "not a regular file", &r);
+    net_close(&b);
+}
+END_TEST
+
 /* ==== the command =========================================================== */
 
 /* Run "$KILN_BIN train ARGS" with output in the test directory; returns the
@@ -1198,6 +1222,7 @@ static Suite *st_suite(void)
     tcase_add_test(bad, fault_inf_value);
     tcase_add_test(bad, fault_unsupported_dtype_i64);
     tcase_add_test(bad, fault_not_a_regular_file);
+    tcase_add_test(bad, fault_fifo);
     suite_add_tcase(s, bad);
 
     TCase *w = tcase_create("weights");
@@ -1216,6 +1241,7 @@ static Suite *st_suite(void)
     tcase_add_test(w, weights_pytorch_and_keras_files_refused);
     tcase_add_test(w, weights_pickle_lookalike_length_loads);
     tcase_add_test(w, weights_missing_file);
+    tcase_add_test(w, weights_fifo_refused);
     suite_add_tcase(s, w);
 
     TCase *cmd = tcase_create("command");
