@@ -63,6 +63,13 @@ int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
                           char *err, size_t errlen);   /* dir NULL: Debian's */
 int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt,
                 char *err, size_t errlen);
+/* The same two loaders from bytes in memory (names used in messages only):
+ * the four IDX files (train images, train labels, t10k images, t10k labels)
+ * and a zip archive. */
+int dataset_fashion_mnist_mem(Dataset *ds, const void *const data[4], const size_t len[4],
+                              char *err, size_t errlen);
+int dataset_zip_mem(Dataset *ds, const void *buf, size_t len, const char *name,
+                    const DataOptions *opt, char *err, size_t errlen);
 int dataset_dir(Dataset *ds, const char *path, const DataOptions *opt,
                 char *err, size_t errlen);
 

@@ -136,6 +136,8 @@ static int idx_read(IdxFile *f, uint8_t *dst, uint64_t len, uint64_t *got, const
     return 0;
 }
 
+static int idx_header(IdxFile *f, int rank, char *err, size_t errlen);
+
 /* Open DIR/BASE.gz (or DIR/BASE) and read and check its header. */
 static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
                     char *err, size_t errlen)
@@ -151,6 +153,31 @@ static int idx_open(IdxFile *f, const char *dir, const char *base, int rank,
         snprintf(err, errlen, "%s/%s.gz: cannot open: %s", dir, base, strerror(errno));
         return 2;
     }
+    return idx_header(f, rank, err, errlen);
+}
+
+/* Open the len bytes at buf (gzip or not) as the IDX file NAME, read in
+ * place through a memory stream, and check its header. */
+static int idx_open_mem(IdxFile *f, const char *name, const void *buf, size_t len, int rank,
+                        char *err, size_t errlen)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", name);
+    if (len == 0) {             /* a memory stream cannot be empty */
+        snprintf(err, errlen, "%s: file ends inside the IDX header (0 bytes)", f->path);
+        return 2;
+    }
+    if (!(f->fp = fmemopen((void *)buf, len, "rb"))) {
+        snprintf(err, errlen, "%s: cannot open a memory stream: %s", name, strerror(errno));
+        return 1;
+    }
+    return idx_header(f, rank, err, errlen);
+}
+
+/* Set up inflate for the open f->fp (a gzip stream when it starts with the
+ * gzip magic, else read as it is), then read and check the IDX header. */
+static int idx_header(IdxFile *f, int rank, char *err, size_t errlen)
+{
     if (!(f->in = malloc(GZ_IN)) || inflateInit2(&f->zs, 15 + 16) != Z_OK) {
         snprintf(err, errlen, "%s: out of memory", f->path);
         return 1;
@@ -233,10 +260,11 @@ static void idx_close(IdxFile *f)
 
 /* ---- the loader ------------------------------------------------------------------ */
 
-int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
-                          char *err, size_t errlen)
+/* Load from DIR, or (mem not NULL) from the four files' bytes mem[k],
+ * mem_len[k] in the order of names[] below, DIR then naming them. */
+static int fmnist_load(Dataset *ds, const char *dir, const void *const mem[4],
+                       const size_t mem_len[4], char *err, size_t errlen)
 {
-    (void)opt; /* dataset_open applies per_class and the resize afterwards */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(ds, 0, sizeof *ds);
@@ -250,7 +278,8 @@ int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
     memset(f, 0, sizeof f);
     int rc = 0;
     for (int k = 0; k < 4 && !rc; k++)
-        rc = idx_open(&f[k], dir, names[k], k % 2 ? 1 : 3, err, errlen);
+        rc = mem ? idx_open_mem(&f[k], names[k], mem[k], mem_len[k], k % 2 ? 1 : 3, err, errlen)
+                 : idx_open(&f[k], dir, names[k], k % 2 ? 1 : 3, err, errlen);
     if (rc)
         goto done;
 
@@ -337,4 +366,17 @@ done:
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ds->decode_seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     return 0;
+}
+
+int dataset_fashion_mnist(Dataset *ds, const char *dir, const DataOptions *opt,
+                          char *err, size_t errlen)
+{
+    (void)opt; /* dataset_open applies per_class and the resize afterwards */
+    return fmnist_load(ds, dir, NULL, NULL, err, errlen);
+}
+
+int dataset_fashion_mnist_mem(Dataset *ds, const void *const data[4], const size_t len[4],
+                              char *err, size_t errlen)
+{
+    return fmnist_load(ds, "memory", data, len, err, errlen);
 }

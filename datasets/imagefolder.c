@@ -955,6 +955,43 @@ out:
 
 /* ---- the two loaders ------------------------------------------------------------------- */
 
+/* Why libzip could not open the archive at path (libzip's error code zerr). */
+static int zip_open_failed(const char *path, int zerr, char *err, size_t errlen)
+{
+    zip_error_t ze;
+    zip_error_init_with_code(&ze, zerr);
+    const int sys = zerr == ZIP_ER_NOENT || zerr == ZIP_ER_OPEN || zerr == ZIP_ER_READ;
+    const char *why = zerr == ZIP_ER_NOZIP ? "not a zip archive (no end of central directory)"
+                    : zerr == ZIP_ER_INCONS ? "inconsistent zip archive (damaged or truncated "
+                                              "central directory, or an invalid entry name)"
+                    : zip_error_strerror(&ze);
+    snprintf(err, errlen, "%s: %s%s", path, sys ? "cannot open: " : "", why);
+    zip_error_fini(&ze);
+    return 2;
+}
+
+/* Load the archive s->z (opened at t0; discarded here) whose bytes are the
+ * len bytes at raw, or (raw NULL) the file s->path. */
+static int zip_load(Dataset *ds, Source *s, const void *raw, size_t len, const DataOptions *opt,
+                    double t0, char *err, size_t errlen)
+{
+    const char *path = s->path;
+    EntryVec ev = {0};
+    int rc = raw ? listing_zip_raw_names_mem(raw, len, path, err, errlen)
+                 : listing_zip_raw_names(path, err, errlen);
+    if (!rc)
+        rc = listing_zip(s->z, path, &ev, err, errlen);
+    if (!rc)
+        rc = load_listing(ds, s, "zip", &ev, opt, t0, err, errlen);
+    listing_free(&ev);
+    zip_discard(s->z);
+    if (rc) {
+        dataset_free(ds);
+        memset(ds, 0, sizeof *ds);
+    }
+    return rc;
+}
+
 int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt, char *err, size_t errlen)
 {
     const double t0 = now_s();
@@ -968,31 +1005,28 @@ int dataset_zip(Dataset *ds, const char *path, const DataOptions *opt, char *err
      * from it, nothing is extracted, and whatever bytes an entry yields go
      * through the size caps and the JPEG decoder. */
     s.z = zip_open(path, ZIP_RDONLY, &zerr);
-    if (!s.z) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, zerr);
-        const int sys = zerr == ZIP_ER_NOENT || zerr == ZIP_ER_OPEN || zerr == ZIP_ER_READ;
-        const char *why = zerr == ZIP_ER_NOZIP ? "not a zip archive (no end of central directory)"
-                        : zerr == ZIP_ER_INCONS ? "inconsistent zip archive (damaged or truncated "
-                                                  "central directory, or an invalid entry name)"
-                        : zip_error_strerror(&ze);
-        snprintf(err, errlen, "%s: %s%s", path, sys ? "cannot open: " : "", why);
-        zip_error_fini(&ze);
-        return 2;
-    }
-    EntryVec ev = {0};
-    int rc = listing_zip_raw_names(path, err, errlen);
-    if (!rc)
-        rc = listing_zip(s.z, path, &ev, err, errlen);
-    if (!rc)
-        rc = load_listing(ds, &s, "zip", &ev, opt, t0, err, errlen);
-    listing_free(&ev);
-    zip_discard(s.z);
-    if (rc) {
-        dataset_free(ds);
-        memset(ds, 0, sizeof *ds);
-    }
-    return rc;
+    if (!s.z)
+        return zip_open_failed(path, zerr, err, errlen);
+    return zip_load(ds, &s, NULL, 0, opt, t0, err, errlen);
+}
+
+int dataset_zip_mem(Dataset *ds, const void *buf, size_t len, const char *name,
+                    const DataOptions *opt, char *err, size_t errlen)
+{
+    const double t0 = now_s();
+    memset(ds, 0, sizeof *ds);
+    Source s = {name, NULL, {0, 0, 0}};
+    dataset_get_limits(&s.lim);
+    zip_error_t ze;
+    zip_error_init(&ze);
+    zip_source_t *src = zip_source_buffer_create(buf, len, 0, &ze);
+    if (src && !(s.z = zip_open_from_source(src, ZIP_RDONLY, &ze)))
+        zip_source_free(src);
+    const int zerr = zip_error_code_zip(&ze);
+    zip_error_fini(&ze);
+    if (!s.z)
+        return zip_open_failed(name, zerr, err, errlen);
+    return zip_load(ds, &s, buf, len, opt, t0, err, errlen);
 }
 
 int dataset_dir(Dataset *ds, const char *path, const DataOptions *opt, char *err, size_t errlen)

@@ -154,30 +154,37 @@ static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) | (uint32_t)rd16(p + 2) << 16; }
 static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
-static int read_at(FILE *fp, uint64_t off, void *dst, size_t len)
+/* The bytes of a zip: an open file, or (mem not NULL) a buffer; size bytes. */
+typedef struct {
+    FILE *fp;
+    const uint8_t *mem;
+    uint64_t size;
+} RawZip;
+
+/* Read len bytes at off; nonzero if they are not all there. */
+static int read_at(const RawZip *r, uint64_t off, void *dst, size_t len)
 {
-    return fseeko(fp, (off_t)off, SEEK_SET) != 0 || fread(dst, 1, len, fp) != len;
+    if (r->mem) {
+        if (off > r->size || len > r->size - off)
+            return 1;
+        memcpy(dst, r->mem + off, len);
+        return 0;
+    }
+    return fseeko(r->fp, (off_t)off, SEEK_SET) != 0 || fread(dst, 1, len, r->fp) != len;
 }
 
 /* libzip turns a NUL inside an entry name into a space, so the raw central
  * directory is walked here (zip format: EOCD record, zip64 locator and record,
  * central file headers) to find names that contain a NUL byte. */
-int listing_zip_raw_names(const char *path, char *err, size_t errlen)
+static int raw_names(const RawZip *r, const char *path, char *err, size_t errlen)
 {
     char esc[256];
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 2;
-    }
     int rc = 2;
     uint8_t *tail = NULL, *cd = NULL;
-    if (fseeko(fp, 0, SEEK_END) != 0)
-        goto bad;
-    const uint64_t fsz = (uint64_t)ftello(fp);
+    const uint64_t fsz = r->size;
     const size_t tl = fsz < 22 + 65535 + 20 ? (size_t)fsz : 22 + 65535 + 20;
     tail = malloc(tl + 1);
-    if (!tail || tl < 22 || read_at(fp, fsz - tl, tail, tl))
+    if (!tail || tl < 22 || read_at(r, fsz - tl, tail, tl))
         goto bad;
     long e = (long)tl - 22;
     for (; e >= 0; e--)
@@ -189,7 +196,7 @@ int listing_zip_raw_names(const char *path, char *err, size_t errlen)
     if (count == 0xFFFF || cdsize == 0xFFFFFFFFu || cdoff == 0xFFFFFFFFu) {
         uint8_t z64[56];
         if (e < 20 || rd32(tail + e - 20) != 0x07064b50u ||
-            read_at(fp, rd64(tail + e - 20 + 8), z64, sizeof z64) || rd32(z64) != 0x06064b50u)
+            read_at(r, rd64(tail + e - 20 + 8), z64, sizeof z64) || rd32(z64) != 0x06064b50u)
             goto bad;
         count = rd64(z64 + 32);
         cdsize = rd64(z64 + 40);
@@ -198,7 +205,7 @@ int listing_zip_raw_names(const char *path, char *err, size_t errlen)
     if (cdoff > fsz || cdsize > fsz - cdoff)
         goto bad;
     cd = malloc(cdsize + 1);
-    if (!cd || read_at(fp, cdoff, cd, cdsize))
+    if (!cd || read_at(r, cdoff, cd, cdsize))
         goto bad;
     uint64_t off = 0;
     for (uint64_t i = 0; i < count; i++) {
@@ -222,8 +229,32 @@ bad:
 out:
     free(tail);
     free(cd);
+    return rc;
+}
+
+int listing_zip_raw_names(const char *path, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return 2;
+    }
+    int rc = 2;
+    off_t end = fseeko(fp, 0, SEEK_END) ? -1 : ftello(fp);
+    if (end < 0)
+        snprintf(err, errlen, "%s: damaged or truncated zip central directory", path);
+    else {
+        const RawZip r = {fp, NULL, (uint64_t)end};
+        rc = raw_names(&r, path, err, errlen);
+    }
     fclose(fp);
     return rc;
+}
+
+int listing_zip_raw_names_mem(const void *buf, size_t len, const char *name, char *err, size_t errlen)
+{
+    const RawZip r = {NULL, buf, len};
+    return raw_names(&r, name, err, errlen);
 }
 
 /* List a zip: every name checked, sizes and methods from the central directory. */

@@ -27,6 +27,8 @@ typedef struct {
 /* Scan the raw central directory of the zip at path for entry names holding
  * a NUL byte (libzip shows them as spaces). 0, or 2 with err set. */
 int listing_zip_raw_names(const char *path, char *err, size_t errlen);
+/* The same for the len bytes of a zip at buf (name is used in messages). */
+int listing_zip_raw_names_mem(const void *buf, size_t len, const char *name, char *err, size_t errlen);
 /* Append every entry of the open zip z (path for messages), names checked.
  * 0, 2 on an unsafe name, 1 out of memory. */
 int listing_zip(zip_t *z, const char *path, EntryVec *ev, char *err, size_t errlen);

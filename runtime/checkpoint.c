@@ -227,13 +227,11 @@ static int settings_valid(const char *s, size_t size)
     return 1;
 }
 
-int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
+/* Fill c from the loaded file f (freed here); returns as checkpoint_load. */
+static int checkpoint_from(const char *path, StFile f, Checkpoint *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    StFile f;
-    int rc = st_load(path, &f, err, errlen);
-    if (rc) return rc;
-    rc = 2;
+    int rc = 2;
     const char *format = st_meta(&f, "kiln.checkpoint"), *arch = st_meta(&f, "kiln.arch");
     const char *settings = st_meta(&f, "kiln.settings");
     const char *crc_text = st_meta(&f, "kiln.crc32");
@@ -389,6 +387,22 @@ int checkpoint_settings_diff(const char *saved, const char *now, char *out, size
 {
     if (n) out[0] = 0;
     return settings_walk(saved, now, 0, out, n) + settings_walk(now, saved, 1, out, n);
+}
+
+int checkpoint_load(const char *path, Checkpoint *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    StFile f;
+    int rc = st_load(path, &f, err, errlen);
+    return rc ? rc : checkpoint_from(path, f, c, err, errlen);
+}
+
+int checkpoint_load_mem(const void *buf, size_t len, const char *name, Checkpoint *c, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    StFile f;
+    int rc = st_load_mem(buf, len, name, &f, err, errlen);
+    return rc ? rc : checkpoint_from(name, f, c, err, errlen);
 }
 
 void checkpoint_free(Checkpoint *c)

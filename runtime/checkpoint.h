@@ -53,6 +53,8 @@ int checkpoint_fits(const Checkpoint *c, const CheckpointRun *run, const char *p
  * resuming run's, as "name old -> new" joined by "; " into out. Returns how
  * many differ. */
 int checkpoint_settings_diff(const char *saved, const char *now, char *out, size_t n);
+/* The same from the len bytes at buf (name is used in messages only). */
+int checkpoint_load_mem(const void *buf, size_t len, const char *name, Checkpoint *c, char *err, size_t errlen);
 void checkpoint_free(Checkpoint *c);
 
 #endif

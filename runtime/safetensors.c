@@ -387,6 +387,20 @@ done:
     return rc;
 }
 
+/* Header, then every tensor, from fp holding fsize bytes; out is freed on
+ * failure. Returns as st_load. */
+static int load_stream(const char *path, FILE *fp, uint64_t fsize, StFile *out, char *err, size_t errlen)
+{
+    Entry *es = NULL;
+    uint64_t data_start = 0;
+    int rc = read_header(path, fp, fsize, out, &es, &data_start, err, errlen);
+    for (int i = 0; !rc && i < out->n; i++)
+        rc = read_tensor(path, fp, data_start + es[i].begin, &es[i], &out->tensors[i], err, errlen);
+    free(es);
+    if (rc) st_free(out);
+    return rc;
+}
+
 int st_load(const char *path, StFile *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -412,14 +426,22 @@ int st_load(const char *path, StFile *out, char *err, size_t errlen)
         close(fd);
         return st_fail(err, errlen, 1, "%s: cannot open: %s", path, strerror(e));
     }
-    Entry *es = NULL;
-    uint64_t data_start = 0;
-    int rc = read_header(path, fp, (uint64_t)st.st_size, out, &es, &data_start, err, errlen);
-    for (int i = 0; !rc && i < out->n; i++)
-        rc = read_tensor(path, fp, data_start + es[i].begin, &es[i], &out->tensors[i], err, errlen);
-    free(es);
+    int rc = load_stream(path, fp, (uint64_t)st.st_size, out, err, errlen);
     fclose(fp);
-    if (rc) st_free(out);
+    return rc;
+}
+
+int st_load_mem(const void *buf, size_t len, const char *name, StFile *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!host_little_endian())
+        return st_fail(err, errlen, 1, "%s: kiln reads safetensors on little-endian hosts only", name);
+    /* fmemopen refuses an empty buffer; read_header refuses under 8 bytes unread */
+    static const char one;
+    FILE *fp = fmemopen(len ? (void *)buf : (void *)&one, len ? len : 1, "r");
+    if (!fp) return st_fail(err, errlen, 1, "%s: cannot open in memory: %s", name, strerror(errno));
+    int rc = load_stream(name, fp, len, out, err, errlen);
+    fclose(fp);
     return rc;
 }
 

@@ -41,6 +41,8 @@ typedef struct {
 /* Read and validate PATH. Returns 0, 2 on bad input (err names the file and,
  * where there is one, the tensor), 1 on an I/O or memory failure. */
 int st_load(const char *path, StFile *out, char *err, size_t errlen);
+/* The same from the len bytes at buf (name is used in messages only). */
+int st_load_mem(const void *buf, size_t len, const char *name, StFile *out, char *err, size_t errlen);
 void st_free(StFile *f);
 const StTensor *st_find(const StFile *f, const char *name);
 const char *st_meta(const StFile *f, const char *key);   /* NULL if absent */
