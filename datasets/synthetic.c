@@ -1,7 +1,7 @@
 /* datasets/synthetic.c — a generated, learnable image set for tests, demos
  * and benchmarks that need no files.
  *
- * SPEC: synthetic[:classes=K,n=N,size=S,channels=C,noise=X,seed=Z]
+ * SPEC: synthetic[:classes=K,n=N,size=S|HxW,channels=C,noise=X,seed=Z]
  * Defaults: 4 classes, 2000 images, the architecture's input size (32x32x3
  * without one), noise 0.25, seed 1. Every value is a finite number, and all
  * but noise (0..100) whole numbers, or the spec is refused.
@@ -59,6 +59,15 @@ int dataset_synthetic(Dataset *ds, const char *args, const DataOptions *opt,
             return 2;
         }
         double d = strtod(v, &end);
+        if (k == 2 && end != v && *end == 'x') {   /* size=HxW, as the source's name writes it */
+            char *wend;
+            double w = strtod(end + 1, &wend);
+            if (wend != end + 1 && !*wend && w == floor(w) && w >= 1 && w <= 1e9 && d == floor(d) && d >= 1 && d <= 1e9) {
+                size = (int)d;
+                width = (int)w;
+                continue;
+            }
+        }
         if (end == v || *end || !isfinite(d)) {
             snprintf(err, errlen, "synthetic:%s: '%s' is not a finite number for %s", args, v, kv);
             return 2;

@@ -1149,6 +1149,25 @@ START_TEST(synthetic_bad_values)
 }
 END_TEST
 
+/* The source name a synthetic set reports (size=HxW) opens the same set. */
+START_TEST(synthetic_source_reopens)
+{
+    const DataOptions opt = {0, 0, 0, 0, 0};
+    Dataset a, b;
+    char err[512], spec[600];
+    ck_assert_msg(dataset_open(&a, "synthetic:n=12,size=8x12,channels=1", &opt, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a.h, 8);
+    ck_assert_int_eq(a.w, 12);
+    snprintf(spec, sizeof spec, "%s", a.source);
+    ck_assert_msg(dataset_open(&b, spec, &opt, err, sizeof err) == 0, "%s: %s", spec, err);
+    ck_assert_str_eq(b.source, a.source);
+    ck_assert_int_eq(memcmp(a.pixels, b.pixels, (size_t)a.n * a.h * a.w * a.c), 0);
+    dataset_free(&a);
+    dataset_free(&b);
+    ck_assert_int_eq(dataset_open(&a, "synthetic:size=8x", &opt, err, sizeof err), 2);
+}
+END_TEST
+
 /* ---- tests: IDX -------------------------------------------------------------------- */
 
 /* Write a gzipped IDX file: magic bytes, dims, payload. */
@@ -1538,6 +1557,7 @@ static Suite *data_suite(void)
 
     t = tcase_create("synthetic");
     tcase_add_test(t, synthetic_bad_values);
+    tcase_add_test(t, synthetic_source_reopens);
     suite_add_tcase(s, t);
 
     t = tcase_create("idx");
