@@ -81,7 +81,7 @@ static long gz_avail(IdxFile *f, size_t need, char *err, size_t errlen)
  * only at a clean end). Returns 0, or 2 with a message naming the file:
  * truncated or corrupt gzip data (what: where in the IDX file), a CRC-32 or
  * length check that fails, bytes after a member that are not another member.
- * 1 when zlib runs out of memory. */
+ * 1 on a read error or when zlib runs out of memory. */
 static int idx_read(IdxFile *f, uint8_t *dst, uint64_t len, uint64_t *got, const char *what,
                     char *err, size_t errlen)
 {
@@ -90,14 +90,14 @@ static int idx_read(IdxFile *f, uint8_t *dst, uint64_t len, uint64_t *got, const
         *got = fread(dst, 1, len, f->fp);
         if (*got < len && ferror(f->fp)) {
             snprintf(err, errlen, "%s: read error: %s", f->path, strerror(errno));
-            return 2;
+            return 1;
         }
         return 0;
     }
     while (*got < len) {
         long a = gz_avail(f, f->in_member ? 1 : 2, err, errlen);
         if (a < 0)
-            return 2;
+            return 1;
         if (!f->in_member) {
             if (a == 0)
                 return 0;   /* the end, right after a whole member */
@@ -185,7 +185,7 @@ static int idx_header(IdxFile *f, int rank, char *err, size_t errlen)
     f->zinit = 1;
     long a = gz_avail(f, 2, err, errlen);
     if (a < 0)
-        return 2;
+        return 1;
     f->gz = a >= 2 && f->in[0] == 0x1f && f->in[1] == 0x8b;
     if (!f->gz)
         rewind(f->fp);

@@ -1020,7 +1020,12 @@ int dataset_zip_mem(Dataset *ds, const void *buf, size_t len, const char *name,
     zip_error_t ze;
     zip_error_init(&ze);
     zip_source_t *src = zip_source_buffer_create(buf, len, 0, &ze);
-    if (src && !(s.z = zip_open_from_source(src, ZIP_RDONLY, &ze)))
+    if (!src) {
+        zip_error_fini(&ze);
+        snprintf(err, errlen, "%s: out of memory", name);
+        return 1;
+    }
+    if (!(s.z = zip_open_from_source(src, ZIP_RDONLY, &ze)))
         zip_source_free(src);
     const int zerr = zip_error_code_zip(&ze);
     zip_error_fini(&ze);

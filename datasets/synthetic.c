@@ -99,7 +99,7 @@ int dataset_synthetic(Dataset *ds, const char *args, const DataOptions *opt,
         snprintf(err, errlen, "synthetic:%s: out of memory", args);
         return 1;
     }
-    snprintf(ds->source, sizeof ds->source, "synthetic:classes=%d,n=%d,size=%dx%d,channels=%d,noise=%g,seed=%llu",
+    snprintf(ds->source, sizeof ds->source, "synthetic:classes=%d,n=%d,size=%dx%d,channels=%d,noise=%.17g,seed=%llu",
              classes, n, size, width, channels, noise, seed);
     for (int k = 0; k < classes; k++) {
         char name[32];

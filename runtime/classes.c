@@ -244,7 +244,7 @@ static int read_map(const char *path, char *const *sd, int nd, char *const *weig
     }
     if (!rc && ferror(f)) {
         snprintf(err, errlen, "%s: cannot read the class map: %s", path, strerror(errno));
-        rc = 2;
+        rc = 1;
     }
     free(l);
     free(r);

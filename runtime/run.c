@@ -551,14 +551,14 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
         }
         hk.metrics = fopen(path, have_resume ? "a" : "w");
         if (!hk.metrics) { snprintf(err, errlen, "%s: %s", path, strerror(errno)); rc = 1; goto out_split; }
-        if (!have_resume) fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
+        if (!fseek(hk.metrics, 0, SEEK_END) && ftell(hk.metrics) == 0)   /* new (or, on resume, missing) */
+            fprintf(hk.metrics, "epoch,phase,lr,loss,train_acc,val_acc,train_img_per_s,elapsed_s\n");
         if (fflush(hk.metrics) || ferror(hk.metrics)) {
             snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
             rc = 1;
             goto out_split;
         }
     }
-    if (dir && have_resume && (rc = resume_record(dir, c, &spec, &resume, device, err, errlen))) goto out_split;
     r->setup_seconds = kiln_now() - t0;
 
     DataView dv = {ds, &sp, pp, NULL};
@@ -704,6 +704,9 @@ int run_train(const RunConfig *c, RunShared *sh, RunResult *r, char *err, size_t
             char at[96];
             where_text(at, sizeof at, ph, &ls, steps);
             fprintf(log, "resumed from %s/last.ckpt at %s\n", c->resume, at);
+            /* recorded once the checkpoint's state is in the backend: a resume
+             * refused before this point leaves no entry */
+            if (dir && (rc = resume_record(dir, c, &spec, &resume, device, err, errlen))) goto out_plans;
         }
         hk.c = c; hk.plan = p; hk.ds = ds; hk.log = log; hk.tty = c->progress && isatty(fileno(log));
         hk.log_every = c->log_every; hk.last_log = kiln_now();

@@ -200,8 +200,10 @@ int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopStat
                         ls->sched.warmup_steps = ls->sched.warmup_steps ? 2 * ls->sched.warmup_steps : steps;
                     else
                         ls->sched.base *= 0.5f;
-                    fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to the epoch's start, %s (rollback %d of %d)\n",
-                            e + 1, s + 1, lr, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
+                    char to[64] = "the epoch's start";
+                    if (ls->pos > 0) snprintf(to, sizeof to, "step %d, where the epoch resumed", ls->pos);
+                    fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to %s, %s (rollback %d of %d)\n",
+                            e + 1, s + 1, lr, to, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
                     snap_take(&snap, be, ls);
                     s = ls->pos - 1;   /* the epoch again, from its start or where it resumed */
                     seen0 = (int)ls->seen; step_s = 0;

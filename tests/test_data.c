@@ -1155,7 +1155,7 @@ START_TEST(synthetic_source_reopens)
     const DataOptions opt = {0, 0, 0, 0, 0};
     Dataset a, b;
     char err[512], spec[600];
-    ck_assert_msg(dataset_open(&a, "synthetic:n=12,size=8x12,channels=1", &opt, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(dataset_open(&a, "synthetic:n=12,size=8x12,channels=1,noise=0.1234567", &opt, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(a.h, 8);
     ck_assert_int_eq(a.w, 12);
     snprintf(spec, sizeof spec, "%s", a.source);

@@ -269,7 +269,7 @@ static int csv_row(Rows *rs, char **f, int nf, const int *col, int *bad_col)
         (k = C_ACC, csv_num(v[k], &r->acc) || r->acc < 0 || r->acc > 1) ||
         (k = C_SECS, csv_num(v[k], &r->secs) || r->secs < 0) || (k = C_EPOCHS, csv_int(v[k], 0, &r->epochs)) ||
         (k = C_DIVERGED, strcmp(v[k], "true") && strcmp(v[k], "false")) ||
-        (k = C_INPUT, *v[k] && sscanf(v[k], "%dx%d", &r->input_h, &r->input_w) != 2) ||
+        (k = C_INPUT, *v[k] && parse_hw_arg(v[k], &r->input_h, &r->input_w)) ||
         (k = C_MAX_EPOCHS, csv_int(v[k], 0, &r->max_epochs)) || (k = C_PATIENCE, csv_int(v[k], -1, &r->patience)) ||
         (k = C_PER_CLASS, csv_int(v[k], -1, &r->per_class)) || (k = C_TRAIN, csv_int(v[k], 0, &r->n_train)) ||
         (k = C_VAL, csv_int(v[k], 0, &r->n_val)) || (k = C_TEST, csv_int(v[k], 0, &r->n_test)) ||
@@ -284,13 +284,16 @@ static int csv_row(Rows *rs, char **f, int nf, const int *col, int *bad_col)
 }
 
 /* Read DIR/results.csv into rows, each strategy ordered by its first row;
- * 0, or 2 (message names the file and line). */
+ * 0, 2 (message names the file and line) or 1 (the file cannot be read). */
 static int read_csv(Rows *rs, const char *dir)
 {
     char path[1200], line[4096], *f[64];
     snprintf(path, sizeof path, "%s/results.csv", dir);
     FILE *in = fopen(path, "r");
-    if (!in) return 2;
+    if (!in) {
+        fprintf(stderr, "kiln report: %s: cannot read: %s\n", path, strerror(errno));
+        return 1;
+    }
     int col[C_COLS], nf, lineno = 1, rc = 0;
     if (!fgets(line, sizeof line, in)) line[0] = 0;
     line[strcspn(line, "\r\n")] = 0;
@@ -778,7 +781,8 @@ int report_build(const char *dir)
     snprintf(csv, sizeof csv, "%s/results.csv", dir);
     if (!rs.n && !rs.skipped && stat(csv, &st) == 0) {
         from_csv = 1;
-        if (read_csv(&rs, dir)) { free(rs.rows); return 2; }
+        int rc = read_csv(&rs, dir);
+        if (rc) { free(rs.rows); return rc; }
     }
     if (!rs.n) {
         fprintf(stderr, "kiln report: %s: no run folders (summary.json) below it%s\n", dir,

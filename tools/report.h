@@ -22,7 +22,7 @@ typedef struct {
     int epochs;
     char epochs_text[24];       /* "12", or "12+8" for two phases */
     int diverged;
-    int collapsed;              /* not diverged, test accuracy near chance (report_collapsed) */
+    int collapsed;              /* not diverged, test accuracy near chance (report_collapse_limit) */
     char run[512];              /* folder relative to DIR */
     char data[512];             /* "" unknown */
     int input_h, input_w;       /* 0: unknown */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "datasets/dataset.h"
 #include "runtime/strategy.h"
 #include "tools/report.h"
 
@@ -36,10 +37,12 @@ typedef enum { MK_CIRCLE, MK_SQUARE, MK_TRIANGLE, MK_DIAMOND, MK_TRIANGLE_DOWN, 
 static const Marker MARKERS[STRAT_COUNT + 1] = {
     MK_CIRCLE, MK_SQUARE, MK_TRIANGLE, MK_DIAMOND, MK_TRIANGLE_DOWN, MK_HEXAGON, MK_STAR, MK_PLUS, MK_CIRCLE};
 
-/* XML text with &, <, >, " and ' escaped. */
-static void xml_text(FILE *f, const char *s)
+/* XML text with &, <, >, " and ' escaped, after dataset_escape (the file is
+ * UTF-8: bytes that are not valid UTF-8 are written as \xNN). */
+static void xml_text(FILE *f, const char *text)
 {
-    for (; *s; s++) {
+    char buf[1024];
+    for (const char *s = dataset_escape(buf, sizeof buf, text, strlen(text)); *s; s++) {
         switch (*s) {
         case '&': fputs("&amp;", f); break;
         case '<': fputs("&lt;", f); break;
