@@ -51,6 +51,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
 #include "zip_fixture.h"
+#include "tests/file_fixture.h"
 
 #define DATA "synthetic:n=200,noise=1"
 
@@ -59,21 +60,6 @@ static char arch[1024];        /* archs/tiny.arch */
 static RunResult pre;          /* the pretraining run (weights: tmp/pre/best.safetensors) */
 
 /* ---- helpers ----------------------------------------------------------------------- */
-
-/* The whole of a file (NUL-terminated), or NULL. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 /* Occurrences of needle in s. */
 static int count(const char *s, const char *needle)
@@ -105,7 +91,7 @@ static char *tmp_file(const char *name)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
-    char *s = slurp(path);
+    char *s = slurp(path, NULL);
     ck_assert_msg(s != NULL, "%s was not written", path);
     return s;
 }
@@ -833,7 +819,7 @@ static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | p[1
  * NULL (with why) when it is not such a PNG. */
 static unsigned char *png_rgb(const char *path, int *w, int *h, const char **why)
 {
-    char *buf = slurp(path);
+    char *buf = slurp(path, NULL);
     FILE *f = fopen(path, "rb");
     long n = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
     if (f) fclose(f);

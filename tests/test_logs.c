@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "runtime/run.h"
+#include "tests/file_fixture.h"
 
 static char tiny[1024], tmpdir[256];
 
@@ -176,21 +177,6 @@ START_TEST(input_size_mismatch_warns)
 }
 END_TEST
 
-/* Reads a whole file (malloc'd, NUL-terminated), or NULL. */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 /* tiny with BN frozen at lr 0.5 reaches 0.45 validation accuracy in epoch 1
  * and falls to 0.25, chance for 4 classes, in epoch 2 (no NaN); the checks
  * allow the collapse an epoch later. */
@@ -214,7 +200,7 @@ START_TEST(collapse_to_chance_warns)
     free(out);
     char path[600], want[64];
     snprintf(path, sizeof path, "%s/collapse/summary.json", tmpdir);
-    char *sum = slurp(path);
+    char *sum = slurp(path, NULL);
     ck_assert_ptr_nonnull(sum);
     snprintf(want, sizeof want, "\"collapsed_epoch\": %d", epoch);
     ck_assert_msg(strstr(sum, want), "%s", sum);
@@ -225,7 +211,7 @@ START_TEST(collapse_to_chance_warns)
     ck_assert_msg(rc == 0 && !strstr(out, "WARNING"), "%s", out);
     free(out);
     snprintf(path, sizeof path, "%s/learns/summary.json", tmpdir);
-    sum = slurp(path);
+    sum = slurp(path, NULL);
     ck_assert_ptr_nonnull(sum);
     ck_assert_msg(strstr(sum, "\"collapsed_epoch\": null"), "%s", sum);
     free(sum);
@@ -257,7 +243,7 @@ START_TEST(one_default_seed)
     free(out);
     char path[600];
     snprintf(path, sizeof path, "%s/run/config.json", tmpdir);
-    char *cfg = slurp(path);
+    char *cfg = slurp(path, NULL);
     ck_assert_ptr_nonnull(cfg);
     int train_seed = seed_after(cfg, "\"seed\": ");
     free(cfg);

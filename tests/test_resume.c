@@ -38,6 +38,7 @@
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
 #include "tiny_fixture.h"
+#include "tests/file_fixture.h"
 
 static char tiny[1024], tmpdir[256], out[512], ckpath[600];
 static FILE *quiet;
@@ -95,22 +96,6 @@ static int resume(char *err, size_t n)
     cfg(&c);
     c.resume = out;
     return run_train(&c, NULL, &r, err, n);
-}
-
-/* Read a whole file. */
-static char *slurp(const char *path, size_t *n)
-{
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    b[*n] = 0;
-    fclose(f);
-    return b;
 }
 
 static void spill(const char *path, const char *b, size_t n)

@@ -19,6 +19,7 @@
 #include "runtime/checkpoint.h"
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
+#include "tests/file_fixture.h"
 
 static char tiny[1024], tmpdir[256];
 
@@ -291,21 +292,6 @@ START_TEST(warmup_rescues_divergence)
     fclose(quiet);
 }
 END_TEST
-
-/* Read a whole file, NUL-terminated. */
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    b[*n] = 0;
-    fclose(f);
-    return b;
-}
 
 START_TEST(resume_is_bit_identical)
 {
