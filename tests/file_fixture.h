@@ -1,11 +1,32 @@
-/* tests/file_fixture.h — reading a whole file in tests, shared by the suites
- * that check what kiln wrote (run folders, logs, reports).
+/* tests/file_fixture.h — files in tests, shared by the suites that check
+ * what kiln wrote (run folders, logs, reports): a fresh temporary folder per
+ * test and the path of tiny.arch, and reading a whole file.
  * Header-only (static inline), for tests. */
 #ifndef KILN_TESTS_FILE_FIXTURE_H
 #define KILN_TESTS_FILE_FIXTURE_H
 
+#include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* tiny.arch of the source tree ($KILN_SOURCE_DIR, else the working folder)
+ * into tiny, and a new folder /tmp/kiln-NAME-XXXXXX into dir (dirlen >= 64). */
+static inline void test_dirs_make(char *tiny, size_t tinylen, char *dir, size_t dirlen, const char *name)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    snprintf(tiny, tinylen, "%s/archs/tiny.arch", src ? src : ".");
+    snprintf(dir, dirlen, "/tmp/kiln-%s-XXXXXX", name);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+/* Remove the folder test_dirs_make made, with all it holds. */
+static inline void test_dir_remove(const char *dir)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
 
 /* The whole file at path, NUL-terminated (malloc'd), its length in *n when
  * n is not NULL; NULL when it cannot be opened or read whole. */

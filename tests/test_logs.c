@@ -29,20 +29,9 @@
 
 static char tiny[1024], tmpdir[256];
 
-static void setup(void)
-{
-    const char *src = getenv("KILN_SOURCE_DIR");
-    snprintf(tiny, sizeof tiny, "%s/archs/tiny.arch", src ? src : ".");
-    strcpy(tmpdir, "/tmp/kiln-logs-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
+static void setup(void) { test_dirs_make(tiny, sizeof tiny, tmpdir, sizeof tmpdir, "logs"); }
 
-static void teardown(void)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
-}
+static void teardown(void) { test_dir_remove(tmpdir); }
 
 /* The kiln binary under test. */
 static const char *kiln_bin(void)

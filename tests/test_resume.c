@@ -46,10 +46,7 @@ static const char *DATA = "synthetic:n=200";
 
 static void setup(void)
 {
-    const char *src = getenv("KILN_SOURCE_DIR");
-    snprintf(tiny, sizeof tiny, "%s/archs/tiny.arch", src ? src : ".");
-    strcpy(tmpdir, "/tmp/kiln-resume-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    test_dirs_make(tiny, sizeof tiny, tmpdir, sizeof tmpdir, "resume");
     snprintf(out, sizeof out, "%s/run", tmpdir);
     snprintf(ckpath, sizeof ckpath, "%s/last.ckpt", out);
     quiet = fopen("/dev/null", "w");
@@ -57,10 +54,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    char cmd[400];
     fclose(quiet);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
+    test_dir_remove(tmpdir);
 }
 
 /* The run every test starts from: naive, two epochs, lr 0.05. */
