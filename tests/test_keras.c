@@ -4,7 +4,7 @@
  *    Keras parameter counts (learnable and BN statistics), and the
  *    multiply-adds of their convs and dense layers equal those Keras's layer
  *    shapes give (recorded in the fixtures) at 224 and at 64 px;
- *  - with every parameter set by tools/make-keras-fixtures' formula (below, in
+ *  - with every parameter set by tests/fixtures/make-keras-fixtures' formula (below, in
  *    C: the same name hash, flat index and rounding), the plan at batch 2
  *    with every BN frozen (so frozen BNs fold into their convs), unfused and
  *    fused, gives the logits Keras computed for the same two images to 1e-4
@@ -29,7 +29,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
 
-/* ==== the formula (tools/make-keras-fixtures says it in words) ============== */
+/* ==== the formula (tests/fixtures/make-keras-fixtures says it in words) ============== */
 
 static uint32_t fnv1a(const char *s)
 {

@@ -1,6 +1,6 @@
 /* tests/test_lite0.c — EfficientNet-Lite0 with its published ImageNet weights
  * against the original PyTorch model (tests/fixtures/lite0_reference.safetensors,
- * made by tools/make-lite0-fixture):
+ * made by tests/fixtures/make-lite0-fixture):
  *  - the arch has exactly the reference's 4,652,008 learnable parameters and
  *    42,016 BN statistics;
  *  - on two fixed, already preprocessed inputs (the formula below, the same
@@ -49,7 +49,7 @@ static void load_arch(Graph *g)
     ck_assert_msg(graph_load(g, path, err, sizeof err) == 0, "%s", err);
 }
 
-/* The two inputs, NHWC, after preprocessing (tools/make-lite0-fixture):
+/* The two inputs, NHWC, after preprocessing (tests/fixtures/make-lite0-fixture):
  * k = (x*(3+n) + y*(5+2n) + 37c + ((x*y) >> 5)*(n+1)) mod 256, value k/128 - 1. */
 static float *make_inputs(void)
 {

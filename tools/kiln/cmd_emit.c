@@ -1,4 +1,4 @@
-/* tools/cmd_emit.c — `kiln emit`: the CUDA C translation unit that the GPU
+/* tools/kiln/cmd_emit.c — `kiln emit`: the CUDA C translation unit that the GPU
  * backend would compile for a plan, on stdout (the same bytes for the same
  * plan). The plan comes from the model options (as for kiln plan) and,
  * optionally, a strategy's flags (--strategy S, --phase 2 for the second
@@ -9,7 +9,7 @@
 
 #include "codegen/emit.h"
 #include "runtime/strategy.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 static void emit_usage(FILE *f)
 {

@@ -1,4 +1,4 @@
-/* tools/cmd_plan.c — `kiln plan`: the static plan in words. One line per
+/* tools/kiln/cmd_plan.c — `kiln plan`: the static plan in words. One line per
  * layer (output shape, parameters, FLOPs, trainable, BN mode), the step list,
  * and the bytes of every arena with the total, which is exactly what a
  * backend allocates for this plan. */
@@ -7,7 +7,7 @@
 
 #include "datasets/dataset.h"
 #include "runtime/schedule.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 static void plan_usage(FILE *f)
 {

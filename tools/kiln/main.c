@@ -1,10 +1,10 @@
-/* tools/kiln.c — the kiln command line: a table of subcommands. To add one,
- * write tools/cmd_<name>.c with int cmd_<name>(int, char **), declare it in
- * tools/cmds.h and add a row below. */
+/* tools/kiln/main.c — the kiln command line: a table of subcommands. To add one,
+ * write tools/kiln/cmd_<name>.c with int cmd_<name>(int, char **), declare it in
+ * tools/kiln/cmds.h and add a row below. */
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 static const struct {
     const char *name;

@@ -1,4 +1,4 @@
-/* tools/cmd_bench.c — `kiln bench`: times the training step (forward,
+/* tools/kiln/cmd_bench.c — `kiln bench`: times the training step (forward,
  * backward, update) of one arch, fused and unfused side by side in one run,
  * on random data. Prints images/s of each, the ratio, achieved GFLOP/s (the
  * planned training FLOPs over the measured time), and the planner's predicted
@@ -26,7 +26,7 @@
 #include "runtime/device.h"
 #include "runtime/params.h"
 #include "runtime/train.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 /* A field of /proc/self/status in bytes, or 0 where unavailable. */
 static size_t status_bytes(const char *field)

@@ -1,4 +1,4 @@
-/* tools/cmd_compare.c — `kiln compare`: the reference article's experiment
+/* tools/kiln/cmd_compare.c — `kiln compare`: the reference article's experiment
  * as one command. For every architecture and every strategy, T trials over a
  * grid of learning rates and batch sizes, each a whole run_train into its own
  * folder OUT/<arch>/<strategy>/trial-K (K from 0), then `kiln report OUT`.
@@ -42,7 +42,7 @@
 #include "runtime/device.h"
 #include "runtime/files.h"
 #include "runtime/run.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 #define MAX_ARCHS 16
 #define MAX_GRID 32

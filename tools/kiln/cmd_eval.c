@@ -1,4 +1,4 @@
-/* tools/cmd_eval.c — `kiln eval`: accuracy, per-class accuracy and the
+/* tools/kiln/cmd_eval.c — `kiln eval`: accuracy, per-class accuracy and the
  * confusion matrix of a weights file on a data source.
  *
  * Which images: on the data the run trained on (config.json beside the
@@ -35,7 +35,7 @@
 #include "runtime/params.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 /* The options, on f. */
 static void eval_usage(FILE *f)

@@ -1,4 +1,4 @@
-/* tools/cmd_report.c — `kiln report DIR`: merge the runs of a compare folder
+/* tools/kiln/cmd_report.c — `kiln report DIR`: merge the runs of a compare folder
  * (every summary.json below DIR, with its config.json and, for compare's trials,
  * trial.json) into
  *
@@ -38,8 +38,8 @@
 
 #include "datasets/dataset.h"
 #include "runtime/strategy.h"
-#include "tools/cmds.h"
-#include "tools/report.h"
+#include "tools/kiln/cmds.h"
+#include "tools/kiln/report.h"
 
 /* ---- reading the runs ---------------------------------------------------------- */
 

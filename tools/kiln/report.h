@@ -1,6 +1,6 @@
-/* tools/report.h — what `kiln report` knows of a compare folder's runs,
- * shared by its tables (tools/cmd_report.c) and its scatter plot
- * (tools/report_svg.c). Rows are sorted by arch, then strategy in the order
+/* tools/kiln/report.h — what `kiln report` knows of a compare folder's runs,
+ * shared by its tables (tools/kiln/cmd_report.c) and its scatter plot
+ * (tools/kiln/report_svg.c). Rows are sorted by arch, then strategy in the order
  * the compare asked for them, then trial; every field a run did not record
  * holds its "unknown" value (named at the field). */
 #ifndef KILN_REPORT_H
@@ -75,7 +75,7 @@ void report_split_text(char *buf, size_t n, const Row *r);
  * the file's name without extension for a path. */
 void report_data_name(char *buf, size_t n, const char *data);
 
-/* Write scatter.svg's text for rows rs to f (tools/report_svg.c). */
+/* Write scatter.svg's text for rows rs to f (tools/kiln/report_svg.c). */
 void report_svg(FILE *f, const Rows *rs);
 
 #endif

@@ -1,4 +1,4 @@
-/* tools/cmd_data.c — `kiln data SPEC`: load a data set the way training
+/* tools/kiln/cmd_data.c — `kiln data SPEC`: load a data set the way training
  * would and describe it: source, classes with counts, image size, the split,
  * decode time and rate, and what was skipped.
  *
@@ -6,7 +6,7 @@
  * the file and the entry), 1 anything else. Class names are printed escaped
  * (dataset_escape): they come from the archive and are never trusted.
  */
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 #include "datasets/dataset.h"
 
 #include <errno.h>

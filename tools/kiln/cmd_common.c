@@ -1,7 +1,7 @@
-/* tools/cmd_common.c — option helpers shared by the subcommands. Every
+/* tools/kiln/cmd_common.c — option helpers shared by the subcommands. Every
  * number is parsed as the whole string and range-checked before it is
  * converted, so no value (inf, nan, 1e30) reaches an out-of-range cast. */
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 #include "runtime/strategy.h"
 

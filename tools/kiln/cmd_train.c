@@ -1,4 +1,4 @@
-/* tools/cmd_train.c — `kiln train`: the command line of one training run.
+/* tools/kiln/cmd_train.c — `kiln train`: the command line of one training run.
  * Parses options into a RunConfig (strategy defaults first, then every
  * override), installs the Ctrl-C handler (a checkpoint is written and the run
  * stops cleanly), and calls run_train. */
@@ -11,7 +11,7 @@
 
 #include "runtime/device.h"
 #include "runtime/run.h"
-#include "tools/cmds.h"
+#include "tools/kiln/cmds.h"
 
 static void train_usage(FILE *f)
 {

@@ -1,4 +1,4 @@
-/* tools/cmds.h — the kiln subcommands, one tools/cmd_<name>.c each, and the
+/* tools/kiln/cmds.h — the kiln subcommands, one tools/kiln/cmd_<name>.c each, and the
  * option helpers they share. Every command returns the process exit code:
  * 0 success, 1 failure while running, 2 bad usage or bad input. */
 #ifndef KILN_CMDS_H
@@ -16,7 +16,7 @@ int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 /* Write results.csv, report.md and scatter.svg of a compare folder
- * (tools/cmd_report.c); returns an exit code. */
+ * (tools/kiln/cmd_report.c); returns an exit code. */
 int report_build(const char *dir);
 
 /* Options every command that builds a plan understands. */

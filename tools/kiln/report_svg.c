@@ -1,4 +1,4 @@
-/* tools/report_svg.c — scatter.svg of `kiln report`: per architecture, test
+/* tools/kiln/report_svg.c — scatter.svg of `kiln report`: per architecture, test
  * accuracy against train time.
  *
  *   - The combined plot: every run, one marker shape and colour per strategy
@@ -26,7 +26,7 @@
 
 #include "datasets/dataset.h"
 #include "runtime/strategy.h"
-#include "tools/report.h"
+#include "tools/kiln/report.h"
 
 /* Colour and marker of strategy `kind` (kiln's enum order; unknown ones
  * share the last entry). Colours: the Okabe-Ito palette, distinguishable
