@@ -14,7 +14,8 @@
  *
  * Also here: acc = 0 overwrites / acc = 1 adds for every input gradient, NULL
  * gradient pointers, the SGD update against a hand-computed example, the BN
- * running-statistics update, dropout's recomputed mask, softmax stability.
+ * running-statistics update, layer norm and GELU forward values by hand,
+ * dropout's recomputed mask, softmax stability.
  */
 #include <check.h>
 #include <math.h>
@@ -505,7 +506,7 @@ typedef struct {
     real *x, *out, *r;
 } ActCtx;
 
-static const char *const act_names[] = {"none", "relu", "relu6", "swish", "sigmoid"};
+static const char *const act_names[] = {"none", "relu", "relu6", "swish", "sigmoid", "gelu"};
 
 /* L = sum(act(x) * r). */
 static double act_loss(void *p)
@@ -528,6 +529,92 @@ START_TEST(grad_act)
     act_backward(dx, c.r, c.x, c.n, c.act, 0);
     grad_check(name, "x", act_loss, &c, c.x, dx, c.n);
     free(dx); free(c.x); free(c.out); free(c.r);
+}
+END_TEST
+
+/* GELU (erf form) at known points: Phi(1) = 0.841344746068543, so gelu(1) =
+ * 0.841344746068543 and gelu(-1) = -(1 - 0.841344746068543); gelu'(0) = 1/2. */
+START_TEST(gelu_values)
+{
+    real x[4] = {0, 1, -1, 3}, out[4], d[4], ones[4] = {1, 1, 1, 1};
+    const double want[4] = {0, 0.841344746068543, -0.158655253931457, 3 * 0.998650101968370};
+    act_forward(out, x, 4, ACT_GELU);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(fabs(out[i] - want[i]) < 1e-14, "gelu(%g) = %.15g, want %.15g", (double)x[i],
+                      (double)out[i], want[i]);
+    act_backward(d, ones, x, 4, ACT_GELU, 0);
+    /* gelu'(1) = Phi(1) + phi(1) = 0.841344746068543 + 0.241970724519143 */
+    ck_assert_msg(fabs(d[0] - 0.5) < 1e-14, "gelu'(0) = %.15g, want 0.5", (double)d[0]);
+    ck_assert_msg(fabs(d[1] - 1.083315470587686) < 1e-14, "gelu'(1) = %.15g", (double)d[1]);
+}
+END_TEST
+
+/* ---- layer norm and layer scale ------------------------------------------------------- */
+
+typedef struct {
+    size_t M;
+    int C;
+    real *x, *gamma, *beta, *out, *stats, *r;
+} LnCtx;
+
+/* Rows x channels of the layer-norm cases: small C, a ConvNeXt-like C, the
+ * fewest channels with a non-zero input gradient (with 2, xhat = +-1). */
+static const int ln_cfgs[][2] = {{15, 5}, {6, 24}, {7, 3}};
+#define N_LN ((int)(sizeof ln_cfgs / sizeof ln_cfgs[0]))
+
+/* L = sum(layernorm(x) * r). */
+static double ln_loss(void *p)
+{
+    LnCtx *c = p;
+    layernorm_forward(c->out, c->stats, c->x, c->gamma, c->beta, 1e-6, c->M, c->C);
+    return dot(c->out, c->r, c->M * c->C);
+}
+
+START_TEST(grad_layernorm)
+{
+    LnCtx c = {.M = (size_t)ln_cfgs[_i][0], .C = ln_cfgs[_i][1]};
+    char name[48];
+    snprintf(name, sizeof name, "layernorm M=%zu C=%d", c.M, c.C);
+    rng_seed(1100 + (uint64_t)_i);
+    size_t n = c.M * c.C;
+    c.x = vec(n); c.out = vec(n); c.r = vec(n); c.stats = vec(2 * c.M);
+    c.gamma = vec(c.C); c.beta = vec(c.C);
+    fill(c.x, n, -1, 1);
+    for (size_t i = 0; i < n; i++) c.x[i] = c.x[i] * (real)(1 + i % 3) + (real)(i / c.C % 4);
+    fill(c.gamma, c.C, 0.5, 2);
+    fill(c.beta, c.C, -1, 1);
+    fill(c.r, n, -1, 1);
+    ln_loss(&c);
+    real *dx = vec(n), *dg = vec(c.C), *db = vec(c.C);
+    layernorm_backward(dx, dg, db, c.r, c.x, c.stats, c.gamma, c.M, c.C, 0);
+    grad_check(name, "x", ln_loss, &c, c.x, dx, n);
+    grad_check(name, "gamma", ln_loss, &c, c.gamma, dg, c.C);
+    grad_check(name, "beta", ln_loss, &c, c.beta, db, c.C);
+    free(dx); free(dg); free(db);
+    free(c.x); free(c.out); free(c.r); free(c.stats); free(c.gamma); free(c.beta);
+}
+END_TEST
+
+/* One row x = 1,2,3,4: mean 2.5, biased variance 1.25; the saved stats and
+ * out = gamma*(x-2.5)/sqrt(1.25+eps) + beta; a second row of equal values
+ * normalizes to beta. */
+START_TEST(layernorm_by_hand)
+{
+    real x[8] = {1, 2, 3, 4, 7, 7, 7, 7}, out[8], st[4];
+    real g[4] = {1, 2, 0.5, -1}, b[4] = {0, 0.5, -0.5, 1};
+    layernorm_forward(out, st, x, g, b, 1e-6, 2, 4);
+    double inv = 1 / sqrt(1.25 + 1e-6);
+    ck_assert_msg(fabs(st[0] - 2.5) < 1e-15 && fabs(st[1] - inv) < 1e-12,
+                  "row 0 stats %.15g %.15g, want 2.5 %.15g", (double)st[0], (double)st[1], inv);
+    ck_assert_msg(st[2] == 7 && fabs(st[3] - 1 / sqrt(1e-6)) < 1e-9, "row 1 stats %.15g %.15g",
+                  (double)st[2], (double)st[3]);
+    for (int c = 0; c < 4; c++) {
+        double w0 = g[c] * (x[c] - 2.5) * inv + b[c];
+        ck_assert_msg(fabs(out[c] - w0) < 1e-12, "out[0,%d] = %.15g, want %.15g", c,
+                      (double)out[c], w0);
+        ck_assert_msg(fabs(out[4 + c] - b[c]) < 1e-15, "out[1,%d] = %.15g, want beta %g", c,
+                      (double)out[4 + c], (double)b[c]);
+    }
 }
 END_TEST
 
@@ -619,6 +706,30 @@ START_TEST(grad_gap)
     gap_backward(dx, c.r, c.N, c.HW, c.C, 0);
     grad_check("gap N=3 HW=9 C=5", "x", gap_loss, &c, c.a, dx, n);
     free(dx);
+    ew_free(&c);
+}
+END_TEST
+
+/* L = sum(layerscale(a; s) * r): a (N*HW, C) with the scale s (C) in b. */
+static double ls_loss(void *p)
+{
+    EwCtx *c = p;
+    size_t M = (size_t)c->N * c->HW;
+    layerscale_forward(c->out, c->a, c->b, M, c->C);
+    return dot(c->out, c->r, M * c->C);
+}
+
+START_TEST(grad_layerscale)
+{
+    EwCtx c;
+    rng_seed(703);
+    ew_setup(&c, 1, 14, 6, 0); /* b has N*C = C values: the scale */
+    size_t n = (size_t)c.HW * c.C;
+    real *dx = vec(n), *ds = vec(c.C);
+    layerscale_backward(dx, ds, c.r, c.a, c.b, (size_t)c.HW, c.C, 0);
+    grad_check("layerscale M=14 C=6", "x", ls_loss, &c, c.a, dx, n);
+    grad_check("layerscale M=14 C=6", "s", ls_loss, &c, c.b, ds, c.C);
+    free(dx); free(ds);
     ew_free(&c);
 }
 END_TEST
@@ -732,12 +843,13 @@ static double epi_loss(void *p)
     return dot(c->out, c->r, c->M * c->C);
 }
 
-/* Case i = (bn * 5 + act) * 2 + residual: every EpiBn x Act x residual. */
+/* Case i < 30: (bn * 5 + act) * 2 + residual, every EpiBn x Act up to
+ * sigmoid x residual; i >= 30: bn * 2 + residual with GELU. */
 START_TEST(grad_epilogue)
 {
     EpiCtx c = {.M = 2 * 3 * 5, .C = 3};
-    c.e.bn = (EpiBn)(_i / 10);
-    c.e.act = (Act)(_i / 2 % 5);
+    c.e.bn = (EpiBn)(_i < 30 ? _i / 10 : (_i - 30) / 2);
+    c.e.act = _i < 30 ? (Act)(_i / 2 % 5) : ACT_GELU;
     c.e.residual = _i % 2;
     c.e.eps = 1e-3;
     c.e.momentum = 0.9;
@@ -811,7 +923,7 @@ typedef struct {
     ConvShape cs, cs1, ds, ps;
     real *x, *w, *w1, *wd, *ws, *dout, *dout1, *doutd, *doutp;
     real *bx, *bdout, *gamma, *beta, *mean, *invstd, *var, *scale, *shift;
-    real *s, *gdout, *fx, *fw, *fdout;
+    real *s, *gdout, *fx, *fw, *fdout, *lnstats;
     int N, HW, C, F, K;
     size_t M;
     Epilogue epi;
@@ -860,6 +972,10 @@ static void fix_setup(void)
     f->fw = vec(30); fill(f->fw, 30, -1, 1);
     f->fdout = vec(15); fill(f->fdout, 15, -1, 1);
     f->epi = (Epilogue){EPI_BN_TRAIN, ACT_SWISH, 1, 1e-3, 0.9};
+    real *lnout = vec(60);
+    f->lnstats = vec(2 * f->M);
+    layernorm_forward(lnout, f->lnstats, f->bx, f->gamma, f->beta, 1e-6, f->M, f->C);
+    free(lnout);
 }
 
 /* Release the shared instance. */
@@ -868,7 +984,7 @@ static void fix_free(void)
     Fix *f = &fx_;
     real *bufs[] = {f->x, f->w, f->w1, f->wd, f->ws, f->dout, f->dout1, f->doutd, f->doutp,
                     f->bx, f->bdout, f->gamma, f->beta, f->mean, f->invstd, f->var, f->scale,
-                    f->shift, f->s, f->gdout, f->fx, f->fw, f->fdout};
+                    f->shift, f->s, f->gdout, f->fx, f->fw, f->fdout, f->lnstats};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(f, 0, sizeof *f);
 }
@@ -878,6 +994,15 @@ typedef void (*AccFn)(real *dst, int acc);
 /* Each wrapper runs one backward writing only the gradient under test into dst. */
 static void acc_act(real *d, int acc) { act_backward(d, fx_.bdout, fx_.bx, 60, ACT_SWISH, acc); }
 static void acc_relu(real *d, int acc) { act_backward(d, fx_.bdout, fx_.bx, 60, ACT_RELU, acc); }
+static void acc_gelu(real *d, int acc) { act_backward(d, fx_.bdout, fx_.bx, 60, ACT_GELU, acc); }
+static void acc_layernorm(real *d, int acc)
+{
+    layernorm_backward(d, NULL, NULL, fx_.bdout, fx_.bx, fx_.lnstats, fx_.gamma, fx_.M, fx_.C, acc);
+}
+static void acc_layerscale(real *d, int acc)
+{
+    layerscale_backward(d, NULL, fx_.bdout, fx_.bx, fx_.gamma, fx_.M, fx_.C, acc);
+}
 static void acc_conv(real *d, int acc)
 {
     conv2d_backward(d, NULL, NULL, fx_.dout, fx_.x, fx_.w, fx_.ws, &fx_.cs, acc);
@@ -936,6 +1061,9 @@ static const struct {
 } acc_cases[] = {
     {"act_backward swish", acc_act, 60},
     {"act_backward relu", acc_relu, 60},
+    {"act_backward gelu", acc_gelu, 60},
+    {"layernorm_backward dx", acc_layernorm, 60},
+    {"layerscale_backward dx", acc_layerscale, 60},
     {"conv2d_backward dx (im2col)", acc_conv, 2 * 7 * 5 * 3},
     {"conv2d_backward dx (1x1 gemm)", acc_conv1, 2 * 5 * 3 * 3},
     {"dwconv2d_backward dx", acc_dwconv, 2 * 7 * 5 * 3},
@@ -1015,6 +1143,15 @@ static void null_dense(real *a, real *b, real *c)
 {
     dense_backward(a, b, c, fx_.fdout, fx_.fx, fx_.fw, 3, fx_.F, fx_.K, 0);
 }
+static void null_layernorm(real *a, real *b, real *c)
+{
+    layernorm_backward(a, b, c, fx_.bdout, fx_.bx, fx_.lnstats, fx_.gamma, fx_.M, fx_.C, 0);
+}
+static void null_layerscale(real *a, real *b, real *c)
+{
+    (void)c;
+    layerscale_backward(a, b, fx_.bdout, fx_.bx, fx_.gamma, fx_.M, fx_.C, 0);
+}
 /* Epilogue with batch-stat BN: outputs dgamma, dbeta, dres (dz always). */
 static void null_epi_train(real *a, real *b, real *c)
 {
@@ -1045,6 +1182,8 @@ static const struct {
     {"bn_infer_backward", null_bn_infer, {60, 4, 4}},
     {"chanmul_backward", null_chanmul, {60, 12, 0}},
     {"dense_backward", null_dense, {18, 30, 5}},
+    {"layernorm_backward", null_layernorm, {60, 4, 4}},
+    {"layerscale_backward", null_layerscale, {60, 4, 0}},
     {"epilogue_backward train", null_epi_train, {4, 4, 60}},
     {"epilogue_backward affine", null_epi_affine, {4, 4, 60}},
 };
@@ -1113,6 +1252,12 @@ START_TEST(null_inputs_unread)
     dense_backward(b, NULL, db2, fx_.fdout, NULL, fx_.fw, 3, fx_.F, fx_.K, 0);
     ck_assert_msg(worst_close(b, a, 18, 1e-12, 1e-12) <= 1, "dense_backward: dx changed with x NULL");
     ck_assert_msg(worst_close(db2, db1, 5, 1e-12, 1e-12) <= 1, "dense_backward: dbias changed with x NULL");
+    layerscale_backward(a, NULL, fx_.bdout, fx_.bx, fx_.gamma, fx_.M, fx_.C, 0);
+    layerscale_backward(b, NULL, fx_.bdout, NULL, fx_.gamma, fx_.M, fx_.C, 0);
+    ck_assert_msg(worst_close(b, a, 60, 1e-12, 1e-12) <= 1, "layerscale_backward: dx changed with x NULL");
+    layernorm_backward(NULL, NULL, db1, fx_.bdout, fx_.bx, fx_.lnstats, fx_.gamma, fx_.M, fx_.C, 0);
+    layernorm_backward(NULL, NULL, db2, fx_.bdout, NULL, fx_.lnstats, fx_.gamma, fx_.M, fx_.C, 0);
+    ck_assert_msg(worst_close(db2, db1, 4, 1e-12, 1e-12) <= 1, "layernorm_backward: dbeta changed with x NULL");
     Epilogue e = {EPI_BN_AFFINE, ACT_NONE, 0, 1e-3, 0.9};
     epilogue_backward(a, NULL, db1, NULL, 0, fx_.bdout, fx_.bx, fx_.mean, fx_.invstd, fx_.gamma,
                       fx_.scale, fx_.shift, &e, fx_.M, fx_.C);
@@ -1235,14 +1380,16 @@ static Suite *grad_suite(void)
     tcase_add_loop_test(tc, grad_zeropad, 0, 4);
     tcase_add_test(tc, grad_bn_train);
     tcase_add_test(tc, grad_bn_infer);
-    tcase_add_loop_test(tc, grad_act, 0, 5);
+    tcase_add_loop_test(tc, grad_act, 0, 6);
     tcase_add_test(tc, grad_add);
     tcase_add_test(tc, grad_chanmul);
     tcase_add_test(tc, grad_gap);
     tcase_add_test(tc, grad_dense);
     tcase_add_test(tc, grad_dropout);
     tcase_add_test(tc, grad_softmax_ce);
-    tcase_add_loop_test(tc, grad_epilogue, 0, 30);
+    tcase_add_loop_test(tc, grad_epilogue, 0, 36);
+    tcase_add_loop_test(tc, grad_layernorm, 0, N_LN);
+    tcase_add_test(tc, grad_layerscale);
     suite_add_tcase(s, tc);
 
     TCase *tk = tcase_create("contract");
@@ -1253,6 +1400,8 @@ static Suite *grad_suite(void)
     tcase_add_test(tk, null_epilogue_dz);
     tcase_add_test(tk, null_inputs_unread);
     tcase_add_test(tk, bn_running_stats);
+    tcase_add_test(tk, layernorm_by_hand);
+    tcase_add_test(tk, gelu_values);
     tcase_add_test(tk, maxpool_ties);
     tcase_add_test(tk, sgd_two_steps);
     tcase_add_test(tk, dropout_mask);

@@ -5,6 +5,7 @@
  *  - the fused epilogue (forward and backward) against the unfused sequence
  *    bn_train_forward / channel_affine_forward -> act_forward -> add_forward
  *    and its backwards, for every EpiBn x Act x residual, at a realistic size;
+ *  - layer norm (forward and backward) against its formulas in double;
  *  - BN folding: conv with folded weights and bias equals conv followed by
  *    the BN affine, for conv and depthwise conv;
  *  - conv2d and dwconv2d against a naive direct convolution in double
@@ -94,16 +95,18 @@ static void expect_same(const char *what, const real *a, const real *b, size_t n
 
 /* ---- fused vs unfused epilogue ------------------------------------------------------- */
 
-static const char *const act_names[] = {"none", "relu", "relu6", "swish", "sigmoid"};
+static const char *const act_names[] = {"none", "relu", "relu6", "swish", "sigmoid", "gelu"};
 static const char *const bn_names[] = {"none", "train", "affine"};
 
-/* Case i = (bn * 5 + act) * 2 + residual, M = 2*17*17 rows, C = 24. */
+/* Case i < 30: (bn * 5 + act) * 2 + residual for the activations up to
+ * sigmoid; i >= 30: bn * 2 + residual with GELU. M = 2*17*17 rows, C = 24. */
 START_TEST(fused_vs_unfused)
 {
     const size_t M = 2 * 17 * 17;
     const int C = 24;
     const size_t n = M * C;
-    Epilogue e = {(EpiBn)(_i / 10), (Act)(_i / 2 % 5), _i % 2, 1e-3f, 0.99f};
+    Epilogue e = {(EpiBn)(_i < 30 ? _i / 10 : (_i - 30) / 2), _i < 30 ? (Act)(_i / 2 % 5) : ACT_GELU,
+                  _i % 2, 1e-3f, 0.99f};
     char tag[64], what[96];
     snprintf(tag, sizeof tag, "epi bn=%s act=%s res=%d", bn_names[e.bn], act_names[e.act],
              e.residual);
@@ -460,6 +463,64 @@ START_TEST(reductions_vs_naive)
 }
 END_TEST
 
+/* ---- layer norm against double ---------------------------------------------------------- */
+
+/* layernorm_forward and its backward in float against the formulas in double
+ * at a ConvNeXt-like size (C = 96, rows with offsets up to 6 and spreads from
+ * 1 to 5). */
+START_TEST(layernorm_vs_naive)
+{
+    const size_t M = 2 * 17 * 17;
+    const int C = 96;
+    const size_t n = M * C;
+    rng_seed(1300);
+    real *x = vec(n), *dout = vec(n), *g = vec(C), *b = vec(C), *out = vec(n), *st = vec(2 * M);
+    real *dx = vec(n), *dg = vec(C), *db = vec(C);
+    real *w_out = vec(n), *w_dx = vec(n), *w_dg = vec(C), *w_db = vec(C);
+    fill(x, n, -1, 1);
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * (real)(1 + i / C % 5) + (real)(i / C % 7);
+    fill(dout, n, -1, 1);
+    fill(g, C, 0.5, 2);
+    fill(b, C, -1, 1);
+    layernorm_forward(out, st, x, g, b, 1e-6f, M, C);
+    layernorm_backward(dx, dg, db, dout, x, st, g, M, C, 0);
+    double *sg = calloc(2 * (size_t)C, sizeof *sg);
+    ck_assert_ptr_nonnull(sg);
+    for (size_t m = 0; m < M; m++) {
+        const real *xr = x + m * C, *d = dout + m * C;
+        double mu = 0, var = 0, a = 0, ax = 0;
+        for (int c = 0; c < C; c++) mu += xr[c];
+        mu /= C;
+        for (int c = 0; c < C; c++) var += (xr[c] - mu) * (xr[c] - mu);
+        double inv = 1 / sqrt(var / C + 1e-6);
+        for (int c = 0; c < C; c++) {
+            double xh = (xr[c] - mu) * inv;
+            w_out[m * C + c] = (real)(xh * g[c] + b[c]);
+            a += (double)d[c] * g[c];
+            ax += (double)d[c] * g[c] * xh;
+            sg[c] += d[c] * xh;
+            sg[C + c] += d[c];
+        }
+        for (int c = 0; c < C; c++) {
+            double xh = (xr[c] - mu) * inv;
+            w_dx[m * C + c] = (real)(inv * ((double)d[c] * g[c] - a / C - xh * ax / C));
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        w_dg[c] = (real)sg[c];
+        w_db[c] = (real)sg[C + c];
+    }
+    /* the float mean carries |mean| * 2^-24 of error into every xhat */
+    expect_close("layernorm_forward C=96", out, w_out, n, 1e-5, RTOL);
+    expect_close("layernorm_backward dx C=96", dx, w_dx, n, 1e-5, RTOL);
+    expect_close("layernorm_backward dgamma C=96", dg, w_dg, C, 1e-5, RTOL);
+    expect_close("layernorm_backward dbeta C=96", db, w_db, C, 1e-5, RTOL);
+    real *bufs[] = {x, dout, g, b, out, st, dx, dg, db, w_out, w_dx, w_dg, w_db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(sg);
+}
+END_TEST
+
 /* ---- gemm against a naive product ---------------------------------------------------- */
 
 /* (M, N, K): one BLAS call, C cut into rows, into columns, into both, and
@@ -529,7 +590,7 @@ typedef struct {
 enum { T_CONV_OUT, T_CONV_DX, T_CONV_DW, T_CONV_DB, T_PW_OUT, T_PW_DX, T_PW_DW, T_DENSE_OUT,
        T_DENSE_DX, T_DENSE_DW, T_DW_OUT, T_DW_DX, T_DW_DW, T_DW_DB, T_MP_OUT, T_MP_DX,
        T_BN_OUT, T_BN_MEAN, T_BN_INV, T_BN_DX, T_BN_DG, T_EPI_OUT, T_EPI_DZ, T_EPI_DG,
-       T_CM_DX, T_CM_DS, T_GAP, T_DROP, T_PAD, T_COUNT };
+       T_CM_DX, T_CM_DS, T_GAP, T_DROP, T_PAD, T_LN_OUT, T_LN_DX, T_LN_DG, T_LS_DS, T_COUNT };
 
 static const char *const t_names[T_COUNT] = {
     "conv2d_forward", "conv2d_backward dx", "conv2d_backward dw", "conv2d_backward dbias",
@@ -540,7 +601,8 @@ static const char *const t_names[T_COUNT] = {
     "bn_train_forward invstd", "bn_train_backward dx", "bn_train_backward dgamma",
     "epilogue_forward", "epilogue_backward dz", "epilogue_backward dgamma",
     "chanmul_backward dx", "chanmul_backward ds", "gap_forward", "dropout_forward",
-    "zeropad_forward"};
+    "zeropad_forward", "layernorm_forward", "layernorm_backward dx", "layernorm_backward dgamma",
+    "layerscale_backward ds"};
 
 /* Sizes of each output. */
 static size_t t_size(const Big *b, int t)
@@ -551,13 +613,15 @@ static size_t t_size(const Big *b, int t)
     case T_PW_DW: return (size_t)C * K;
     case T_DENSE_OUT: return (size_t)DENSE_N * DENSE_K;
     case T_DENSE_DW: return (size_t)DENSE_F * DENSE_K;
-    case T_CONV_DB: case T_BN_MEAN: case T_BN_INV: case T_BN_DG: case T_EPI_DG: return (size_t)K;
+    case T_CONV_DB: case T_BN_MEAN: case T_BN_INV: case T_BN_DG: case T_EPI_DG: case T_LN_DG:
+    case T_LS_DS: return (size_t)K;
     case T_DW_DW: return (size_t)9 * C;
     case T_DW_DB: return (size_t)C;
     case T_DW_OUT: case T_MP_OUT: return b->nop;
     case T_CM_DS: case T_GAP: return (size_t)b->cs.N * C;
     case T_PAD: return (size_t)b->cs.N * (b->cs.H + 2) * (b->cs.W + 2) * C;
-    case T_BN_OUT: case T_BN_DX: case T_EPI_OUT: case T_EPI_DZ: return b->no;
+    case T_BN_OUT: case T_BN_DX: case T_EPI_OUT: case T_EPI_DZ: case T_LN_OUT: case T_LN_DX:
+        return b->no;
     default: return b->nx;
     }
 }
@@ -594,6 +658,11 @@ static void big_run(const Big *b, real **o, int threads)
     gap_forward(o[T_GAP], b->x, b->cs.N, b->cs.H * b->cs.W, C);
     dropout_forward(o[T_DROP], b->x, b->nx, 0.25f, 4242);
     zeropad_forward(o[T_PAD], b->x, b->cs.N, b->cs.H, b->cs.W, C, 1, 1, 1, 1);
+    real *lnst = vec(2 * b->M);
+    layernorm_forward(o[T_LN_OUT], lnst, b->dout, b->gamma, b->beta, 1e-6f, b->M, K);
+    layernorm_backward(o[T_LN_DX], o[T_LN_DG], tmp, b->res, b->dout, lnst, b->gamma, b->M, K, 0);
+    layerscale_backward(NULL, o[T_LS_DS], b->res, b->dout, b->gamma, b->M, K, 0);
+    free(lnst);
     free(ws); free(mean); free(inv); free(rm); free(rv); free(tmp);
 }
 
@@ -649,11 +718,12 @@ static Suite *kernels_suite(void)
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("float");
     tcase_set_timeout(tc, 120);
-    tcase_add_loop_test(tc, fused_vs_unfused, 0, 30);
+    tcase_add_loop_test(tc, fused_vs_unfused, 0, 36);
     tcase_add_loop_test(tc, conv_vs_naive, 0, N_CFG);
     tcase_add_loop_test(tc, dwconv_vs_naive, 0, N_CFG);
     tcase_add_loop_test(tc, bn_fold_matches, 0, 8);
     tcase_add_test(tc, reductions_vs_naive);
+    tcase_add_test(tc, layernorm_vs_naive);
     tcase_add_loop_test(tc, gemm_vs_naive, 0, 8 * N_GEMM_SHAPES);
     tcase_add_test(tc, thread_invariance);
     suite_add_tcase(s, tc);

@@ -1,4 +1,5 @@
-/* kernels/cpu/act.c — elementwise activations: relu, relu6, swish, sigmoid.
+/* kernels/cpu/act.c — elementwise activations: relu, relu6, swish, sigmoid,
+ * gelu (erf form).
  *
  * Contract: act_forward may run in place (out == x). act_backward takes the
  * activation's INPUT x (not its output) and gives 0 at the relu kinks; dx may
@@ -17,6 +18,7 @@
     case ACT_RELU6:   LOOP(ACT_RELU6) break;          \
     case ACT_SWISH:   LOOP(ACT_SWISH) break;          \
     case ACT_SIGMOID: LOOP(ACT_SIGMOID) break;        \
+    case ACT_GELU:    LOOP(ACT_GELU) break;           \
     }
 
 #define ACT_FWD_LOOP(ACT)                                           \

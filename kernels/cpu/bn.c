@@ -173,6 +173,7 @@ void epilogue_forward(real *out, real *mean, real *invstd, const real *z,
     case ACT_RELU6:   EPI_FWD_LOOP(ACT_RELU6) break;
     case ACT_SWISH:   EPI_FWD_LOOP(ACT_SWISH) break;
     case ACT_SIGMOID: EPI_FWD_LOOP(ACT_SIGMOID) break;
+    case ACT_GELU:    EPI_FWD_LOOP(ACT_GELU) break;
     }
     free(k);
 }
@@ -219,6 +220,7 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
     case ACT_RELU6:   EPI_BWD_LOOP(ACT_RELU6) break;
     case ACT_SWISH:   EPI_BWD_LOOP(ACT_SWISH) break;
     case ACT_SIGMOID: EPI_BWD_LOOP(ACT_SIGMOID) break;
+    case ACT_GELU:    EPI_BWD_LOOP(ACT_GELU) break;
     }
     free(k);
 

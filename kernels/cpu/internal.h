@@ -42,6 +42,20 @@ static inline real kiln_exp(real x)
 #endif
 }
 
+/* erf in the precision of `real`. */
+static inline real kiln_erf(real x)
+{
+#if KILN_REAL_IS_DOUBLE
+    return erf(x);
+#else
+    return erff(x);
+#endif
+}
+
+/* 1/sqrt(2) and 1/sqrt(2*pi), for GELU. */
+#define KILN_SQRT1_2 ((real)0.70710678118654752440)
+#define KILN_INV_SQRT_2PI ((real)0.39894228040143267794)
+
 /* act(x) for one value. */
 static inline real kiln_act(real x, Act act)
 {
@@ -50,6 +64,7 @@ static inline real kiln_act(real x, Act act)
     case ACT_RELU6:   return x > 0 ? (x < 6 ? x : 6) : 0;
     case ACT_SWISH:   return x / (1 + kiln_exp(-x));
     case ACT_SIGMOID: return 1 / (1 + kiln_exp(-x));
+    case ACT_GELU:    return (real)0.5 * x * (1 + kiln_erf(x * KILN_SQRT1_2));
     case ACT_NONE:    break;
     }
     return x;
@@ -70,6 +85,9 @@ static inline real kiln_act_grad(real x, Act act)
         real sg = 1 / (1 + kiln_exp(-x));
         return sg * (1 - sg);
     }
+    case ACT_GELU: /* Phi(x) + x * phi(x) */
+        return (real)0.5 * (1 + kiln_erf(x * KILN_SQRT1_2))
+               + x * KILN_INV_SQRT_2PI * kiln_exp((real)-0.5 * x * x);
     case ACT_NONE: break;
     }
     return 1;
@@ -88,6 +106,13 @@ static inline real kiln_bn(real x, real mean, real invstd, real gamma, real beta
 void kiln_chan_sums(double *sum_a, double *sum_axhat, const real *a,
                     const real *x, const real *mean, const real *invstd,
                     size_t M, int C);
+
+/* Column sums of a (M,C) in double with per-ROW statistics (layer norm):
+ * sum_a[c] = sum_m a[m,c] when sum_a is non-NULL; sum_axhat[c] = sum_m
+ * a[m,c]*xhat[m,c] with xhat = (x - stats[2m]) * stats[2m+1] (real), or
+ * xhat = x when stats is NULL (layer scale). */
+void kiln_chan_sums_rowstats(double *sum_a, double *sum_axhat, const real *a,
+                             const real *x, const real *stats, size_t M, int C);
 
 /* Batch mean and biased variance per channel of x (M,C), two-pass, double. */
 void kiln_chan_mean_var(double *mean, double *var, const real *x, size_t M, int C);

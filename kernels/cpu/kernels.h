@@ -40,7 +40,9 @@ typedef KILN_REAL real;
 
 /* ---- activations ------------------------------------------------------- */
 
-typedef enum { ACT_NONE = 0, ACT_RELU, ACT_RELU6, ACT_SWISH, ACT_SIGMOID } Act;
+/* ACT_GELU is the erf form, 0.5*x*(1 + erf(x/sqrt(2))) (PyTorch's default).
+ * New kinds go at the end: tests and the emitter index tables by the value. */
+typedef enum { ACT_NONE = 0, ACT_RELU, ACT_RELU6, ACT_SWISH, ACT_SIGMOID, ACT_GELU } Act;
 
 /* out = act(x), elementwise over n values. out may alias x. */
 void act_forward(real *out, const real *x, size_t n, Act act);
@@ -163,6 +165,29 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
                        const real *mean, const real *invstd,
                        const real *gamma, const real *scale, const real *shift,
                        const Epilogue *e, size_t M, int C);
+
+/* ---- layer normalization and layer scale ------------------------------------
+ * Channel LayerNorm normalizes each row (one pixel's C values, NHWC) over its
+ * C channels with the biased variance, then applies a per-channel gamma/beta.
+ * The per-row statistics are saved by the forward pass for the backward pass
+ * as stats (M, 2): stats[2m] = mean, stats[2m+1] = 1/sqrt(var + eps). */
+
+/* out (M,C), stats (M,2) written, x (M,C), gamma/beta (C). out may alias x. */
+void layernorm_forward(real *out, real *stats, const real *x, const real *gamma,
+                       const real *beta, real eps, size_t M, int C);
+/* dx (M,C) (+)= the input gradient; dgamma = sum_m dout*xhat, dbeta = sum_m
+ * dout (C, overwritten); x (M,C) and stats (M,2) as saved by the forward.
+ * dx may alias dout. x is read only for dx or dgamma. */
+void layernorm_backward(real *dx, real *dgamma, real *dbeta, const real *dout,
+                        const real *x, const real *stats, const real *gamma,
+                        size_t M, int C, int acc);
+
+/* Layer scale: out (M,C) = x (M,C) * s (C). out may alias x. */
+void layerscale_forward(real *out, const real *x, const real *s, size_t M, int C);
+/* dx (M,C) (+)= dout * s; ds (C) = sum_m dout*x (overwritten). Either NULL to
+ * skip it; x is read only for ds. */
+void layerscale_backward(real *dx, real *ds, const real *dout, const real *x,
+                         const real *s, size_t M, int C, int acc);
 
 /* ---- elementwise and pooling ---------------------------------------------- */
 

@@ -87,6 +87,47 @@ void kiln_chan_sums(double *sum_a, double *sum_axhat, const real *a,
     free(part);
 }
 
+/* sum_a[c] = sum a[:,c] (when wanted); sum_axhat[c] = sum a[:,c]*xhat[:,c],
+ * xhat = (x[m,c] - stats[2m]) * stats[2m+1], or x itself without stats. */
+void kiln_chan_sums_rowstats(double *sum_a, double *sum_axhat, const real *a,
+                             const real *x, const real *stats, size_t M, int C)
+{
+    int nch = row_chunks(M);
+    double *part = KILN_KMALLOC((size_t)nch * 2 * C * sizeof *part);
+    memset(part, 0, (size_t)nch * 2 * C * sizeof *part);
+
+    #pragma omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)
+    for (int ch = 0; ch < nch; ch++) {
+        size_t m0 = M * ch / nch, m1 = M * (ch + 1) / nch;
+        double *pa = part + (size_t)ch * 2 * C;
+        double *px = pa + C;
+        for (size_t m = m0; m < m1; m++) {
+            const real *ar = a + m * C;
+            const real *xr = x ? x + m * C : NULL;
+            if (sum_a)
+                for (int c = 0; c < C; c++) pa[c] += ar[c];
+            if (!sum_axhat) continue;
+            if (stats) {
+                real mu = stats[2 * m], inv = stats[2 * m + 1];
+                for (int c = 0; c < C; c++) px[c] += (double)ar[c] * (double)((xr[c] - mu) * inv);
+            } else {
+                for (int c = 0; c < C; c++) px[c] += (double)ar[c] * (double)xr[c];
+            }
+        }
+    }
+
+    for (int c = 0; c < C; c++) {
+        double s = 0, t = 0;
+        for (int ch = 0; ch < nch; ch++) {
+            s += part[(size_t)ch * 2 * C + c];
+            t += part[(size_t)ch * 2 * C + C + c];
+        }
+        if (sum_a) sum_a[c] = s;
+        if (sum_axhat) sum_axhat[c] = t;
+    }
+    free(part);
+}
+
 /* Per-channel mean, then biased variance around it (two passes, double). */
 void kiln_chan_mean_var(double *mean, double *var, const real *x, size_t M, int C)
 {
