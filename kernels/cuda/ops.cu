@@ -2,12 +2,13 @@
  * standalone activations, add, channel multiply (squeeze-and-excitation),
  * global average pool, max pool, zero padding, the dense bias and its
  * gradient, dropout, the softmax cross-entropy loss, the gradient finite
- * check and the fused SGD-momentum update. Rendered by codegen/emit_ops.c.
+ * check, the fused SGD-momentum update, and ConvNeXt's channel layer norm
+ * and layer scale. Rendered by codegen/emit_ops.c.
  *
  * Contract: each section computes what the kernels/cpu function of the same
  * op computes, with the same per-element float expressions, and reductions
  * in double (elementwise.c, conv.c's pooling and padding, dense.c, loss.c,
- * sgd.c). Input gradients overwrite when {{ACC}} is 0 and add when it is 1.
+ * sgd.c, norm.c). Input gradients overwrite when {{ACC}} is 0 and add when it is 1.
  * Shapes are baked in as constants; `n` is the batch count of the launch.
  * Elementwise kernels run one thread per element (blocks of any size);
  * kernels that use KILN_SHARED run with blocks of {{BLOCK}} threads and reach
@@ -370,4 +371,127 @@ KILN_KERNEL void {{NAME}}(int n, float *param, const float *grad, float *mom, co
     float m = momentum * mom[i] + g;
     mom[i] = m;
     param[i] -= lr * m;
+}
+//@ ln_fwd
+/* Channel layer norm, one block of {{BLOCK}} threads per row (a pixel's C
+ * values; grid.x = n * rows per image), as kernels/cpu/norm.c: mean and
+ * biased variance of the row in double (two passes), stats[2m] = mean,
+ * stats[2m+1] = invstd = (float)(1/sqrt(var + EPS)), out = kiln_bn(x, mean,
+ * invstd, gamma[c], beta[c]). Keys C, EPS, BLOCK. out may alias x. */
+KILN_KERNEL void {{NAME}}(int n, float *out, float *stats, const float *x, const float *gamma,
+                          const float *beta)
+{
+    KILN_SHARED double sh[{{BLOCK}}];
+    const int C = {{C}};
+    long m = (long)blockIdx.x;
+    const float *xr = x + m * C;
+    (void)n;
+    double s = 0.0;
+    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x) s += xr[c];
+    double mean = kiln_block_sum(s, sh) / C;
+    double v = 0.0;
+    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x) {
+        double d = xr[c] - mean;
+        v += d * d;
+    }
+    v = kiln_block_sum(v, sh);
+    float mu = (float)mean, inv = (float)(1.0 / sqrt(v / C + (double){{EPS}}));
+    if (threadIdx.x == 0) {
+        stats[2 * m] = mu;
+        stats[2 * m + 1] = inv;
+    }
+    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x)
+        out[m * C + c] = kiln_bn(xr[c], mu, inv, gamma[c], beta[c]);
+}
+
+//@ ln_dx
+/* The layer norm's input gradient, one block of {{BLOCK}} threads per row:
+ * g = dout*gamma[c], xhat = (x - mean)*invstd from the saved stats, sums of
+ * g and g*xhat over the row in double, dx (+)= invstd*(g - sum g/C - xhat *
+ * sum(g*xhat)/C) (ACC: add). Keys C, ACC, BLOCK. dx may alias dout. */
+KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *x,
+                          const float *stats, const float *gamma)
+{
+    KILN_SHARED double sh[{{BLOCK}}];
+    const int C = {{C}};
+    long m = (long)blockIdx.x;
+    const float *xr = x + m * C, *gr = dout + m * C;
+    const float mu = stats[2 * m], inv = stats[2 * m + 1];
+    (void)n;
+    double sg = 0.0, sgx = 0.0;
+    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x) {
+        float g = gr[c] * gamma[c];
+        sg += g;
+        sgx += (double)g * (double)((xr[c] - mu) * inv);
+    }
+    double mg = kiln_block_sum(sg, sh) / C;
+    double mgx = kiln_block_sum(sgx, sh) / C;
+    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x) {
+        float g = gr[c] * gamma[c];
+        float xhat = (xr[c] - mu) * inv;
+        float v = (float)((double)inv * ((double)g - mg - (double)xhat * mgx));
+        dx[m * C + c] = {{ACC}} ? dx[m * C + c] + v : v;
+    }
+}
+
+//@ ln_dparams
+/* The layer norm's parameter gradients, one block of {{BLOCK}} threads per
+ * channel c (grid.x = C) over the n*M rows: dgamma[c] = sum dout*xhat
+ * (when DG), dbeta[c] = sum dout (when DB), in double, overwritten; xhat
+ * from the saved per-row stats. Keys C, M (rows per image), DG, DB, BLOCK. */
+KILN_KERNEL void {{NAME}}(int n, float *dgamma, float *dbeta, const float *dout, const float *x,
+                          const float *stats)
+{
+    KILN_SHARED double sh[{{BLOCK}}];
+    const int C = {{C}};
+    const long M = (long)n * {{M}};
+    int c = (int)blockIdx.x;
+    double sa = 0.0, sx = 0.0;
+    for (long m = (long)threadIdx.x; m < M; m += (long)blockDim.x) {
+        float a = dout[m * C + c];
+        sa += a;
+        if ({{DG}}) sx += (double)a * (double)((x[m * C + c] - stats[2 * m]) * stats[2 * m + 1]);
+    }
+    sa = kiln_block_sum(sa, sh);
+    if ({{DG}}) sx = kiln_block_sum(sx, sh);
+    if (threadIdx.x == 0) {
+        if ({{DG}}) dgamma[c] = (float)sx;
+        if ({{DB}}) dbeta[c] = (float)sa;
+    }
+}
+
+//@ ls_fwd
+/* Layer scale: out = x * s[c], one thread per element; keys PER (elements
+ * per image), C. out may alias x. */
+KILN_KERNEL void {{NAME}}(int n, float *out, const float *x, const float *s)
+{
+    long i = kiln_gid();
+    if (i >= (long)n * {{PER}}) return;
+    out[i] = x[i] * s[i % {{C}}];
+}
+
+//@ ls_dx
+/* dx (+)= dout * s[c], one thread per element; keys PER, C, ACC. */
+KILN_KERNEL void {{NAME}}(int n, float *dx, const float *dout, const float *s)
+{
+    long i = kiln_gid();
+    if (i >= (long)n * {{PER}}) return;
+    float v = dout[i] * s[i % {{C}}];
+    dx[i] = {{ACC}} ? dx[i] + v : v;
+}
+
+//@ ls_ds
+/* ds[c] = sum_m dout*x over the n*M rows in double (overwritten), one block
+ * of {{BLOCK}} threads per channel c (grid.x = C); keys C, M, BLOCK. */
+KILN_KERNEL void {{NAME}}(int n, float *ds, const float *dout, const float *x)
+{
+    KILN_SHARED double sh[{{BLOCK}}];
+    const int C = {{C}};
+    const long M = (long)n * {{M}};
+    int c = (int)blockIdx.x;
+    double s = 0.0;
+    for (long m = (long)threadIdx.x; m < M; m += (long)blockDim.x)
+        s += (double)dout[m * C + c] * (double)x[m * C + c];
+    s = kiln_block_sum(s, sh);
+    if (threadIdx.x == 0) ds[c] = (float)s;
 }

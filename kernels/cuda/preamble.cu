@@ -100,3 +100,12 @@ KILN_DEV void kiln_window_cover(int hp, int k, int st, int P, int *p0, int *p1)
     *p1 = hp / st;
     if (*p1 > P - 1) *p1 = P - 1;
 }
+//@ gelu
+/* GELU, erf form (kernels/cpu/internal.h): emitted after the preamble only
+ * in programs that use it. */
+KILN_DEV float kiln_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)); }
+KILN_DEV float kiln_gelu_grad(float x)
+{
+    return 0.5f * (1.0f + erff(x * 0.70710678118654752440f))
+           + x * 0.39894228040143267794f * expf(-0.5f * x * x);
+}
