@@ -597,7 +597,7 @@ END_TEST
 
 /* One row x = 1,2,3,4: mean 2.5, biased variance 1.25; the saved stats and
  * out = gamma*(x-2.5)/sqrt(1.25+eps) + beta; a second row of equal values
- * normalizes to beta. */
+ * normalizes to beta. The statistics-only call (out NULL) gives the same. */
 START_TEST(layernorm_by_hand)
 {
     real x[8] = {1, 2, 3, 4, 7, 7, 7, 7}, out[8], st[4];
@@ -615,6 +615,10 @@ START_TEST(layernorm_by_hand)
         ck_assert_msg(fabs(out[4 + c] - b[c]) < 1e-15, "out[1,%d] = %.15g, want beta %g", c,
                       (double)out[4 + c], (double)b[c]);
     }
+    /* out NULL: the same statistics, nothing else read or written */
+    real st2[4] = {-1, -1, -1, -1};
+    layernorm_forward(NULL, st2, x, NULL, NULL, 1e-6, 2, 4);
+    ck_assert_msg(memcmp(st, st2, sizeof st) == 0, "layernorm stats-only differ from the forward's");
 }
 END_TEST
 

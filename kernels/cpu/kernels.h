@@ -172,7 +172,10 @@ void epilogue_backward(real *dz, real *dgamma, real *dbeta, real *dres, int dres
  * The per-row statistics are saved by the forward pass for the backward pass
  * as stats (M, 2): stats[2m] = mean, stats[2m+1] = 1/sqrt(var + eps). */
 
-/* out (M,C), stats (M,2) written, x (M,C), gamma/beta (C). out may alias x. */
+/* out (M,C), stats (M,2) written, x (M,C), gamma/beta (C). out may alias x.
+ * out NULL: the statistics only (the backward pass recomputes them this way
+ * into workspace, so no per-row tensor lives from forward to backward;
+ * gamma/beta are then unread). */
 void layernorm_forward(real *out, real *stats, const real *x, const real *gamma,
                        const real *beta, real eps, size_t M, int C);
 /* dx (M,C) (+)= the input gradient; dgamma = sum_m dout*xhat, dbeta = sum_m

@@ -22,14 +22,15 @@
 
 /* ---- layer normalization --------------------------------------------------- */
 
-/* Per row: statistics (double, two passes), then the affine. */
+/* Per row: statistics (double, two passes), then the affine (unless out is
+ * NULL). */
 void layernorm_forward(real *out, real *stats, const real *x, const real *gamma,
                        const real *beta, real eps, size_t M, int C)
 {
     #pragma omp parallel for schedule(static) if (M * (size_t)C >= KILN_PAR_MIN)
     for (size_t m = 0; m < M; m++) {
         const real *xr = x + m * C;
-        real *o = out + m * C;
+        real *o = out ? out + m * C : NULL;
         double s = 0, v = 0;
         for (int c = 0; c < C; c++) s += xr[c];
         double mean = C ? s / C : 0;
@@ -41,6 +42,7 @@ void layernorm_forward(real *out, real *stats, const real *x, const real *gamma,
         real inv = (real)(1.0 / sqrt((C ? v / C : 0) + (double)eps));
         stats[2 * m] = mu;
         stats[2 * m + 1] = inv;
+        if (!out) continue;
         for (int c = 0; c < C; c++) o[c] = kiln_bn(xr[c], mu, inv, gamma[c], beta[c]);
     }
 }

@@ -377,7 +377,9 @@ KILN_KERNEL void {{NAME}}(int n, float *param, const float *grad, float *mom, co
  * values; grid.x = n * rows per image), as kernels/cpu/norm.c: mean and
  * biased variance of the row in double (two passes), stats[2m] = mean,
  * stats[2m+1] = invstd = (float)(1/sqrt(var + EPS)), out = kiln_bn(x, mean,
- * invstd, gamma[c], beta[c]). Keys C, EPS, BLOCK. out may alias x. */
+ * invstd, gamma[c], beta[c]) when OUT (else the statistics only, as the
+ * backward pass recomputes them; out, gamma, beta unread). Keys C, EPS, OUT,
+ * BLOCK. out may alias x. */
 KILN_KERNEL void {{NAME}}(int n, float *out, float *stats, const float *x, const float *gamma,
                           const float *beta)
 {
@@ -400,8 +402,9 @@ KILN_KERNEL void {{NAME}}(int n, float *out, float *stats, const float *x, const
         stats[2 * m] = mu;
         stats[2 * m + 1] = inv;
     }
-    for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x)
-        out[m * C + c] = kiln_bn(xr[c], mu, inv, gamma[c], beta[c]);
+    if ({{OUT}})
+        for (int c = (int)threadIdx.x; c < C; c += (int)blockDim.x)
+            out[m * C + c] = kiln_bn(xr[c], mu, inv, gamma[c], beta[c]);
 }
 
 //@ ln_dx
