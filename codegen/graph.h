@@ -22,7 +22,7 @@
 typedef enum {
     OP_INPUT = 0, OP_CONV, OP_DWCONV, OP_ZEROPAD, OP_BN, OP_RELU, OP_RELU6,
     OP_SWISH, OP_SIGMOID, OP_ADD, OP_MUL, OP_GAP, OP_MAXPOOL, OP_DENSE,
-    OP_DROPOUT, OP_LOSS, OP_COUNT
+    OP_DROPOUT, OP_LOSS, OP_LAYERNORM, OP_GELU, OP_LAYERSCALE, OP_COUNT
 } OpKind;
 
 typedef enum { BN_TRAIN = 0, BN_INFER, BN_FROZEN } BnMode;
@@ -49,6 +49,7 @@ typedef struct { int pt, pb, pl, pr; } PadAttr;
 typedef struct { float eps, momentum; } BnAttr;
 typedef struct { int units, bias; } DenseAttr;
 typedef struct { float rate; } DropoutAttr;
+typedef struct { float eps; } NormAttr;   /* layernorm */
 
 typedef enum { ROLE_KERNEL = 0, ROLE_DWKERNEL, ROLE_BIAS, ROLE_GAMMA, ROLE_BETA,
                ROLE_MEAN, ROLE_VAR } ParamRole;
@@ -74,6 +75,7 @@ typedef struct {
         BnAttr bn;
         DenseAttr dense;
         DropoutAttr dropout;
+        NormAttr norm;
     } a;
     Shape out;
     int first_param, n_params;       /* into Graph.params */
@@ -138,7 +140,7 @@ enum {
 /* Activations, in the order of kernels/cpu/kernels.h's Act (the executors
  * convert by value; runtime/cpu.c asserts the order). */
 typedef enum { ACTK_NONE = 0, ACTK_RELU, ACTK_RELU6, ACTK_SWISH, ACTK_SIGMOID,
-               ACTK_COUNT } ActKind;
+               ACTK_GELU, ACTK_COUNT } ActKind;
 
 /* The kinds of value a key takes; graph.c parses each kind (and says what
  * was wrong). A new op with only these kinds of keys needs no parser change. */
@@ -194,7 +196,7 @@ void op_keywords(char *buf, size_t len);
 unsigned op_traits(OpKind op);
 static inline int op_is(OpKind op, unsigned trait) { return (op_traits(op) & trait) != 0; }
 ActKind op_act(OpKind op);
-/* "relu", "relu6", "swish", "sigmoid"; "none" for ACTK_NONE. */
+/* "relu", "relu6", "swish", "sigmoid", "gelu"; "none" for ACTK_NONE. */
 const char *act_name(ActKind a);
 /* The key of op named `name`, or NULL. */
 const KeyDef *op_key(OpKind op, const char *name);

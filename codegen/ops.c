@@ -10,8 +10,11 @@
  *    padding T,B,L,R: out = floor((in+T+B-k)/stride)+1.
  *  - dense flattens its input (h*w*c features) and outputs 1x1xunits.
  *  - mul is channel-wise: its second input must be 1x1xC of the first's C.
+ *  - layernorm normalizes over C at each pixel (ConvNeXt's LayerNorm);
+ *    layerscale multiplies each channel by a learned factor.
  * FLOPs count 2 per multiply-add; elementwise ops count 1 per element (4 for
- * swish and sigmoid).
+ * swish and sigmoid, 8 for gelu); layernorm counts 5 per element (fvcore's
+ * count, which timm's tables quote).
  * Invariant: OPS[k].op == k for every k < OP_COUNT (tests/test_arch.c checks
  * it, with unique keywords).
  */
@@ -217,6 +220,33 @@ static int infer_loss(Graph *g, Layer *l, char *err, size_t errlen)
     return 0;
 }
 
+/* layernorm: gamma and beta, one per channel. */
+static int infer_layernorm(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    l->out = x;
+    for (ParamRole r = ROLE_GAMMA; r <= ROLE_BETA; r++)
+        if (add_param(g, l, r, 1, 1, &x.c)) return oom(err, errlen);
+    return 0;
+}
+
+/* layerscale: one factor per channel (named gamma, as timm's). */
+static int infer_layerscale(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    l->out = x;
+    if (add_param(g, l, ROLE_GAMMA, 1, 1, &x.c)) return oom(err, errlen);
+    return 0;
+}
+
+/* layernorm: the per-row statistics (mean, invstd) of the batch, which the
+ * forward writes and the backward recomputes. */
+static size_t layernorm_workspace(const Graph *g, const Layer *l, int n)
+{
+    (void)g;
+    return 2 * (size_t)n * l->out.h * l->out.w;
+}
+
 /* im2col columns of a conv that is not a plain 1x1 stride-1 GEMM. */
 static size_t conv_workspace(const Graph *g, const Layer *l, int n)
 {
@@ -284,6 +314,12 @@ static const OpInfo OPS[OP_COUNT] = {
         TRAIT_ELEMENTWISE | TRAIT_HEAD_PASS | TRAIT_RANDOM, ACTK_NONE, 1, NULL, NULL},
     [OP_LOSS] = {"softmax_ce", OP_LOSS, 1, 1, {{0}},
         TRAIT_LOSS, ACTK_NONE, 4, infer_loss, NULL},
+    [OP_LAYERNORM] = {"layernorm", OP_LAYERNORM, 1, 1,
+        {{"eps", KEY_POSITIVE, AT(norm.eps), 1e-6, NULL}},
+        TRAIT_BWD_X, ACTK_NONE, 5, infer_layernorm, layernorm_workspace},
+    [OP_GELU] = {"gelu", OP_GELU, 1, 1, {{0}}, T_ACT, ACTK_GELU, 8, NULL, NULL},
+    [OP_LAYERSCALE] = {"layerscale", OP_LAYERSCALE, 1, 1, {{0}},
+        TRAIT_ELEMENTWISE | TRAIT_BWD_X_FOR_W, ACTK_NONE, 1, infer_layerscale, NULL},
 };
 
 const OpInfo *op_info(OpKind op) { return &OPS[op]; }
@@ -316,7 +352,7 @@ ActKind op_act(OpKind op) { return OPS[op].act; }
 
 const char *act_name(ActKind a)
 {
-    static const char *NAME[ACTK_COUNT] = {"none", "relu", "relu6", "swish", "sigmoid"};
+    static const char *NAME[ACTK_COUNT] = {"none", "relu", "relu6", "swish", "sigmoid", "gelu"};
     return a >= 0 && a < ACTK_COUNT ? NAME[a] : "none";
 }
 

@@ -44,7 +44,7 @@ static int layer_trains(const Graph *g, int i)
 
 static int is_act(OpKind op)
 {
-    return op == OP_RELU || op == OP_RELU6 || op == OP_SWISH || op == OP_SIGMOID;
+    return op_is(op, TRAIT_ACTIVATION);
 }
 
 /* ---- building blocks ------------------------------------------------------- */
@@ -299,8 +299,11 @@ int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_
             nd->save_in = nd->bwd && (bm == BN_TRAIN || nd->train_bn);
         } else if (l->op == OP_DENSE) {
             nd->save_in = nd->bwd && nd->train_w;
-        } else if (is_act(l->op) || l->op == OP_MUL || l->op == OP_MAXPOOL) {
+        } else if (is_act(l->op) || l->op == OP_MUL || l->op == OP_MAXPOOL || l->op == OP_LAYERNORM) {
             nd->save_in = nd->bwd;
+            nd->ws = layer_workspace(g, l, N);
+        } else if (l->op == OP_LAYERSCALE) {
+            nd->save_in = nd->bwd && nd->train_w;
         }
         if (nd->bwd) {
             nd->dout = grad_tensor(&b, nd->out);

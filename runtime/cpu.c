@@ -56,8 +56,7 @@ static ConvShape conv_shape(const Graph *g, const Layer *l, int n)
 
 static Act act_of(OpKind op)
 {
-    return op == OP_RELU ? ACT_RELU : op == OP_RELU6 ? ACT_RELU6 :
-           op == OP_SWISH ? ACT_SWISH : op == OP_SIGMOID ? ACT_SIGMOID : ACT_NONE;
+    return (Act)op_act(op);   /* ActKind follows Act's order */
 }
 
 /* The BN layer a node normalizes with (own or absorbed, not folded), or -1. */
@@ -169,8 +168,15 @@ static void forward_node(Cpu *c, int ni, int training)
         }
         break;
     }
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
+    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
         act_forward(out, x, xin, act_of(l->op));
+        break;
+    case OP_LAYERNORM:   /* the per-row statistics go to the workspace */
+        layernorm_forward(out, c->ws, x, P(c, nd->layer, 0), P(c, nd->layer, 1), l->a.norm.eps,
+                          M, l->out.c);
+        break;
+    case OP_LAYERSCALE:
+        layerscale_forward(out, x, P(c, nd->layer, 0), M, l->out.c);
         break;
     case OP_ADD:
         add_forward(out, x, T(c, nd->in[1]), xin);
@@ -262,8 +268,20 @@ static void backward_node(Cpu *c, int ni)
         }
         break;
     }
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
+    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
         if (dx) act_backward(dx, dout, x, xin, act_of(l->op), acc);
+        break;
+    case OP_LAYERNORM: {   /* statistics recomputed into the workspace */
+        int C = l->out.c;
+        layernorm_forward(NULL, c->ws, x, NULL, NULL, l->a.norm.eps, M, C);
+        layernorm_backward(dx, nd->train_w ? G(c, nd->layer, 0) : NULL,
+                           nd->train_w ? G(c, nd->layer, 1) : NULL, dout, x, c->ws,
+                           P(c, nd->layer, 0), M, C, acc);
+        break;
+    }
+    case OP_LAYERSCALE:
+        layerscale_backward(dx, nd->train_w ? G(c, nd->layer, 0) : NULL, dout, x,
+                            P(c, nd->layer, 0), M, l->out.c, acc);
         break;
     case OP_ADD:
         if (dx) grad_pass(dx, dout, xin, acc);
