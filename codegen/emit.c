@@ -342,8 +342,7 @@ int em_has_epilogue(const Node *nd)
 
 const char *em_act_name(OpKind op)
 {
-    return op == OP_RELU ? "relu" : op == OP_RELU6 ? "relu6" : op == OP_SWISH ? "swish" :
-           op == OP_SIGMOID ? "sigmoid" : "none";
+    return act_name(op_act(op));
 }
 
 /* ---- the program ---------------------------------------------------------------------------- */
@@ -405,6 +404,14 @@ int emit_program(Program *pr, const Plan *p, const EmitOptions *o, char *err, si
              p->opt.fuse ? "fused" : "unfused");
     sb_str(&e, &e.src, head);
     sb_add(&e, &e.src, pre, len);
+    /* helpers only some programs use follow the preamble where they do */
+    for (int i = 0; i < p->g->n_layers; i++)
+        if (op_act(p->g->layers[i].op) == ACTK_GELU) {
+            const char *gelu = find_section("preamble", "gelu", &len);
+            if (!gelu) { snprintf(err, errlen, "kernels/cuda/preamble.cu: no gelu section"); return 1; }
+            sb_add(&e, &e.src, gelu, len);
+            break;
+        }
     pr->n_nodes = p->n_nodes;
     pr->fwd_train = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_train);
     pr->fwd_eval = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_eval);

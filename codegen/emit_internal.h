@@ -115,6 +115,11 @@ void em_op_fwd(Emitter *e, int ni, int training, LaunchList *l);     /* act, add
                                                                         dense, dropout */
 void em_op_bwd(Emitter *e, int ni, LaunchList *l);
 void em_loss(Emitter *e, int training, LaunchList *l);
+/* emit_norm.c: channel layer norm and layer scale */
+void em_layernorm_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_layernorm_bwd(Emitter *e, int ni, LaunchList *l);
+void em_layerscale_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_layerscale_bwd(Emitter *e, int ni, LaunchList *l);
 void em_update(Emitter *e, LaunchList *l);
 
 #endif

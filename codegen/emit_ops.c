@@ -338,9 +338,11 @@ void em_op_fwd(Emitter *e, int ni, int training, LaunchList *l)
     Shape s = in_shape(e, L);
     Ref x = nd->n_in ? R_ACT(e, nd->in[0]) : R_NULL(), out = R_ACT(e, nd->out);
     switch (L->op) {
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
+    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
         emit_act_fwd(e, l, L, out, x);
         break;
+    case OP_LAYERNORM: em_layernorm_fwd(e, ni, training, l); break;
+    case OP_LAYERSCALE: em_layerscale_fwd(e, ni, training, l); break;
     case OP_ADD: emit_add_fwd(e, l, s, out, x, R_ACT(e, nd->in[1])); break;
     case OP_MUL: emit_mul_fwd(e, l, s, out, x, R_ACT(e, nd->in[1])); break;
     case OP_GAP: emit_gap_fwd(e, l, s, out, x); break;
@@ -363,9 +365,11 @@ void em_op_bwd(Emitter *e, int ni, LaunchList *l)
     Ref dx = R_ACT(e, nd->din[0]), dout = R_ACT(e, nd->dout);
     int acc = nd->din_acc[0], has_dx = dx.buf != BUF_NULL;
     switch (L->op) {
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
+    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
         if (has_dx) emit_act_bwd(e, l, ni, L, dx, dout, x, acc);
         break;
+    case OP_LAYERNORM: em_layernorm_bwd(e, ni, l); break;
+    case OP_LAYERSCALE: em_layerscale_bwd(e, ni, l); break;
     case OP_ADD:
         if (has_dx) emit_grad_pass(e, l, s, dx, need(e, ni, dout, "the output gradient"), acc);
         if (nd->din[1] >= 0)

@@ -1,5 +1,6 @@
 /* tests/test_cuda_emu.c — the GPU backend without a GPU: the kernels emitted
- * for archs/tiny.arch (every op) compiled by the host C compiler under
+ * for archs/tiny.arch (every op; and the narrow ConvNeXt of
+ * tests/fixtures/convnext_narrow.arch) compiled by the host C compiler under
  * tests/cuda_emu.h and run by the GPU executor (runtime/cuda/exec.c) through
  * the emulated device (tests/emu_device.c), against the CPU backend:
  *  - fused and unfused plans, under several strategies' flags (BN on batch
@@ -281,8 +282,8 @@ static void compare_plan(int fuse, const float *lr, int n_lr, const char *flags)
     snprintf(when, sizeof when, "%s, %s, evaluate", flags, fuse ? "fused" : "unfused");
     compare_eval(&r, BATCH, 32, when);
     compare_eval(&r, 2, 36, when);
-    printf("tiny, %s, %s: %d kernels (%d cooperative); worst error / bound: loss %.2g, logits %.2g, "
-           "gradients %.2g, parameters %.2g, momentum %.2g\n", flags, fuse ? "fused" : "unfused",
+    printf("%s, %s, %s: %d kernels (%d cooperative); worst error / bound: loss %.2g, logits %.2g, "
+           "gradients %.2g, parameters %.2g, momentum %.2g\n", g.name, flags, fuse ? "fused" : "unfused",
            r.pr.n_kernels, n_sync(&r.pr), worst_loss, worst_logits, worst_arena[A_GRADS],
            worst_arena[A_PARAMS], worst_arena[A_MOM]);
     printf("  device: %ld launches (%ld cooperative, %ld blocks, %ld barrier rounds), %ld GEMMs\n",
@@ -313,6 +314,27 @@ END_TEST
 START_TEST(matches_cpu_head_only) { matches_cpu(F_HEAD_ONLY); }
 END_TEST
 START_TEST(matches_cpu_layerwise) { matches_cpu(F_LAYERWISE); }
+END_TEST
+
+/* The narrow ConvNeXt (tests/fixtures/convnext_narrow.arch: layer norm,
+ * GELU fused into the 1x1 conv before it or standalone, layer scale) on a
+ * synthetic data set at its 32x32 input, everything training: the sequence
+ * of compare_plan, fused and unfused. */
+START_TEST(matches_cpu_convnext)
+{
+    const char *src = getenv("KILN_SOURCE_DIR");
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/tests/fixtures/convnext_narrow.arch", src ? src : ".");
+    ck_assert_msg(graph_load(&g, path, err, sizeof err) == 0, "%s", err);
+    const InputAttr *in = &g.layers[0].a.input;
+    DataOptions o = {in->h, in->w, in->c, 0, 1};
+    ck_assert_msg(dataset_open(&ds, "synthetic:n=64,noise=0.5", &o, err, sizeof err) == 0, "%s", err);
+    pp = (Preproc){in->scale, {in->mean[0], in->mean[1], in->mean[2]}, {in->std[0], in->std[1], in->std[2]}};
+    graph_flags_all(&g, 1, BN_TRAIN);
+    float lr = 0.05f;
+    for (int fuse = 1; fuse >= 0; fuse--) compare_plan(fuse, &lr, 1, "all training");
+    unload();
+}
 END_TEST
 
 /* At batch 32 the reductions over rows are split across blocks (BN
@@ -1025,6 +1047,7 @@ int main(void)
     tcase_add_test(tc, matches_cpu_head_only);
     tcase_add_test(tc, matches_cpu_layerwise);
     tcase_add_test(tc, matches_cpu_split_reductions);
+    tcase_add_test(tc, matches_cpu_convnext);
     tcase_add_test(tc, order_free_bn_train);
     tcase_add_test(tc, order_free_half_frozen);
     tcase_add_test(tc, non_finite_loss_skips_update);

@@ -2,7 +2,7 @@
  * without a GPU (NVRTC needs none), and the emitted source is deterministic.
  *
  * For each network (archs/tiny.arch at its own size; EfficientNet-Lite0,
- * EfficientNet-B0 and ResNet50V2 at 64x64) and each strategy's flags (both
+ * EfficientNet-B0, ResNet50V2 and ConvNeXt-Tiny at 64x64) and each strategy's flags (both
  * phases of freeze-finetune), fused and unfused, with and without BN
  * folding, batch 8: emit the program, and gather the distinct kernels of all
  * these programs (a kernel's name carries a hash of its text, so one name is
@@ -226,6 +226,9 @@ END_TEST
 START_TEST(compiles_resnet50v2) { check_arch("resnet50v2", 64); }
 END_TEST
 
+START_TEST(compiles_convnext_tiny) { check_arch("convnext_tiny", 64); }
+END_TEST
+
 /* The same plan, built twice from freshly loaded graphs, gives the same
  * bytes (the disk cache of compiled kernels is keyed by them). */
 static void check_deterministic(const char *net, int size, int strategy, int fuse)
@@ -281,6 +284,7 @@ int main(void)
     tcase_add_test(tc, compiles_efficientnet_lite0);
     tcase_add_test(tc, compiles_efficientnet_b0);
     tcase_add_test(tc, compiles_resnet50v2);
+    tcase_add_test(tc, compiles_convnext_tiny);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
