@@ -101,6 +101,9 @@ static json_t *layer_attrs(const Layer *l)
     case OP_DROPOUT:
         json_object_set_new(o, "rate", jfloat(l->a.dropout.rate));
         break;
+    case OP_LAYERNORM:
+        json_object_set_new(o, "eps", jfloat(l->a.norm.eps));
+        break;
     default:
         break;
     }
