@@ -1,6 +1,9 @@
 /* codegen/plan.c — the passes that turn a flagged graph into a static plan:
- * fold, fuse, backward marking, step ordering and memory assignment. See
- * plan.h for the contract. Pure C: no kernels, no device, just data.
+ * chains (fold + fuse), nodes, backward marking, steps, parameters,
+ * lifetimes, memory and FLOPs, one function each, called in that order by
+ * plan_build. See plan.h for the contract. The passes ask the ops' traits
+ * (codegen/graph.h), never their names. Pure C: no kernels, no device, just
+ * data.
  */
 #include "codegen/plan.h"
 
