@@ -40,13 +40,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <dlfcn.h>
 
 #include "codegen/emit.h"
+#include "codegen/hash.h"
+#include "runtime/files.h"
 #include "runtime/cuda/exec.h"
 
 /* ---- cuBLAS and NVRTC, loaded on first use ------------------------------------------
@@ -559,36 +560,11 @@ static void dev_destroy(void *ctx)
 
 /* ---- the kernel cache ---------------------------------------------------------------- */
 
-static uint64_t fnv1a_add(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ull; }
-    return h;
-}
-
 static double now_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* mkdir -p; returns 0 or an errno. */
-static int make_dirs(const char *path)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ENAMETOOLONG;
-    for (char *q = buf + 1;; q++) {
-        if (*q == '/' || !*q) {
-            char c = *q;
-            *q = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return errno;
-            *q = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    return stat(buf, &st) || !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
 }
 
 /* The cache folder into buf; 1 when there is none. */
@@ -620,25 +596,6 @@ static void *read_all(const char *path, size_t *len)
     return buf;
 }
 
-/* Write atomically: a temporary file in the same folder, then rename.
- * Returns 0 or an errno. */
-static int write_atomic(const char *path, const void *data, size_t len)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return errno;
-    int bad = fwrite(data, 1, len, f) != len;
-    bad |= fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0;
-    int e = errno;
-    bad |= fclose(f) != 0;
-    if (!bad && rename(tmp, path) == 0) return 0;
-    e = errno ? errno : e;
-    unlink(tmp);
-    return e ? e : EIO;
-}
-
 /* KILN_DUMP_KERNELS=DIR: the source into DIR/kiln_<hash>.cu. */
 static void dump_source(const Program *pr)
 {
@@ -646,9 +603,8 @@ static void dump_source(const Program *pr)
     if (!d || !*d) return;
     char path[1100];
     snprintf(path, sizeof path, "%s/kiln_%016llx.cu", d, (unsigned long long)pr->hash);
-    int e = make_dirs(d);
-    if (!e) e = write_atomic(path, pr->source, pr->source_len);
-    if (e) fprintf(stderr, "kiln: KILN_DUMP_KERNELS: cannot write %s: %s\n", path, strerror(e));
+    if (kiln_mkdirs(d) || kiln_write_bytes(path, pr->source, pr->source_len))
+        fprintf(stderr, "kiln: KILN_DUMP_KERNELS: cannot write %s: %s\n", path, strerror(errno));
     else fprintf(stderr, "kiln: kernel source written to %s\n", path);
 }
 
@@ -733,9 +689,9 @@ static int cache_path(char *path, size_t n, const Program *pr, const Target *t, 
     char head[128];
     snprintf(head, sizeof head, "kiln-kernels-v1|%016llx|%zu|nvrtc %d.%d|%s", (unsigned long long)pr->hash,
              pr->source_len, maj, min, t->arch);
-    uint64_t h = fnv1a_add(0xcbf29ce484222325ull, head, strlen(head));
-    h = fnv1a_add(h, pr->source, pr->source_len);
-    for (int i = 0; i < t->n_opt; i++) h = fnv1a_add(h, t->opt[i], strlen(t->opt[i]) + 1);
+    uint64_t h = kiln_hash(KILN_HASH_INIT, head, strlen(head));
+    h = kiln_hash(h, pr->source, pr->source_len);
+    for (int i = 0; i < t->n_opt; i++) h = kiln_hash(h, t->opt[i], strlen(t->opt[i]) + 1);
     return snprintf(path, n, "%s/%016llx.%s", dir, (unsigned long long)h, t->ptx ? "ptx" : "cubin") >= (int)n;
 }
 
@@ -835,10 +791,9 @@ static int build_kernels(Cuda *c, const Program *pr, int cc, const CudaOptions *
         free(image);
         return rc;
     }
-    int e = have_cache ? make_dirs(dir) : 0;
     if (!have_cache) snprintf(note, sizeof note, "not cached: no $KILN_CACHE or $HOME");
-    else if (!e && !(e = write_atomic(path, image, len))) snprintf(note, sizeof note, "cached: %s", path);
-    else snprintf(note, sizeof note, "not cached: %s: %s", path, strerror(e));
+    else if (!kiln_mkdirs(dir) && !kiln_write_bytes(path, image, len)) snprintf(note, sizeof note, "cached: %s", path);
+    else snprintf(note, sizeof note, "not cached: %s: %s", path, strerror(errno));
     free(image);
     if (!o->quiet)
         fprintf(stderr, "kiln: compiled %d kernels for %s in %.1f s (%s)\n", pr->n_kernels, t.arch, secs, note);

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "datasets/dataset.h"
+#include "runtime/files.h"
 #include "runtime/strategy.h"
 #include "tools/kiln/cmds.h"
 #include "tools/kiln/report.h"
@@ -403,28 +404,14 @@ static void number_trials(Rows *rs)
 
 /* ---- atomic files -------------------------------------------------------------- */
 
-typedef struct { FILE *f; char path[1200], tmp[1300]; } OutFile;
-
-/* Open DIR/NAME's temporary twin for writing; 0, or -1 (message printed). */
-static int out_open(OutFile *o, const char *dir, const char *name)
+/* Write DIR/NAME atomically (kiln_write_atomic) with fill; 0, or -1 with the
+ * message printed. */
+static int write_file(const char *dir, const char *name, int (*fill)(FILE *f, void *ctx), void *ctx)
 {
-    snprintf(o->path, sizeof o->path, "%s/%s", dir, name);
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", o->path, (long)getpid());
-    if (!(o->f = fopen(o->tmp, "w"))) {
-        fprintf(stderr, "kiln report: %s: %s\n", o->tmp, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* Flush, fsync and rename into place; 0, or -1 (message printed, temp removed). */
-static int out_commit(OutFile *o)
-{
-    int bad = ferror(o->f) || fflush(o->f) != 0 || fsync(fileno(o->f)) != 0;
-    bad |= fclose(o->f) != 0;
-    if (bad || rename(o->tmp, o->path)) {
-        fprintf(stderr, "kiln report: cannot write %s: %s\n", o->path, strerror(errno));
-        unlink(o->tmp);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (kiln_write_atomic(path, fill, ctx)) {
+        fprintf(stderr, "kiln report: cannot write %s: %s\n", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -444,43 +431,42 @@ static void csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* Write DIR/results.csv; 0 or -1. */
-static int write_csv(const char *dir, const Rows *rs)
+/* results.csv's text for the rows ctx (const Rows *). */
+static int fill_csv(FILE *f, void *ctx)
 {
-    OutFile o;
-    if (out_open(&o, dir, "results.csv")) return -1;
-    for (int k = 0; k < C_COLS; k++) fprintf(o.f, "%s%s", k ? "," : "", CSV_COLUMNS[k]);
-    fputc('\n', o.f);
+    const Rows *rs = ctx;
+    for (int k = 0; k < C_COLS; k++) fprintf(f, "%s%s", k ? "," : "", CSV_COLUMNS[k]);
+    fputc('\n', f);
     for (int i = 0; i < rs->n; i++) {
         const Row *r = &rs->rows[i];
-        csv_field(o.f, r->arch);
-        fputc(',', o.f);
-        csv_field(o.f, r->strategy);
-        fprintf(o.f, ",%d,%.7g,%d,%.6f,%.3f,%d,%s,", r->trial, r->lr, r->batch, r->acc, r->secs, r->epochs,
+        csv_field(f, r->arch);
+        fputc(',', f);
+        csv_field(f, r->strategy);
+        fprintf(f, ",%d,%.7g,%d,%.6f,%.3f,%d,%s,", r->trial, r->lr, r->batch, r->acc, r->secs, r->epochs,
                 r->diverged ? "true" : "false");
-        csv_field(o.f, r->run);
-        fputc(',', o.f);
-        if (strchr(r->epochs_text, '+')) fputs(r->epochs_text, o.f);
-        fputc(',', o.f);
-        if (r->input_h) fprintf(o.f, "%dx%d", r->input_h, r->input_w);
-        fputc(',', o.f);
-        if (r->max_epochs) fprintf(o.f, "%d", r->max_epochs);
-        fputc(',', o.f);
-        if (r->patience >= 0) fprintf(o.f, "%d", r->patience);
-        fputc(',', o.f);
-        if (r->per_class >= 0) fprintf(o.f, "%d", r->per_class);
-        fputc(',', o.f);
-        csv_field(o.f, r->options);
+        csv_field(f, r->run);
+        fputc(',', f);
+        if (strchr(r->epochs_text, '+')) fputs(r->epochs_text, f);
+        fputc(',', f);
+        if (r->input_h) fprintf(f, "%dx%d", r->input_h, r->input_w);
+        fputc(',', f);
+        if (r->max_epochs) fprintf(f, "%d", r->max_epochs);
+        fputc(',', f);
+        if (r->patience >= 0) fprintf(f, "%d", r->patience);
+        fputc(',', f);
+        if (r->per_class >= 0) fprintf(f, "%d", r->per_class);
+        fputc(',', f);
+        csv_field(f, r->options);
         const int counts[4] = {r->n_train, r->n_val, r->n_test, r->classes};
         for (int k = 0; k < 4; k++) {
-            fputc(',', o.f);
-            if (counts[k]) fprintf(o.f, "%d", counts[k]);
+            fputc(',', f);
+            if (counts[k]) fprintf(f, "%d", counts[k]);
         }
-        fputc(',', o.f);
-        csv_field(o.f, r->data);
-        fputc('\n', o.f);
+        fputc(',', f);
+        csv_field(f, r->data);
+        fputc('\n', f);
     }
-    return out_commit(&o);
+    return 0;
 }
 
 /* ---- per-architecture statistics ------------------------------------------------- */
@@ -712,12 +698,16 @@ static void md_arch(FILE *f, const Rows *rs, int a, int b)
     free(front);
 }
 
-/* Write DIR/report.md; 0 or -1. */
-static int write_md(const char *dir, const Rows *rs, int from_csv)
+/* What report.md is drawn from. */
+typedef struct { const char *dir; const Rows *rs; int from_csv; } MdInput;
+
+/* report.md's text for ctx (const MdInput *). */
+static int fill_md(FILE *f, void *ctx)
 {
-    OutFile o;
-    if (out_open(&o, dir, "report.md")) return -1;
-    FILE *f = o.f;
+    const MdInput *in = ctx;
+    const char *dir = in->dir;
+    const Rows *rs = in->rs;
+    int from_csv = in->from_csv;
     int ndiv = 0, ncol = 0, narch = 0;
     for (int i = 0; i < rs->n; i++) {
         ndiv += rs->rows[i].diverged;
@@ -751,16 +741,14 @@ static int write_md(const char *dir, const Rows *rs, int from_csv)
         md_arch(f, rs, a, b);
         a = b;
     }
-    return out_commit(&o);
+    return 0;
 }
 
-/* Write DIR/scatter.svg (tools/report_svg.c); 0 or -1. */
-static int write_svg(const char *dir, const Rows *rs)
+/* scatter.svg's text for the rows ctx (const Rows *): report_svg.c. */
+static int fill_svg(FILE *f, void *ctx)
 {
-    OutFile o;
-    if (out_open(&o, dir, "scatter.svg")) return -1;
-    report_svg(o.f, rs);
-    return out_commit(&o);
+    report_svg(f, ctx);
+    return 0;
 }
 
 /* ---- the command ------------------------------------------------------------------- */
@@ -794,7 +782,9 @@ int report_build(const char *dir)
     mark_collapsed(&rs);
     qsort(rs.rows, (size_t)rs.n, sizeof(Row), row_cmp);
     number_trials(&rs);
-    int bad = write_csv(dir, &rs) | write_md(dir, &rs, from_csv) | write_svg(dir, &rs);
+    MdInput md = {dir, &rs, from_csv};
+    int bad = write_file(dir, "results.csv", fill_csv, &rs) | write_file(dir, "report.md", fill_md, &md) |
+              write_file(dir, "scatter.svg", fill_svg, &rs);
     if (!bad) {
         int ndiv = 0, ncol = 0;
         for (int i = 0; i < rs.n; i++) {
