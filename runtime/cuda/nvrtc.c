@@ -29,6 +29,7 @@
 
 /* ---- the kernel cache ---------------------------------------------------------------- */
 
+/* Monotonic seconds, for the line saying how long a compile or load took. */
 static double now_s(void)
 {
     struct timespec t;
