@@ -1,6 +1,8 @@
-/* codegen/emit_conv.c — the emitter of conv and depthwise-conv nodes (with
- * their fused epilogue: BN absorbed, activation, residual add), standalone BN
- * nodes and BN folding, from the templates of kernels/cuda/conv.cu.
+/* codegen/emit_conv.c — the per-op emitters of conv and depthwise-conv nodes
+ * (with their fused epilogue: BN absorbed, activation, residual add),
+ * standalone BN nodes and BN folding, from the templates of
+ * kernels/cuda/conv.cu. The walk (emit.c) reaches them through its op
+ * table; they call only the base (emit_base.c).
  *
  * Contract: the launches of a node compute exactly what runtime/cpu.c's
  * forward_node / backward_node / compute_derived compute for it, with the
@@ -402,7 +404,9 @@ static void emit_node_epi_fwd(Emitter *e, const Node *nd, int mode, LaunchList *
     emit_epi_fwd(e, l, M, K, &f);
 }
 
-void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
+/* The forward of a conv (dw = 0) or depthwise conv (dw = 1) node: derived
+ * BN constants when due, the convolution, its bias, the epilogue. */
+static void conv_fwd(Emitter *e, int ni, int training, int dw, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
     const Layer *L = &e->g->layers[nd->layer];
@@ -414,8 +418,8 @@ void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
     if (needs_derive(e, nd, training)) emit_derive(e, ni, l);
     /* a conv's bias goes into the epilogue unless batch statistics need it
      * first; a depthwise conv adds its own */
-    int bias_in_epi = L->op == OP_CONV && has_b && epi && mode != 1;
-    if (L->op == OP_DWCONV) {
+    int bias_in_epi = !dw && has_b && epi && mode != 1;
+    if (dw) {
         emit_dwconv_fwd(e, l, &s, z, x, w, bias, has_b);
     } else {
         emit_conv_gemm(e, l, &s, z, x, w);
@@ -423,6 +427,10 @@ void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
     }
     if (epi) emit_node_epi_fwd(e, nd, mode, l, z, bias_in_epi ? bias : R_NULL());
 }
+
+void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l) { conv_fwd(e, ni, training, 0, l); }
+
+void em_dwconv_fwd(Emitter *e, int ni, int training, LaunchList *l) { conv_fwd(e, ni, training, 1, l); }
 
 /* ---- conv / dwconv backward -------------------------------------------------------------- */
 
@@ -557,7 +565,9 @@ static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Re
     }
 }
 
-void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
+/* The backward of a conv (dw = 0) or depthwise conv (dw = 1) node: the
+ * epilogue's backward into dz, then dbias, dW, dx. */
+static void conv_bwd(Emitter *e, int ni, int dw, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
     const Layer *L = &e->g->layers[nd->layer];
@@ -566,19 +576,23 @@ void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
     Ref d = R_ACT(e, nd->dout);
     WsSpan sp = ws_free_around(e, 0, 0);
     if (em_has_epilogue(nd)) {
-        size_t cws = L->op == OP_DWCONV ? 0 : geo_ws(&s, e->p->opt.batch);
+        size_t cws = dw ? 0 : geo_ws(&s, e->p->opt.batch);
         sp = ws_free_around(e, cws, e->p->tensors[nd->out].floats);
         emit_epi_bwd(e, ni, l, R_WS(cws), sp);
         if (em_node_bn(e->p, nd) >= 0 || nd->act >= 0) d = R_WS(cws);
     }
     Ref dx = R_ACT(e, nd->din[0]);
-    Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
+    Ref dW = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
     Ref db = nd->train_w && em_has_bias(L) && !nd->fold ? R_GRAD(e, nd->layer, 1) : R_NULL();
     Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
     if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d, sp);
-    if (L->op == OP_CONV) emit_conv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
-    else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0], sp);
+    if (!dw) emit_conv_dwdx(e, l, &s, dx, dW, d, x, w, nd->din_acc[0]);
+    else emit_dwconv_dwdx(e, l, &s, dx, dW, d, x, w, nd->din_acc[0], sp);
 }
+
+void em_conv_bwd(Emitter *e, int ni, LaunchList *l) { conv_bwd(e, ni, 0, l); }
+
+void em_dwconv_bwd(Emitter *e, int ni, LaunchList *l) { conv_bwd(e, ni, 1, l); }
 
 /* ---- standalone BN ------------------------------------------------------------------------- */
 
