@@ -1,7 +1,8 @@
 /* tools/kiln/cmd_plan.c — `kiln plan`: the static plan in words. One line per
  * layer (output shape, parameters, FLOPs, trainable, BN mode), the step list,
  * and the bytes of every arena with the total, which is exactly what a
- * backend allocates for this plan. */
+ * backend allocates for this plan. With --json, the graph as JSON instead
+ * (tools/kiln/cmd_plan_json.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,12 +13,14 @@
 static void plan_usage(FILE *f)
 {
     fprintf(f, "usage: kiln plan --arch FILE [--batch N] [--freeze-until LAYER] [--bn train|infer|frozen]\n"
-               "                 [--input-size HxW] [--no-fuse] [--no-fold] [--quiet]\n"
+               "                 [--input-size HxW] [--num-classes N] [--no-fuse] [--no-fold] [--quiet | --json]\n"
                "       kiln plan --arch FILE --schedule --strategy S (--data SPEC | --train-images N)\n"
                "                 [training options as for kiln train]\n"
                "With --schedule: the LR of every group at the first step of every epoch (warm-up x\n"
                "LR groups x phase; plateau reductions depend on validation and are not shown) and\n"
-               "what is cached.\n");
+               "what is cached.\n"
+               "With --json: the graph (layers, inputs, shapes, attributes, parameters with names,\n"
+               "shapes and roles, FLOPs, totals) as JSON, the form tools read; no plan is built.\n");
 }
 
 /* `kiln plan --schedule`: per phase, the plan's flags from the strategy, the
@@ -87,7 +90,7 @@ int cmd_plan(int argc, char **argv)
 {
     ModelOptions m;
     model_options_default(&m);
-    int quiet = 0, schedule = 0, n_train = 0;
+    int quiet = 0, schedule = 0, n_train = 0, json = 0, classes = 0;
     const char *data = NULL, *strategy = "naive";
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--strategy")) strategy = argv[i + 1];
@@ -103,6 +106,11 @@ int cmd_plan(int argc, char **argv)
         if (r) continue;
         if (!strcmp(argv[i], "--quiet")) { quiet = 1; continue; }
         if (!strcmp(argv[i], "--schedule")) { schedule = 1; continue; }
+        if (!strcmp(argv[i], "--json")) { json = 1; continue; }
+        if (!strcmp(argv[i], "--num-classes") && i + 1 < argc) {
+            if (parse_int_arg(argv[++i], &classes) || classes < 1) { fprintf(stderr, "kiln plan: bad --num-classes\n"); return 2; }
+            continue;
+        }
         if (!strcmp(argv[i], "--strategy") && i + 1 < argc) { i++; continue; }
         if (!strcmp(argv[i], "--data") && i + 1 < argc) { data = argv[++i]; continue; }
         if (!strcmp(argv[i], "--train-images") && i + 1 < argc) {
@@ -117,6 +125,17 @@ int cmd_plan(int argc, char **argv)
     Graph g;
     int rc = model_load(&m, &g);
     if (rc) return rc;
+    char err[1024];
+    if (classes && (rc = graph_set_num_classes(&g, classes, err, sizeof err))) {
+        fprintf(stderr, "kiln plan: %s: --num-classes %d: %s\n", m.arch, classes, err);
+        graph_free(&g);
+        return rc;
+    }
+    if (json) {
+        rc = plan_json_print(stdout, &g);
+        graph_free(&g);
+        return rc;
+    }
     if (schedule) {
         if (!data && !n_train) {
             fprintf(stderr, "kiln plan: --schedule needs --data SPEC or --train-images N\n");
@@ -128,7 +147,6 @@ int cmd_plan(int argc, char **argv)
         return rc;
     }
     Plan p;
-    char err[512];
     PlanOptions po = {.batch = m.batch, .fuse = m.fuse, .fold = m.fold};
     if (plan_build(&p, &g, &po, err, sizeof err)) {
         fprintf(stderr, "kiln plan: %s\n", err);

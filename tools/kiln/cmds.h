@@ -15,6 +15,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
+/* `kiln plan --json`: g as JSON on f (tools/kiln/cmd_plan_json.c); an exit code. */
+int plan_json_print(FILE *f, const Graph *g);
 /* Write results.csv, report.md and scatter.svg of a compare folder
  * (tools/kiln/cmd_report.c); returns an exit code. */
 int report_build(const char *dir);
