@@ -1,8 +1,9 @@
 /* codegen/emit_base.c — the bottom layer of the CUDA C emitter: the embedded
  * templates and their sections, rendering ({{KEY}} substitution), key/value
  * lists, kernel registration (naming, deduplication, the emulation
- * trampoline), launch lists, arena pointers (Refs) and the facts of a node
- * that every per-op emitter asks.
+ * trampoline), launch lists and arena pointers (Refs). What an op is (its
+ * activation, bias, BN) comes from the registry row (graph.h) and the plan
+ * (plan.h), never from a test of the op here.
  *
  * Layering of the emitter (each file calls only the files below it):
  *   emit.c       the walk: the program, node order, loss, update, op table
@@ -325,31 +326,6 @@ Ref R_OFF(Ref r, size_t words)
 {
     if (r.buf != BUF_NULL) r.off += words;
     return r;
-}
-
-/* ---- node facts (as runtime/cpu.c) -------------------------------------------------------- */
-
-int em_node_bn(const Plan *p, const Node *nd)
-{
-    if (p->g->layers[nd->layer].op == OP_BN) return nd->layer;
-    return nd->fold ? -1 : nd->bn;
-}
-
-int em_has_bias(const Layer *l)
-{
-    return (l->op == OP_DENSE && l->a.dense.bias) ||
-           ((l->op == OP_CONV || l->op == OP_DWCONV) && l->a.conv.bias);
-}
-
-int em_has_epilogue(const Node *nd)
-{
-    return (nd->bn >= 0 && !nd->fold) || nd->act >= 0 || nd->add >= 0;
-}
-
-const char *em_act_name(OpKind op)
-{
-    return op == OP_RELU ? "relu" : op == OP_RELU6 ? "relu6" : op == OP_SWISH ? "swish" :
-           op == OP_SIGMOID ? "sigmoid" : "none";
 }
 
 /* ---- the emitter's own state ------------------------------------------------------------ */

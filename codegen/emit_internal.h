@@ -6,7 +6,7 @@
  *   emit_conv.c  per-op emitters: conv, depthwise conv (with their fused
  *   emit_ops.c   epilogue), BN, folding; every other op
  *   emit_base.c  templates, rendering, key/values, kernel registration,
- *                launch lists, pointers, the facts of a node
+ *                launch lists, pointers
  *
  * How an op is emitted: render a template section of kernels/cuda/<file>.cu
  * with em_kernel() (placeholders {{KEY}} replaced by the given values;
@@ -15,7 +15,10 @@
  * mirrors runtime/cpu.c: the same kernels/cpu contract (overwrite vs acc,
  * NULL = not needed) holds for every template. An op reaches the walk
  * through its row of EMIT_OPS in emit.c (a forward and a backward emitter
- * with the signatures EmitFwd / EmitBwd below).
+ * with the signatures EmitFwd / EmitBwd below). What a layer is comes from
+ * its registry row (graph.h: op_act/act_name, layer_has_bias,
+ * layer_workspace) and the plan (plan_node_bn, node_has_epilogue); no
+ * emitter tests an op by name.
  */
 #ifndef KILN_EMIT_INTERNAL_H
 #define KILN_EMIT_INTERNAL_H
@@ -109,12 +112,6 @@ Ref R_GRADS(size_t off);    /* into the gradient arena directly */
 Ref R_PARAMS(size_t off);
 Ref R_MOM(size_t off);
 Ref R_OFF(Ref r, size_t words);   /* r + words (NULL stays NULL) */
-
-/* ---- facts of a node, as runtime/cpu.c computes them ----------------------------- */
-int em_node_bn(const Plan *p, const Node *nd);     /* BN it normalizes with, or -1 */
-int em_has_bias(const Layer *l);
-int em_has_epilogue(const Node *nd);
-const char *em_act_name(OpKind op);                /* "relu", "swish", ..., "none" */
 
 /* ---- per-op emitters ---------------------------------------------------------------
  * Forward: append to `l` the launches of node ni's forward step in training

@@ -111,7 +111,7 @@ void em_act_fwd(Emitter *e, int ni, int training, LaunchList *l)
     (void)training;
     NodeFwd f = node_fwd(e, ni);
     long per = shape_elems(f.s);
-    const char *act = em_act_name(f.L->op);
+    const char *act = act_name(op_act(f.L->op));
     Kv kv = {0};
     kv_int(e, &kv, "PER", per);
     kv_str(e, &kv, "ACT", act);
@@ -125,7 +125,7 @@ void em_act_bwd(Emitter *e, int ni, LaunchList *l)
     NodeBwd b = node_bwd(e, ni);
     if (b.dx.buf == BUF_NULL) return;
     long per = shape_elems(b.s);
-    const char *act = em_act_name(b.L->op);
+    const char *act = act_name(op_act(b.L->op));
     Kv kv = {0};
     kv_int(e, &kv, "PER", per);
     kv_str(e, &kv, "ACT", act);
@@ -307,7 +307,7 @@ void em_dense_fwd(Emitter *e, int ni, int training, LaunchList *l)
     int F = (int)shape_elems(f.s), K = f.L->out.c, layer = f.nd->layer;
     em_gemm(e, l, 0, 0, (Dim){1, 0}, (Dim){0, K}, (Dim){0, F}, 1.0f, f.x, F,
             R_PARAM(e, layer, 0), K, 0.0f, f.out, K);
-    if (!em_has_bias(f.L)) return;
+    if (!layer_has_bias(f.L)) return;
     Kv kv = {0};
     kv_int(e, &kv, "K", K);
     int k = ops_kernel(e, "dense_bias", em_fmt(e, "%d", K), 2, &kv);
@@ -323,7 +323,7 @@ void em_dense_bwd(Emitter *e, int ni, LaunchList *l)
     int F = (int)shape_elems(b.s), K = b.L->out.c;
     Ref dout = need(e, ni, b.dout, "the output gradient");
     Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
-    Ref db = nd->train_w && em_has_bias(b.L) ? R_GRAD(e, nd->layer, 1) : R_NULL();
+    Ref db = nd->train_w && layer_has_bias(b.L) ? R_GRAD(e, nd->layer, 1) : R_NULL();
     if (dw.buf != BUF_NULL) {
         Ref x = need(e, ni, b.x, "the input");
         em_gemm(e, l, 1, 0, (Dim){0, F}, (Dim){0, K}, (Dim){1, 0}, 1.0f, x, F, dout, K,
