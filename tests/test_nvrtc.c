@@ -14,7 +14,7 @@
  * A kernel is cut out of a program's source as the text between the end of
  * the previous kernel (or of the preamble) and the end of its emulation
  * trampoline ("#ifdef KILN_EMULATE ... NAME__emu ... #endif"), which
- * codegen/emit.c appends after every kernel in kernel order.
+ * codegen/emit_base.c appends after every kernel in kernel order.
  */
 #include <check.h>
 #include <nvrtc.h>
