@@ -121,106 +121,110 @@ static int parse_pair(const char *s, int *a, int *b)
     return -1;
 }
 
-/* ---- one key=value -------------------------------------------------------------- */
+/* ---- one key=value, by the kind of its value --------------------------------------- */
 
-static int set_key(Ctx *cx, Layer *l, const char *key, const char *val, int col)
+/* Parse `val` for key k of layer l into the layer. Returns the count of
+ * values given for a KEY_CHANNELS key, 1 for the others, or the parse error's
+ * 2 as -2. */
+static int set_key(Ctx *cx, Layer *l, const KeyDef *k, const char *val, int col)
 {
+    const char *key = k->name;
+    void *dst = (char *)l + k->off;
     int vcol = col + (int)strlen(key) + 1;
-    if (!strcmp(key, "size")) {
+    switch (k->kind) {
+    case KEY_SIZE: {
         int v[3];
         if (parse_ints(val, 'x', v, 3) != 3)
-            return fail(cx, vcol, "expected size=HxWxC, got '%s'", val);
+            return -fail(cx, vcol, "expected %s=HxWxC, got '%s'", key, val);
         if (v[0] <= 0 || v[1] <= 0 || v[2] <= 0 || v[2] > 4 || v[0] > 4096 || v[1] > 4096)
-            return fail(cx, vcol, "size %s out of range (1..4096 pixels, 1..4 channels)", val);
-        l->a.input.h = v[0]; l->a.input.w = v[1]; l->a.input.c = v[2];
-    } else if (!strcmp(key, "scale")) {
-        if (parse_float(val, &l->a.input.scale))
-            return fail(cx, vcol, "expected a number for scale, got '%s'", val);
-    } else if (!strcmp(key, "mean") || !strcmp(key, "std")) {
-        float v[4];
-        int n = parse_floats(val, v, 4);
-        if (n < 1) return fail(cx, vcol, "expected 1 to 4 comma-separated numbers for %s, got '%s'", key, val);
-        float *dst = key[0] == 'm' ? l->a.input.mean : l->a.input.std;
-        for (int i = 0; i < 4; i++) dst[i] = v[n == 1 ? 0 : (i < n ? i : n - 1)];
-        if (key[0] == 's')
-            for (int i = 0; i < n; i++)
-                if (!(v[i] > 0)) return fail(cx, vcol, "std must be positive, got '%s'", val);
-    } else if (!strcmp(key, "filters") || !strcmp(key, "units")) {
-        int v, rc = parse_int(val, &v);
-        if (rc == -1) return fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
-        if (rc == -2) return fail(cx, vcol, "%s out of range (1..%ld), got '%s'", key, KILN_INT_MAX, val);
-        if (v <= 0) return fail(cx, vcol, "%s must be positive, got %d", key, v);
-        if (key[0] == 'f') l->a.conv.filters = v; else l->a.dense.units = v;
-    } else if (!strcmp(key, "kernel") || !strcmp(key, "stride")) {
-        int a, b;
-        if (parse_pair(val, &a, &b))
-            return fail(cx, vcol, "expected %s=N or %s=NxM, got '%s'", key, key, val);
-        if (a <= 0 || b <= 0) return fail(cx, vcol, "%s must be positive, got '%s'", key, val);
-        if (key[0] == 'k') { l->a.conv.kh = a; l->a.conv.kw = b; }
-        else { l->a.conv.sh = a; l->a.conv.sw = b; }
-    } else if (!strcmp(key, "padding") || !strcmp(key, "pad")) {
-        int v[4], n;
-        ConvAttr *c = &l->a.conv;
-        if (l->op != OP_ZEROPAD && !strcmp(val, "same")) c->pad_mode = PAD_SAME;
-        else if (l->op != OP_ZEROPAD && !strcmp(val, "valid")) c->pad_mode = PAD_VALID;
-        else if ((n = parse_ints(val, ',', v, 4)) == 1 || n == 2 || n == 4) {
-            if (n == 1) v[1] = v[2] = v[3] = v[0];
-            else if (n == 2) { v[2] = v[3] = v[1]; v[1] = v[0]; }
-            for (int i = 0; i < 4; i++)
-                if (v[i] < 0 || v[i] > 1024) return fail(cx, vcol, "padding out of range in '%s'", val);
-            if (l->op == OP_ZEROPAD) {
-                l->a.pad = (PadAttr){v[0], v[1], v[2], v[3]};
-            } else {
-                c->pad_mode = PAD_EXPLICIT;
-                c->pt = v[0]; c->pb = v[1]; c->pl = v[2]; c->pr = v[3];
-            }
-        } else {
-            return fail(cx, vcol, "expected %s=%sP, P_VERTICAL,P_HORIZONTAL or T,B,L,R, got '%s'",
-                        key, l->op == OP_ZEROPAD ? "" : "same, valid, ", val);
-        }
-    } else if (!strcmp(key, "bias")) {
-        int b = !strcmp(val, "true") ? 1 : !strcmp(val, "false") ? 0 : -1;
-        if (b < 0) return fail(cx, vcol, "expected bias=true or bias=false, got '%s'", val);
-        if (l->op == OP_DENSE) l->a.dense.bias = b; else l->a.conv.bias = b;
-    } else if (!strcmp(key, "eps") || !strcmp(key, "momentum") || !strcmp(key, "rate")) {
-        float v;
-        if (parse_float(val, &v)) return fail(cx, vcol, "expected a number for %s, got '%s'", key, val);
-        if (key[0] == 'e') {
-            if (!(v > 0)) return fail(cx, vcol, "eps must be positive, got '%s'", val);
-            l->a.bn.eps = v;
-        } else if (key[0] == 'm') {
-            if (!(v >= 0 && v < 1)) return fail(cx, vcol, "momentum must be in [0, 1), got '%s'", val);
-            l->a.bn.momentum = v;
-        } else {
-            if (!(v >= 0 && v < 1)) return fail(cx, vcol, "rate must be in [0, 1), got '%s'", val);
-            l->a.dropout.rate = v;
-        }
+            return -fail(cx, vcol, "%s %s out of range (1..4096 pixels, 1..4 channels)", key, val);
+        memcpy(dst, v, sizeof v);
+        return 1;
     }
-    return 0;
+    case KEY_COUNT: {
+        int v, rc = parse_int(val, &v);
+        if (rc == -1) return -fail(cx, vcol, "expected an integer for %s, got '%s'", key, val);
+        if (rc == -2) return -fail(cx, vcol, "%s out of range (1..%ld), got '%s'", key, KILN_INT_MAX, val);
+        if (v <= 0) return -fail(cx, vcol, "%s must be positive, got %d", key, v);
+        *(int *)dst = v;
+        return 1;
+    }
+    case KEY_PAIR: {
+        int v[2];
+        if (parse_pair(val, &v[0], &v[1]))
+            return -fail(cx, vcol, "expected %s=N or %s=NxM, got '%s'", key, key, val);
+        if (v[0] <= 0 || v[1] <= 0) return -fail(cx, vcol, "%s must be positive, got '%s'", key, val);
+        memcpy(dst, v, sizeof v);
+        return 1;
+    }
+    case KEY_PADDING: case KEY_PAD: {
+        int v[4], n, modes = k->kind == KEY_PADDING;
+        ConvAttr *c = dst;
+        if (modes && !strcmp(val, "same")) { c->pad_mode = PAD_SAME; return 1; }
+        if (modes && !strcmp(val, "valid")) { c->pad_mode = PAD_VALID; return 1; }
+        n = parse_ints(val, ',', v, 4);
+        if (n != 1 && n != 2 && n != 4)
+            return -fail(cx, vcol, "expected %s=%sP, P_VERTICAL,P_HORIZONTAL or T,B,L,R, got '%s'",
+                         key, modes ? "same, valid, " : "", val);
+        if (n == 1) v[1] = v[2] = v[3] = v[0];
+        else if (n == 2) { v[2] = v[3] = v[1]; v[1] = v[0]; }
+        for (int i = 0; i < 4; i++)
+            if (v[i] < 0 || v[i] > 1024) return -fail(cx, vcol, "padding out of range in '%s'", val);
+        if (modes) {
+            c->pad_mode = PAD_EXPLICIT;
+            c->pt = v[0]; c->pb = v[1]; c->pl = v[2]; c->pr = v[3];
+        } else {
+            *(PadAttr *)dst = (PadAttr){v[0], v[1], v[2], v[3]};
+        }
+        return 1;
+    }
+    case KEY_BOOL: {
+        int b = !strcmp(val, "true") ? 1 : !strcmp(val, "false") ? 0 : -1;
+        if (b < 0) return -fail(cx, vcol, "expected %s=true or %s=false, got '%s'", key, key, val);
+        *(int *)dst = b;
+        return 1;
+    }
+    case KEY_NUMBER: case KEY_POSITIVE: case KEY_FRACTION: {
+        float v;
+        if (parse_float(val, &v)) return -fail(cx, vcol, "expected a number for %s, got '%s'", key, val);
+        if (k->kind == KEY_POSITIVE && !(v > 0))
+            return -fail(cx, vcol, "%s must be positive, got '%s'", key, val);
+        if (k->kind == KEY_FRACTION && !(v >= 0 && v < 1))
+            return -fail(cx, vcol, "%s must be in [0, 1), got '%s'", key, val);
+        *(float *)dst = v;
+        return 1;
+    }
+    case KEY_CHANNELS: case KEY_CHANNELS_POSITIVE: {
+        float v[4], *out = dst;
+        int n = parse_floats(val, v, 4);
+        if (n < 1) return -fail(cx, vcol, "expected 1 to 4 comma-separated numbers for %s, got '%s'", key, val);
+        for (int i = 0; i < 4; i++) out[i] = v[n == 1 ? 0 : (i < n ? i : n - 1)];
+        if (k->kind == KEY_CHANNELS_POSITIVE)
+            for (int i = 0; i < n; i++)
+                if (!(v[i] > 0)) return -fail(cx, vcol, "%s must be positive, got '%s'", key, val);
+        return n;
+    }
+    }
+    return 1;
 }
 
-/* Defaults before keys are read (Keras's where there is one). */
+/* Zero the attributes, then give every key of the op its default (the row's
+ * `def`: a count, bool, pair part, number or every channel). */
 static void set_defaults(Layer *l)
 {
     memset(&l->a, 0, sizeof l->a);
-    switch (l->op) {
-    case OP_INPUT:
-        l->a.input.scale = 1;
-        for (int i = 0; i < 4; i++) l->a.input.std[i] = 1;
-        break;
-    case OP_CONV: case OP_DWCONV: case OP_MAXPOOL:
-        l->a.conv.sh = l->a.conv.sw = 1;
-        l->a.conv.bias = l->op != OP_MAXPOOL;
-        if (l->op == OP_MAXPOOL) l->a.conv.kh = l->a.conv.kw = 2, l->a.conv.sh = l->a.conv.sw = 2;
-        break;
-    case OP_BN:
-        l->a.bn.eps = 1e-3f; l->a.bn.momentum = 0.99f;
-        break;
-    case OP_DENSE:
-        l->a.dense.bias = 1;
-        break;
-    default:
-        break;
+    const OpInfo *info = op_info(l->op);
+    for (const KeyDef *k = info->keys; k < info->keys + KILN_MAX_KEYS && k->name; k++) {
+        void *dst = (char *)l + k->off;
+        switch (k->kind) {
+        case KEY_COUNT: case KEY_BOOL: *(int *)dst = (int)k->def; break;
+        case KEY_PAIR: ((int *)dst)[0] = ((int *)dst)[1] = (int)k->def; break;
+        case KEY_NUMBER: case KEY_POSITIVE: case KEY_FRACTION: *(float *)dst = (float)k->def; break;
+        case KEY_CHANNELS: case KEY_CHANNELS_POSITIVE:
+            for (int i = 0; i < 4; i++) ((float *)dst)[i] = (float)k->def;
+            break;
+        case KEY_SIZE: case KEY_PADDING: case KEY_PAD: break;
+        }
     }
 }
 
@@ -255,16 +259,6 @@ static Layer *new_layer(Graph *g)
     return l;
 }
 
-/* Does the space-separated list `keys` contain key? An empty key never matches. */
-static int has_key(const char *keys, const char *key)
-{
-    size_t n = strlen(key);
-    if (n == 0) return 0;
-    for (const char *p = keys; (p = strstr(p, key)); p += n)
-        if ((p == keys || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
-    return 0;
-}
-
 /* Token i of a layer line must be key=value with a non-empty key that no
  * earlier token of the line already set. */
 static int check_key_token(Ctx *cx, const Tok *t, int i)
@@ -279,42 +273,92 @@ static int check_key_token(Ctx *cx, const Tok *t, int i)
     return 0;
 }
 
+/* "from=A[,B]": the layer's inputs, defined above it. */
+static int parse_from(Graph *g, Ctx *cx, Layer *l, const OpInfo *info, char *val, int col)
+{
+    const char *op = info->keyword;
+    if (info->max_in == 0) return fail(cx, col, "`%s` takes no from=", op);
+    int vcol = col + 5, n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(val, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (n == info->max_in) return fail(cx, vcol, "%s takes %d input%s", op, info->max_in, info->max_in > 1 ? "s" : "");
+        int j = graph_find(g, p);
+        if (j < 0 || j == g->n_layers - 1)
+            return fail(cx, vcol, "unknown input '%s' (inputs must be defined above)", p);
+        if (op_is(g->layers[j].op, TRAIT_LOSS))
+            return fail(cx, vcol, "'%s' is the loss and cannot be an input", p);
+        l->in[n++] = j;
+    }
+    if (n < info->min_in) return fail(cx, vcol, "%s takes %d inputs, got %d", op, info->min_in, n);
+    l->n_in = n;
+    return 0;
+}
+
+/* The "unknown key" message: the op's keys from its row. */
+static int unknown_key(Ctx *cx, const OpInfo *info, const char *key, int col)
+{
+    char keys[256] = "from";
+    size_t n = strlen(keys);
+    for (const KeyDef *k = info->keys; k < info->keys + KILN_MAX_KEYS && k->name && n < sizeof keys; k++)
+        n += (size_t)snprintf(keys + n, sizeof keys - n, " %s", k->name);
+    return fail(cx, col, "unknown key '%s' for %s (expected %s)", key, info->keyword, keys);
+}
+
+/* The op word and layer name of a layer line: the row, or NULL after an error. */
+static const OpInfo *parse_head(Graph *g, Ctx *cx, const Tok *t, int nt, char *name)
+{
+    char op[32];
+    if (t[0].len >= (int)sizeof op) { fail(cx, t[0].col, "unknown op '%.*s'", t[0].len, t[0].s); return NULL; }
+    memcpy(op, t[0].s, (size_t)t[0].len); op[t[0].len] = 0;
+    const OpInfo *info = op_find(op);
+    if (!info) {
+        char kw[512];
+        op_keywords(kw, sizeof kw);
+        fail(cx, t[0].col, "unknown op '%s' (expected %s)", op, kw);
+        return NULL;
+    }
+    int rc = 2;
+    if (nt < 2) fail(cx, t[0].col + t[0].len, "expected a layer name after '%s'", op);
+    else if (t[1].len >= KILN_NAME_MAX) fail(cx, t[1].col, "layer name too long (max %d)", KILN_NAME_MAX - 1);
+    else rc = 0;
+    if (rc) return NULL;
+    memcpy(name, t[1].s, (size_t)t[1].len); name[t[1].len] = 0;
+    for (const char *p = name; *p; p++)
+        if (!(*p == '_' || *p == '-' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+              (*p >= 'A' && *p <= 'Z'))) {
+            fail(cx, t[1].col, "layer name '%s' may hold only letters, digits, '_' and '-'", name);
+            return NULL;
+        }
+    if (strchr(name, '=')) rc = fail(cx, t[1].col, "expected a layer name, got '%s'", name);
+    else if (graph_find(g, name) >= 0) rc = fail(cx, t[1].col, "layer '%s' is defined twice", name);
+    else if (g->n_layers == 0 && !(info->traits & TRAIT_INPUT))
+        rc = fail(cx, t[0].col, "the first layer must be `%s`", op_with(TRAIT_INPUT)->keyword);
+    else if (g->n_layers > 0 && (info->traits & TRAIT_INPUT))
+        rc = fail(cx, t[0].col, "only one `%s` layer is allowed", op);
+    else if (g->n_layers > 0 && op_is(g->layers[g->n_layers - 1].op, TRAIT_LOSS))
+        rc = fail(cx, t[0].col, "%s must be the last layer", op_info(g->layers[g->n_layers - 1].op)->keyword);
+    return rc ? NULL : info;
+}
+
 static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
 {
-    char op[32], name[KILN_NAME_MAX];
-    if (t[0].len >= (int)sizeof op) return fail(cx, t[0].col, "unknown op '%.*s'", t[0].len, t[0].s);
-    memcpy(op, t[0].s, (size_t)t[0].len); op[t[0].len] = 0;
-    if (!strcmp(op, "arch")) {
+    char name[KILN_NAME_MAX];
+    if (t[0].len == 4 && !memcmp(t[0].s, "arch", 4)) {
         if (nt != 2 || g->n_layers) return fail(cx, t[0].col, "expected `arch NAME` as the first line");
         if (t[1].len >= KILN_NAME_MAX) return fail(cx, t[1].col, "name too long (max %d)", KILN_NAME_MAX - 1);
         memcpy(g->name, t[1].s, (size_t)t[1].len); g->name[t[1].len] = 0;
         return 0;
     }
-    const OpInfo *info = op_find(op);
-    if (!info) return fail(cx, t[0].col, "unknown op '%s' (expected input, conv, dwconv, zeropad, bn, relu, "
-                           "relu6, swish, sigmoid, add, mul, gap, maxpool, dense, dropout, softmax_ce)", op);
-    if (nt < 2) return fail(cx, t[0].col + t[0].len, "expected a layer name after '%s'", op);
-    if (t[1].len >= KILN_NAME_MAX) return fail(cx, t[1].col, "layer name too long (max %d)", KILN_NAME_MAX - 1);
-    memcpy(name, t[1].s, (size_t)t[1].len); name[t[1].len] = 0;
-    for (const char *p = name; *p; p++)
-        if (!(*p == '_' || *p == '-' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-              (*p >= 'A' && *p <= 'Z')))
-            return fail(cx, t[1].col, "layer name '%s' may hold only letters, digits, '_' and '-'", name);
-    if (strchr(name, '=')) return fail(cx, t[1].col, "expected a layer name, got '%s'", name);
-    if (graph_find(g, name) >= 0) return fail(cx, t[1].col, "layer '%s' is defined twice", name);
-    if (g->n_layers == 0 && info->op != OP_INPUT) return fail(cx, t[0].col, "the first layer must be `input`");
-    if (g->n_layers > 0 && info->op == OP_INPUT) return fail(cx, t[0].col, "only one `input` layer is allowed");
-    if (g->n_layers > 0 && g->layers[g->n_layers - 1].op == OP_LOSS)
-        return fail(cx, t[0].col, "softmax_ce must be the last layer");
-
+    const OpInfo *info = parse_head(g, cx, t, nt, name);
+    if (!info) return 2;
+    const char *op = info->keyword;
     Layer *l = new_layer(g);
     if (!l) return fail(cx, 1, "out of memory");
     strcpy(l->name, name);
     l->op = info->op;
     l->line = cx->line;
     set_defaults(l);
-    int have_from = 0, have_size = 0, have_filters = 0, have_units = 0, have_kernel = 0, have_rate = 0;
-    int have_pad = 0, mean_n = 0, std_n = 0;
+    int have_from = 0, given[KILN_MAX_KEYS] = {0};   /* per key: values given, 0 if absent */
     for (int i = 2; i < nt; i++) {
         int rc = check_key_token(cx, t, i);
         if (rc) return rc;
@@ -326,35 +370,15 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
         memcpy(key, t[i].s, (size_t)kl); key[kl] = 0;
         memcpy(val, eq + 1, (size_t)vl); val[vl] = 0;
         if (!strcmp(key, "from")) {
-            if (info->max_in == 0) return fail(cx, t[i].col, "`input` takes no from=");
-            int vcol = t[i].col + 5, n = 0;
-            char *save = NULL;
-            for (char *p = strtok_r(val, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-                if (n == info->max_in) return fail(cx, vcol, "%s takes %d input%s", op, info->max_in, info->max_in > 1 ? "s" : "");
-                int j = graph_find(g, p);
-                if (j < 0 || j == g->n_layers - 1)
-                    return fail(cx, vcol, "unknown input '%s' (inputs must be defined above)", p);
-                if (g->layers[j].op == OP_LOSS) return fail(cx, vcol, "'%s' is the loss and cannot be an input", p);
-                l->in[n++] = j;
-            }
-            if (n < info->min_in) return fail(cx, vcol, "%s takes %d inputs, got %d", op, info->min_in, n);
-            l->n_in = n;
+            if ((rc = parse_from(g, cx, l, info, val, t[i].col))) return rc;
             have_from = 1;
             continue;
         }
-        if (!has_key(info->keys, key))
-            return fail(cx, t[i].col, "unknown key '%s' for %s (expected from%s%s)", key, op,
-                        info->keys[0] ? " " : "", info->keys);
-        rc = set_key(cx, l, key, val, t[i].col);
-        if (rc) return rc;
-        have_size |= !strcmp(key, "size");
-        have_filters |= !strcmp(key, "filters");
-        have_units |= !strcmp(key, "units");
-        have_kernel |= !strcmp(key, "kernel");
-        have_rate |= !strcmp(key, "rate");
-        have_pad |= !strcmp(key, "pad");
-        if (!strcmp(key, "mean")) mean_n = parse_floats(val, (float[4]){0}, 4);
-        if (!strcmp(key, "std")) std_n = parse_floats(val, (float[4]){0}, 4);
+        const KeyDef *k = op_key(info->op, key);
+        if (!k) return unknown_key(cx, info, key, t[i].col);
+        int n = set_key(cx, l, k, val, t[i].col);
+        if (n < 0) return -n;
+        given[k - info->keys] = n;
     }
     if (!have_from && info->max_in > 0) {
         if (info->min_in > 1) return fail(cx, t[0].col, "%s needs from=A,B", op);
@@ -362,20 +386,17 @@ static int parse_line(Graph *g, Ctx *cx, Tok *t, int nt)
         l->n_in = 1;
     }
     int endcol = t[nt - 1].col + t[nt - 1].len;
-    if (info->op == OP_INPUT) {
-        if (!have_size) return fail(cx, endcol, "input needs size=HxWxC");
-        if ((mean_n > 1 && mean_n != l->a.input.c) || (std_n > 1 && std_n != l->a.input.c))
-            return fail(cx, endcol, "mean/std need 1 or %d values", l->a.input.c);
-    }
-    if (info->op == OP_CONV && !have_filters) return fail(cx, endcol, "conv needs filters=N");
-    if ((info->op == OP_CONV || info->op == OP_DWCONV) && !have_kernel)
-        return fail(cx, endcol, "%s needs kernel=N", op);
-    if (info->op == OP_DENSE && !have_units) return fail(cx, endcol, "dense needs units=N");
-    if (info->op == OP_DROPOUT && !have_rate) return fail(cx, endcol, "dropout needs rate=R");
-    if (info->op == OP_ZEROPAD && !have_pad) return fail(cx, endcol, "zeropad needs pad=P or pad=T,B,L,R");
+    for (int k = 0; k < KILN_MAX_KEYS && info->keys[k].name; k++)
+        if (info->keys[k].need && !given[k]) return fail(cx, endcol, "%s needs %s", op, info->keys[k].need);
     char msg[400];
     int rc = op_infer(g, l, msg, sizeof msg);
     if (rc) return fail(cx, t[0].col, "%s: %s", name, msg);
+    /* per-channel values: one for all, or one per channel */
+    for (int k = 0; k < KILN_MAX_KEYS && info->keys[k].name; k++) {
+        KeyKind kind = info->keys[k].kind;
+        if ((kind == KEY_CHANNELS || kind == KEY_CHANNELS_POSITIVE) && given[k] > 1 && given[k] != l->out.c)
+            return fail(cx, endcol, "%s needs 1 or %d values", info->keys[k].name, l->out.c);
+    }
     return 0;
 }
 
@@ -411,9 +432,9 @@ int graph_parse(Graph *g, const char *text, size_t len, const char *path,
         if (parse_line(g, &cx, t, nt)) goto bad;
     }
     if (g->n_layers == 0) { cx.line = 1; fail(&cx, 1, "no layers"); goto bad; }
-    if (g->layers[g->n_layers - 1].op != OP_LOSS) {
+    if (!op_is(g->layers[g->n_layers - 1].op, TRAIT_LOSS)) {
         cx.line = g->layers[g->n_layers - 1].line;
-        fail(&cx, 1, "the last layer must be softmax_ce");
+        fail(&cx, 1, "the last layer must be %s", op_with(TRAIT_LOSS)->keyword);
         goto bad;
     }
     graph_flags_all(g, 1, BN_TRAIN);
@@ -527,10 +548,9 @@ int graph_set_input_size(Graph *g, int h, int w, char *err, size_t errlen)
 int graph_head(const Graph *g)
 {
     int i = g->layers[g->n_layers - 1].in[0];
-    while (i > 0 && g->layers[i].op != OP_DENSE && g->layers[i].n_in == 1 &&
-           (g->layers[i].op == OP_DROPOUT || g->layers[i].op == OP_GAP))
+    while (i > 0 && g->layers[i].n_in == 1 && op_is(g->layers[i].op, TRAIT_HEAD_PASS))
         i = g->layers[i].in[0];
-    return g->layers[i].op == OP_DENSE ? i : -1;
+    return op_is(g->layers[i].op, TRAIT_CLASSIFIER) ? i : -1;
 }
 
 int graph_set_num_classes(Graph *g, int classes, char *err, size_t errlen)

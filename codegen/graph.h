@@ -92,21 +92,118 @@ typedef struct {
 } Graph;
 
 /* ---- the op registry (codegen/ops.c) ---------------------------------------
- * One row per op. To add an op: add its OpKind above, a row to the table in
- * ops.c (keyword, input count, keys, shape/param/FLOP function), its CPU
- * kernels in kernels/cpu/ with a gradient test, and its case in the CPU
- * executor's dispatch table. */
+ * One row per op; the row is everything codegen knows about the op. To add
+ * an op (archs/README.md, "Adding an op", lists every file it touches):
+ *  1. its OpKind above (before OP_COUNT) and its row in ops.c's table:
+ *     keyword, input count, keys (with defaults or `need`), traits, FLOPs
+ *     per element and, unless its output is its input's shape with no
+ *     parameters, an infer hook (output shape, parameters, FLOPs);
+ *  2. its CPU kernel pair in kernels/cpu/ and its row in runtime/cpu.c's
+ *     table; its CUDA template in kernels/cuda/ and the emitter's table row;
+ *  3. its gradient test in tests/test_grad.c.
+ * The passes, the parser and `kiln plan` read only the row: a new op that
+ * needs a `switch` on OpKind elsewhere is missing a trait here. */
+
+/* Traits the passes and the executors ask about an op (OpInfo.traits). */
+enum {
+    TRAIT_INPUT       = 1u << 0,  /* the network's input (layer 0 and only there) */
+    TRAIT_LOSS        = 1u << 1,  /* the loss (the last layer); its gradient is
+                                     written by the loss step, it has no backward */
+    TRAIT_ELEMENTWISE = 1u << 2,  /* output has the first input's shape and element
+                                     i reads only element i of each input */
+    TRAIT_ACTIVATION  = 1u << 3,  /* a pointwise activation, OpInfo.act says which;
+                                     can join a fused chain after conv(+BN) */
+    TRAIT_WINDOWED    = 1u << 4,  /* has a window (ConvAttr: kernel, stride, padding) */
+    TRAIT_BN          = 1u << 5,  /* batch normalization: BnAttr, params gamma, beta,
+                                     moving_mean, moving_variance; Layer.bn_mode
+                                     applies; can fold into / join a chain head;
+                                     its backward reads x when its statistics or
+                                     gamma/beta train */
+    TRAIT_CHAIN_HEAD  = 1u << 6,  /* heads a fused chain: conv + BN + activation +
+                                     residual add (conv, dwconv); folds a frozen BN */
+    TRAIT_CHAIN_ADD   = 1u << 7,  /* can end a fused chain as its residual add */
+    TRAIT_CLASSIFIER  = 1u << 8,  /* can be the head before the loss (dense):
+                                     units= is resized to the class count */
+    TRAIT_HEAD_PASS   = 1u << 9,  /* passes between the head and the loss (gap, dropout) */
+    TRAIT_WEIGHTS     = 1u << 10, /* param 0 is a weight kernel, param 1 the bias when
+                                     layer_has_bias; its backward costs its forward
+                                     once for dx and once for the weight gradients */
+    TRAIT_BWD_X       = 1u << 11, /* its backward reads its input x */
+    TRAIT_BWD_X_FOR_W = 1u << 12, /* its backward reads x only for weight gradients */
+    TRAIT_BWD_X2      = 1u << 13, /* when it reads x, it reads its second input too */
+    TRAIT_RANDOM      = 1u << 14, /* not deterministic in training (dropout): a
+                                     cached-feature prefix cannot include it */
+};
+
+/* Activations, in the order of kernels/cpu/kernels.h's Act (the executors
+ * convert by value; runtime/cpu.c asserts the order). */
+typedef enum { ACTK_NONE = 0, ACTK_RELU, ACTK_RELU6, ACTK_SWISH, ACTK_SIGMOID,
+               ACTK_COUNT } ActKind;
+
+/* The kinds of value a key takes; graph.c parses each kind (and says what
+ * was wrong). A new op with only these kinds of keys needs no parser change. */
+typedef enum {
+    KEY_SIZE = 0,      /* HxWxC (3 ints; 1..4096 pixels, 1..4 channels) */
+    KEY_COUNT,         /* a positive integer (an int) */
+    KEY_PAIR,          /* N or NxM, positive (two consecutive ints) */
+    KEY_PADDING,       /* same, valid, P, PV,PH or T,B,L,R (a ConvAttr) */
+    KEY_PAD,           /* P, PV,PH or T,B,L,R (a PadAttr) */
+    KEY_BOOL,          /* true or false (an int) */
+    KEY_NUMBER,        /* a number or A/B (a float) */
+    KEY_POSITIVE,      /* a number > 0 (a float) */
+    KEY_FRACTION,      /* a number in [0, 1) (a float) */
+    KEY_CHANNELS,      /* 1 value for all channels or 1 per channel (float[4]) */
+    KEY_CHANNELS_POSITIVE,
+} KeyKind;
+
+typedef struct {
+    const char *name;         /* in .arch files; NULL ends the list */
+    KeyKind kind;
+    size_t off;               /* where the value goes: offsetof(Layer, a.x.field) */
+    double def;               /* default of a number, count, bool or pair (each
+                                 part; each channel); 0 when not given */
+    const char *need;         /* non-NULL: required, "OP needs <need>" */
+} KeyDef;
+
+#define KILN_MAX_KEYS 6
+
+/* Output shape (l->out), parameters (appended to g), FLOPs (l->flops, preset
+ * to flops_per_elem x input elements). Returns 0, 2 with "what was wrong" in
+ * err, or 1 when out of memory. */
+typedef int (*OpInferFn)(Graph *g, Layer *l, char *err, size_t errlen);
+
 typedef struct {
     const char *keyword;      /* in .arch files */
-    OpKind op;
+    OpKind op;                /* == its index in the table */
     int min_in, max_in;       /* inputs (0 for `input`) */
-    const char *keys;         /* allowed keys, space separated */
+    KeyDef keys[KILN_MAX_KEYS];  /* besides from=, in the order messages list them */
+    unsigned traits;          /* TRAIT_* */
+    ActKind act;              /* for TRAIT_ACTIVATION, else ACTK_NONE */
+    int flops_per_elem;       /* forward FLOPs per input element */
+    OpInferFn infer;          /* NULL: output = first input's shape, no params */
+    /* Workspace floats for a batch of n (im2col columns); NULL: none. */
+    size_t (*workspace)(const Graph *g, const Layer *l, int n);
 } OpInfo;
 
 const OpInfo *op_info(OpKind op);
 const OpInfo *op_find(const char *keyword);
+/* The first row with the trait (TRAIT_INPUT, TRAIT_LOSS: the only one). */
+const OpInfo *op_with(unsigned trait);
+/* The keywords, in table order, as "input, conv, ..., softmax_ce". */
+void op_keywords(char *buf, size_t len);
+unsigned op_traits(OpKind op);
+static inline int op_is(OpKind op, unsigned trait) { return (op_traits(op) & trait) != 0; }
+ActKind op_act(OpKind op);
+/* "relu", "relu6", "swish", "sigmoid"; "none" for ACTK_NONE. */
+const char *act_name(ActKind a);
+/* The key of op named `name`, or NULL. */
+const KeyDef *op_key(OpKind op, const char *name);
+/* Does the layer have a bias parameter (its bias= key, true by default)? */
+int layer_has_bias(const Layer *l);
+/* Workspace floats layer l needs for a batch of n (0 for most ops). */
+size_t layer_workspace(const Graph *g, const Layer *l, int n);
 /* Fill l->out, append l's params to g, compute l->flops. Returns 0, or 2 with
- * a message ("what was wrong") in err. */
+ * a message ("what was wrong") in err, or 1 when out of memory. */
 int op_infer(Graph *g, Layer *l, char *err, size_t errlen);
 
 /* ---- graph ------------------------------------------------------------------ */

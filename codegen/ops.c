@@ -1,6 +1,7 @@
-/* codegen/ops.c — the op registry: one row per op, and the per-op shape
- * inference, parameter list and FLOP count that the parser, the planner and
- * `kiln plan` all use.
+/* codegen/ops.c — the op registry: one row per op holding everything
+ * codegen knows about it (keyword, inputs, keys and their defaults, traits,
+ * its activation, FLOPs, shape inference and parameter list), read by the
+ * parser, the planner, `kiln plan` and both executors.
  *
  * Shape rules (per image, NHWC):
  *  - padding=same follows TensorFlow: out = ceil(in/stride), the total pad
@@ -11,41 +12,15 @@
  *  - mul is channel-wise: its second input must be 1x1xC of the first's C.
  * FLOPs count 2 per multiply-add; elementwise ops count 1 per element (4 for
  * swish and sigmoid).
+ * Invariant: OPS[k].op == k for every k < OP_COUNT (tests/test_arch.c checks
+ * it, with unique keywords).
  */
 #include "codegen/graph.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The registry. Keys are the .arch keys each op accepts besides `from`. */
-static const OpInfo OPS[OP_COUNT] = {
-    [OP_INPUT]   = {"input",   OP_INPUT,   0, 0, "size scale mean std"},
-    [OP_CONV]    = {"conv",    OP_CONV,    1, 1, "filters kernel stride padding bias"},
-    [OP_DWCONV]  = {"dwconv",  OP_DWCONV,  1, 1, "kernel stride padding bias"},
-    [OP_ZEROPAD] = {"zeropad", OP_ZEROPAD, 1, 1, "pad"},
-    [OP_BN]      = {"bn",      OP_BN,      1, 1, "eps momentum"},
-    [OP_RELU]    = {"relu",    OP_RELU,    1, 1, ""},
-    [OP_RELU6]   = {"relu6",   OP_RELU6,   1, 1, ""},
-    [OP_SWISH]   = {"swish",   OP_SWISH,   1, 1, ""},
-    [OP_SIGMOID] = {"sigmoid", OP_SIGMOID, 1, 1, ""},
-    [OP_ADD]     = {"add",     OP_ADD,     2, 2, ""},
-    [OP_MUL]     = {"mul",     OP_MUL,     2, 2, ""},
-    [OP_GAP]     = {"gap",     OP_GAP,     1, 1, ""},
-    [OP_MAXPOOL] = {"maxpool", OP_MAXPOOL, 1, 1, "kernel stride padding"},
-    [OP_DENSE]   = {"dense",   OP_DENSE,   1, 1, "units bias"},
-    [OP_DROPOUT] = {"dropout", OP_DROPOUT, 1, 1, "rate"},
-    [OP_LOSS]    = {"softmax_ce", OP_LOSS, 1, 1, ""},
-};
-
-const OpInfo *op_info(OpKind op) { return &OPS[op]; }
-
-const OpInfo *op_find(const char *keyword)
-{
-    for (int i = 0; i < OP_COUNT; i++)
-        if (strcmp(OPS[i].keyword, keyword) == 0) return &OPS[i];
-    return NULL;
-}
 
 /* Append a parameter of layer l. */
 static int add_param(Graph *g, Layer *l, ParamRole role, int learnable, int ndim,
@@ -87,112 +62,292 @@ static int window_out(int in, int k, int s, PadMode mode, int *p0, int *p1)
     return span < 0 ? -1 : span / s + 1;
 }
 
-int op_infer(Graph *g, Layer *l, char *err, size_t errlen)
+/* ---- shape inference, per op ---------------------------------------------------- */
+
+static Shape in_shape(const Graph *g, const Layer *l, int k)
 {
-    Shape x = l->n_in > 0 ? g->layers[l->in[0]].out : (Shape){0, 0, 0};
-    int64_t elems = (int64_t)x.h * x.w * x.c;
-    l->first_param = g->n_params;
-    l->n_params = 0;
-    l->flops = elems;
-    switch (l->op) {
-    case OP_INPUT:
-        l->out = (Shape){l->a.input.h, l->a.input.w, l->a.input.c};
-        l->flops = 0;
-        break;
-    case OP_CONV: case OP_DWCONV: case OP_MAXPOOL: {
-        ConvAttr *c = &l->a.conv;
-        int P = window_out(x.h, c->kh, c->sh, c->pad_mode, &c->pt, &c->pb);
-        int Q = window_out(x.w, c->kw, c->sw, c->pad_mode, &c->pl, &c->pr);
-        if (P <= 0 || Q <= 0) {
-            snprintf(err, errlen, "kernel %dx%d is larger than its input %dx%d (with padding %d,%d,%d,%d)",
-                     c->kh, c->kw, x.h, x.w, c->pt, c->pb, c->pl, c->pr);
-            return 2;
-        }
-        int K = l->op == OP_CONV ? c->filters : x.c;
-        l->out = (Shape){P, Q, K};
-        if (l->op == OP_CONV) {
-            int d[4] = {c->kh, c->kw, x.c, K};
-            if (add_param(g, l, ROLE_KERNEL, 1, 4, d)) goto oom;
-            l->flops = 2LL * P * Q * K * c->kh * c->kw * x.c;
-        } else if (l->op == OP_DWCONV) {
-            int d[3] = {c->kh, c->kw, x.c};
-            if (add_param(g, l, ROLE_DWKERNEL, 1, 3, d)) goto oom;
-            l->flops = 2LL * P * Q * K * c->kh * c->kw;
-        } else {
-            l->flops = (int64_t)P * Q * K * c->kh * c->kw;
-        }
-        if (l->op != OP_MAXPOOL && c->bias) {
-            if (add_param(g, l, ROLE_BIAS, 1, 1, &K)) goto oom;
-            l->flops += (int64_t)P * Q * K;
-        }
-        break;
-    }
-    case OP_ZEROPAD: {
-        PadAttr *p = &l->a.pad;
-        l->out = (Shape){x.h + p->pt + p->pb, x.w + p->pl + p->pr, x.c};
-        l->flops = 0;
-        break;
-    }
-    case OP_BN:
-        l->out = x;
-        for (ParamRole r = ROLE_GAMMA; r <= ROLE_VAR; r++)
-            if (add_param(g, l, r, r == ROLE_GAMMA || r == ROLE_BETA, 1, &x.c)) goto oom;
-        l->flops = 2 * elems;
-        break;
-    case OP_RELU: case OP_RELU6: case OP_DROPOUT:
-        l->out = x;
-        break;
-    case OP_SWISH: case OP_SIGMOID:
-        l->out = x;
-        l->flops = 4 * elems;
-        break;
-    case OP_ADD: {
-        Shape y = g->layers[l->in[1]].out;
-        if (x.h != y.h || x.w != y.w || x.c != y.c) {
-            snprintf(err, errlen, "add of mismatched shapes %dx%dx%d (%s) and %dx%dx%d (%s)",
-                     x.h, x.w, x.c, g->layers[l->in[0]].name, y.h, y.w, y.c,
-                     g->layers[l->in[1]].name);
-            return 2;
-        }
-        l->out = x;
-        break;
-    }
-    case OP_MUL: {
-        Shape y = g->layers[l->in[1]].out;
-        if (y.h != 1 || y.w != 1 || y.c != x.c) {
-            snprintf(err, errlen, "mul scales %dx%dx%d (%s) channel-wise: its second input "
-                     "must be 1x1x%d, got %dx%dx%d (%s)", x.h, x.w, x.c, g->layers[l->in[0]].name,
-                     x.c, y.h, y.w, y.c, g->layers[l->in[1]].name);
-            return 2;
-        }
-        l->out = x;
-        break;
-    }
-    case OP_GAP:
-        l->out = (Shape){1, 1, x.c};
-        break;
-    case OP_DENSE: {
-        int d[2] = {(int)elems, l->a.dense.units};
-        l->out = (Shape){1, 1, l->a.dense.units};
-        if (add_param(g, l, ROLE_KERNEL, 1, 2, d)) goto oom;
-        if (l->a.dense.bias && add_param(g, l, ROLE_BIAS, 1, 1, &d[1])) goto oom;
-        l->flops = 2 * elems * d[1] + (l->a.dense.bias ? d[1] : 0);
-        break;
-    }
-    case OP_LOSS:
-        if (x.h != 1 || x.w != 1) {
-            snprintf(err, errlen, "softmax_ce needs 1x1xK logits, got %dx%dx%d (put a gap or "
-                     "dense before it)", x.h, x.w, x.c);
-            return 2;
-        }
-        l->out = x;
-        l->flops = 4 * elems;
-        break;
-    case OP_COUNT:
-        break;
-    }
-    return 0;
-oom:
+    return l->n_in > k ? g->layers[l->in[k]].out : (Shape){0, 0, 0};
+}
+
+static int oom(char *err, size_t errlen)
+{
     snprintf(err, errlen, "out of memory");
     return 1;
+}
+
+static int infer_input(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    (void)g; (void)err; (void)errlen;
+    l->out = (Shape){l->a.input.h, l->a.input.w, l->a.input.c};
+    return 0;
+}
+
+/* The window of conv, dwconv and maxpool: resolves the padding and sets the
+ * output (K channels). Returns 0, or 2 when the window does not fit. */
+static int infer_window(Graph *g, Layer *l, int K, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    ConvAttr *c = &l->a.conv;
+    int P = window_out(x.h, c->kh, c->sh, c->pad_mode, &c->pt, &c->pb);
+    int Q = window_out(x.w, c->kw, c->sw, c->pad_mode, &c->pl, &c->pr);
+    if (P <= 0 || Q <= 0) {
+        snprintf(err, errlen, "kernel %dx%d is larger than its input %dx%d (with padding %d,%d,%d,%d)",
+                 c->kh, c->kw, x.h, x.w, c->pt, c->pb, c->pl, c->pr);
+        return 2;
+    }
+    l->out = (Shape){P, Q, K};
+    return 0;
+}
+
+/* The optional bias of conv and dwconv: one per output channel. */
+static int infer_bias(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    if (!layer_has_bias(l)) return 0;
+    if (add_param(g, l, ROLE_BIAS, 1, 1, &l->out.c)) return oom(err, errlen);
+    l->flops += (int64_t)l->out.h * l->out.w * l->out.c;
+    return 0;
+}
+
+static int infer_conv(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    const ConvAttr *c = &l->a.conv;
+    int rc = infer_window(g, l, c->filters, err, errlen);
+    if (rc) return rc;
+    Shape o = l->out;
+    int d[4] = {c->kh, c->kw, x.c, o.c};
+    if (add_param(g, l, ROLE_KERNEL, 1, 4, d)) return oom(err, errlen);
+    l->flops = 2LL * o.h * o.w * o.c * c->kh * c->kw * x.c;
+    return infer_bias(g, l, err, errlen);
+}
+
+static int infer_dwconv(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    const ConvAttr *c = &l->a.conv;
+    int rc = infer_window(g, l, x.c, err, errlen);
+    if (rc) return rc;
+    Shape o = l->out;
+    int d[3] = {c->kh, c->kw, x.c};
+    if (add_param(g, l, ROLE_DWKERNEL, 1, 3, d)) return oom(err, errlen);
+    l->flops = 2LL * o.h * o.w * o.c * c->kh * c->kw;
+    return infer_bias(g, l, err, errlen);
+}
+
+static int infer_maxpool(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    int rc = infer_window(g, l, in_shape(g, l, 0).c, err, errlen);
+    if (rc) return rc;
+    l->flops = (int64_t)l->out.h * l->out.w * l->out.c * l->a.conv.kh * l->a.conv.kw;
+    return 0;
+}
+
+static int infer_zeropad(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    Shape x = in_shape(g, l, 0);
+    const PadAttr *p = &l->a.pad;
+    l->out = (Shape){x.h + p->pt + p->pb, x.w + p->pl + p->pr, x.c};
+    return 0;
+}
+
+static int infer_bn(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    l->out = x;
+    for (ParamRole r = ROLE_GAMMA; r <= ROLE_VAR; r++)
+        if (add_param(g, l, r, r == ROLE_GAMMA || r == ROLE_BETA, 1, &x.c)) return oom(err, errlen);
+    return 0;
+}
+
+static int infer_add(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0), y = in_shape(g, l, 1);
+    if (x.h != y.h || x.w != y.w || x.c != y.c) {
+        snprintf(err, errlen, "add of mismatched shapes %dx%dx%d (%s) and %dx%dx%d (%s)",
+                 x.h, x.w, x.c, g->layers[l->in[0]].name, y.h, y.w, y.c,
+                 g->layers[l->in[1]].name);
+        return 2;
+    }
+    l->out = x;
+    return 0;
+}
+
+static int infer_mul(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0), y = in_shape(g, l, 1);
+    if (y.h != 1 || y.w != 1 || y.c != x.c) {
+        snprintf(err, errlen, "mul scales %dx%dx%d (%s) channel-wise: its second input "
+                 "must be 1x1x%d, got %dx%dx%d (%s)", x.h, x.w, x.c, g->layers[l->in[0]].name,
+                 x.c, y.h, y.w, y.c, g->layers[l->in[1]].name);
+        return 2;
+    }
+    l->out = x;
+    return 0;
+}
+
+static int infer_gap(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    (void)err; (void)errlen;
+    l->out = (Shape){1, 1, in_shape(g, l, 0).c};
+    return 0;
+}
+
+static int infer_dense(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    int64_t elems = (int64_t)x.h * x.w * x.c;
+    int d[2] = {(int)elems, l->a.dense.units};
+    l->out = (Shape){1, 1, l->a.dense.units};
+    if (add_param(g, l, ROLE_KERNEL, 1, 2, d)) return oom(err, errlen);
+    if (layer_has_bias(l) && add_param(g, l, ROLE_BIAS, 1, 1, &d[1])) return oom(err, errlen);
+    l->flops = 2 * elems * d[1] + (layer_has_bias(l) ? d[1] : 0);
+    return 0;
+}
+
+static int infer_loss(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    Shape x = in_shape(g, l, 0);
+    if (x.h != 1 || x.w != 1) {
+        snprintf(err, errlen, "softmax_ce needs 1x1xK logits, got %dx%dx%d (put a gap or "
+                 "dense before it)", x.h, x.w, x.c);
+        return 2;
+    }
+    l->out = x;
+    return 0;
+}
+
+/* im2col columns of a conv that is not a plain 1x1 stride-1 GEMM. */
+static size_t conv_workspace(const Graph *g, const Layer *l, int n)
+{
+    const ConvAttr *c = &l->a.conv;
+    if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr)
+        return 0;
+    Shape x = g->layers[l->in[0]].out;
+    return (size_t)n * l->out.h * l->out.w * c->kh * c->kw * x.c;
+}
+
+/* ---- the registry ------------------------------------------------------------------ */
+
+#define AT(field) offsetof(Layer, a.field)
+
+/* Keys shared by the windowed ops. */
+#define K_KERNEL_NEEDED {"kernel", KEY_PAIR, AT(conv.kh), 0, "kernel=N"}
+#define K_STRIDE(d) {"stride", KEY_PAIR, AT(conv.sh), d, NULL}
+#define K_PADDING {"padding", KEY_PADDING, AT(conv), 0, NULL}
+#define K_BIAS(attr) {"bias", KEY_BOOL, AT(attr.bias), 1, NULL}
+
+/* Backward-read traits, by family. */
+#define T_ACT (TRAIT_ACTIVATION | TRAIT_ELEMENTWISE | TRAIT_BWD_X)
+#define T_HEAD (TRAIT_CHAIN_HEAD | TRAIT_WINDOWED | TRAIT_WEIGHTS | TRAIT_BWD_X_FOR_W)
+
+/* The table. Defaults are Keras's where there is one. */
+static const OpInfo OPS[OP_COUNT] = {
+    [OP_INPUT] = {"input", OP_INPUT, 0, 0,
+        {{"size", KEY_SIZE, AT(input), 0, "size=HxWxC"},
+         {"scale", KEY_NUMBER, AT(input.scale), 1, NULL},
+         {"mean", KEY_CHANNELS, AT(input.mean), 0, NULL},
+         {"std", KEY_CHANNELS_POSITIVE, AT(input.std), 1, NULL}},
+        TRAIT_INPUT, ACTK_NONE, 0, infer_input, NULL},
+    [OP_CONV] = {"conv", OP_CONV, 1, 1,
+        {{"filters", KEY_COUNT, AT(conv.filters), 0, "filters=N"},
+         K_KERNEL_NEEDED, K_STRIDE(1), K_PADDING, K_BIAS(conv)},
+        T_HEAD, ACTK_NONE, 0, infer_conv, conv_workspace},
+    [OP_DWCONV] = {"dwconv", OP_DWCONV, 1, 1,
+        {K_KERNEL_NEEDED, K_STRIDE(1), K_PADDING, K_BIAS(conv)},
+        T_HEAD, ACTK_NONE, 0, infer_dwconv, NULL},
+    [OP_ZEROPAD] = {"zeropad", OP_ZEROPAD, 1, 1,
+        {{"pad", KEY_PAD, AT(pad), 0, "pad=P or pad=T,B,L,R"}},
+        0, ACTK_NONE, 0, infer_zeropad, NULL},
+    [OP_BN] = {"bn", OP_BN, 1, 1,
+        {{"eps", KEY_POSITIVE, AT(bn.eps), 1e-3, NULL},
+         {"momentum", KEY_FRACTION, AT(bn.momentum), 0.99, NULL}},
+        TRAIT_BN, ACTK_NONE, 2, infer_bn, NULL},
+    [OP_RELU]    = {"relu", OP_RELU, 1, 1, {{0}}, T_ACT, ACTK_RELU, 1, NULL, NULL},
+    [OP_RELU6]   = {"relu6", OP_RELU6, 1, 1, {{0}}, T_ACT, ACTK_RELU6, 1, NULL, NULL},
+    [OP_SWISH]   = {"swish", OP_SWISH, 1, 1, {{0}}, T_ACT, ACTK_SWISH, 4, NULL, NULL},
+    [OP_SIGMOID] = {"sigmoid", OP_SIGMOID, 1, 1, {{0}}, T_ACT, ACTK_SIGMOID, 4, NULL, NULL},
+    [OP_ADD] = {"add", OP_ADD, 2, 2, {{0}},
+        TRAIT_ELEMENTWISE | TRAIT_CHAIN_ADD, ACTK_NONE, 1, infer_add, NULL},
+    [OP_MUL] = {"mul", OP_MUL, 2, 2, {{0}},
+        TRAIT_BWD_X | TRAIT_BWD_X2, ACTK_NONE, 1, infer_mul, NULL},
+    [OP_GAP] = {"gap", OP_GAP, 1, 1, {{0}},
+        TRAIT_HEAD_PASS, ACTK_NONE, 1, infer_gap, NULL},
+    [OP_MAXPOOL] = {"maxpool", OP_MAXPOOL, 1, 1,
+        {{"kernel", KEY_PAIR, AT(conv.kh), 2, NULL}, K_STRIDE(2), K_PADDING},
+        TRAIT_WINDOWED | TRAIT_BWD_X, ACTK_NONE, 0, infer_maxpool, NULL},
+    [OP_DENSE] = {"dense", OP_DENSE, 1, 1,
+        {{"units", KEY_COUNT, AT(dense.units), 0, "units=N"}, K_BIAS(dense)},
+        TRAIT_CLASSIFIER | TRAIT_WEIGHTS | TRAIT_BWD_X_FOR_W, ACTK_NONE, 0, infer_dense, NULL},
+    [OP_DROPOUT] = {"dropout", OP_DROPOUT, 1, 1,
+        {{"rate", KEY_FRACTION, AT(dropout.rate), 0, "rate=R"}},
+        TRAIT_ELEMENTWISE | TRAIT_HEAD_PASS | TRAIT_RANDOM, ACTK_NONE, 1, NULL, NULL},
+    [OP_LOSS] = {"softmax_ce", OP_LOSS, 1, 1, {{0}},
+        TRAIT_LOSS, ACTK_NONE, 4, infer_loss, NULL},
+};
+
+const OpInfo *op_info(OpKind op) { return &OPS[op]; }
+
+const OpInfo *op_find(const char *keyword)
+{
+    for (int i = 0; i < OP_COUNT; i++)
+        if (strcmp(OPS[i].keyword, keyword) == 0) return &OPS[i];
+    return NULL;
+}
+
+const OpInfo *op_with(unsigned trait)
+{
+    for (int i = 0; i < OP_COUNT; i++)
+        if (OPS[i].traits & trait) return &OPS[i];
+    return NULL;
+}
+
+void op_keywords(char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < OP_COUNT && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%s", i ? ", " : "", OPS[i].keyword);
+}
+
+unsigned op_traits(OpKind op) { return OPS[op].traits; }
+
+ActKind op_act(OpKind op) { return OPS[op].act; }
+
+const char *act_name(ActKind a)
+{
+    static const char *NAME[ACTK_COUNT] = {"none", "relu", "relu6", "swish", "sigmoid"};
+    return a >= 0 && a < ACTK_COUNT ? NAME[a] : "none";
+}
+
+const KeyDef *op_key(OpKind op, const char *name)
+{
+    for (const KeyDef *k = OPS[op].keys; k < OPS[op].keys + KILN_MAX_KEYS && k->name; k++)
+        if (!strcmp(k->name, name)) return k;
+    return NULL;
+}
+
+int layer_has_bias(const Layer *l)
+{
+    const KeyDef *k = op_key(l->op, "bias");
+    return k && *(const int *)((const char *)l + k->off);
+}
+
+size_t layer_workspace(const Graph *g, const Layer *l, int n)
+{
+    return OPS[l->op].workspace ? OPS[l->op].workspace(g, l, n) : 0;
+}
+
+int op_infer(Graph *g, Layer *l, char *err, size_t errlen)
+{
+    const OpInfo *info = &OPS[l->op];
+    Shape x = in_shape(g, l, 0);
+    l->first_param = g->n_params;
+    l->n_params = 0;
+    l->flops = info->flops_per_elem * (int64_t)x.h * x.w * x.c;
+    if (!info->infer) {
+        l->out = x;
+        return 0;
+    }
+    return info->infer(g, l, err, errlen);
 }

@@ -22,6 +22,17 @@ int param_trainable(const Graph *g, int i)
     return 1;
 }
 
+int plan_node_bn(const Plan *p, const Node *nd)
+{
+    if (op_is(p->g->layers[nd->layer].op, TRAIT_BN)) return nd->layer;
+    return nd->fold ? -1 : nd->bn;
+}
+
+int node_has_epilogue(const Node *nd)
+{
+    return (nd->bn >= 0 && !nd->fold) || nd->act >= 0 || nd->add >= 0;
+}
+
 /* Does layer i own a trained parameter? */
 static int layer_trains(const Graph *g, int i)
 {

@@ -96,6 +96,13 @@ typedef struct {
 int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_t errlen);
 void plan_free(Plan *p);
 
+/* The BN layer node nd normalizes with: its own (a BN node) or the absorbed
+ * one when not folded; -1 when none. */
+int plan_node_bn(const Plan *p, const Node *nd);
+/* Does the node run an epilogue after its main op (an unfolded BN, an
+ * activation or a residual add absorbed by fusion)? */
+int node_has_epilogue(const Node *nd);
+
 /* Is graph parameter i trained under the graph's flags? */
 int param_trainable(const Graph *g, int i);
 
