@@ -7,6 +7,10 @@
  * tabs. Errors name file:line:column and what was expected; unknown keys,
  * empty keys, a key given twice in a line, a UTF-8 byte order mark, CRLF
  * line ends and lines over KILN_LINE_MAX bytes are errors.
+ * What an op accepts comes from its registry row (codegen/ops.c): its input
+ * count, its keys (each parsed by the kind of its value into the layer, with
+ * the row's defaults, and required when the row says `need`) and its traits
+ * (the input comes first, the loss last); no op is named here.
  */
 #include "codegen/graph.h"
 

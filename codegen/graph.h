@@ -200,6 +200,9 @@ ActKind op_act(OpKind op);
 const char *act_name(ActKind a);
 /* The key of op named `name`, or NULL. */
 const KeyDef *op_key(OpKind op, const char *name);
+/* A parameter role's name, the suffix of its parameters' names
+ * ("kernel", "depthwise_kernel", "bias", "gamma", ...). */
+const char *param_role_name(ParamRole r);
 /* Does the layer have a bias parameter (its bias= key, true by default)? */
 int layer_has_bias(const Layer *l);
 /* Workspace floats layer l needs for a batch of n (0 for most ops). */

@@ -25,12 +25,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *param_role_name(ParamRole r)
+{
+    static const char *ROLE[] = {"kernel", "depthwise_kernel", "bias", "gamma", "beta",
+                                 "moving_mean", "moving_variance"};
+    return r >= 0 && r < (int)(sizeof ROLE / sizeof ROLE[0]) ? ROLE[r] : "?";
+}
+
 /* Append a parameter of layer l. */
 static int add_param(Graph *g, Layer *l, ParamRole role, int learnable, int ndim,
                      const int *dims)
 {
-    static const char *ROLE[] = {"kernel", "depthwise_kernel", "bias", "gamma", "beta",
-                                 "moving_mean", "moving_variance"};
     if (g->n_params == g->cap_params) {
         int cap = g->cap_params ? 2 * g->cap_params : 64;
         Param *p = realloc(g->params, sizeof(Param) * (size_t)cap);
@@ -39,7 +44,7 @@ static int add_param(Graph *g, Layer *l, ParamRole role, int learnable, int ndim
     }
     Param *p = &g->params[g->n_params++];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s.%s", l->name, ROLE[role]);
+    snprintf(p->name, sizeof p->name, "%s.%s", l->name, param_role_name(role));
     p->layer = (int)(l - g->layers);
     p->role = role;
     p->learnable = learnable;

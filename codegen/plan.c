@@ -1,6 +1,9 @@
 /* codegen/plan.c — the passes that turn a flagged graph into a static plan:
- * fold, fuse, backward marking, step ordering and memory assignment. See
- * plan.h for the contract. Pure C: no kernels, no device, just data.
+ * chains (fold + fuse), nodes, backward marking, steps, parameters,
+ * lifetimes, memory and FLOPs, one function each, called in that order by
+ * plan_build. See plan.h for the contract. The passes ask the ops' traits
+ * (codegen/graph.h), never their names. Pure C: no kernels, no device, just
+ * data.
  */
 #include "codegen/plan.h"
 
@@ -18,7 +21,7 @@ int param_trainable(const Graph *g, int i)
     const Param *pa = &g->params[i];
     const Layer *l = &g->layers[pa->layer];
     if (!pa->learnable || !l->trainable) return 0;
-    if (l->op == OP_BN && l->bn_mode == BN_FROZEN) return 0;
+    if (op_is(l->op, TRAIT_BN) && l->bn_mode == BN_FROZEN) return 0;
     return 1;
 }
 
@@ -42,18 +45,22 @@ static int layer_trains(const Graph *g, int i)
     return 0;
 }
 
-static int is_act(OpKind op)
-{
-    return op_is(op, TRAIT_ACTIVATION);
-}
-
 /* ---- building blocks ------------------------------------------------------- */
 
+/* The planner's state between passes: the plan being built and per-layer
+ * and per-node scratch arrays, freed together by builder_free. */
 typedef struct {
     Plan *p;
+    const Graph *g;
     int cap_t;
     int *grad_of;        /* activation tensor -> its gradient tensor, -1 */
-    int cap_g;
+    int *ncons, *cons;   /* layer -> consumer count, and its last consumer */
+    /* chains (pass fold + fuse), per layer */
+    int *main_of;        /* absorbed layer -> main layer, -1 */
+    int *tail_of;        /* main layer -> its last absorbed layer (itself when none) */
+    int *main_at;        /* tail layer -> its main, -1 */
+    int *fold_of, *bn_of, *act_of, *add_of;   /* main layer -> its chain */
+    int *fwd_step, *bwd_step;                  /* node -> step, -1 */
 } Builder;
 
 static int new_tensor(Builder *b, size_t floats, TensorKind kind, int node)
@@ -88,16 +95,6 @@ static void touch(Plan *p, int t, int s)
     Tensor *x = &p->tensors[t];
     if (x->first < 0 || s < x->first) x->first = s;
     if (s > x->last) x->last = s;
-}
-
-static size_t conv_ws_floats(const Graph *g, const Layer *l, int N)
-{
-    const ConvAttr *c = &l->a.conv;
-    if (l->op != OP_CONV) return 0;
-    if (c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && !c->pt && !c->pb && !c->pl && !c->pr)
-        return 0;
-    Shape x = g->layers[l->in[0]].out;
-    return (size_t)N * l->out.h * l->out.w * c->kh * c->kw * x.c;
 }
 
 static int cmp_size_desc(const void *a, const void *b, void *ctx)
@@ -156,85 +153,106 @@ static size_t assign_offsets(Plan *p)
 
 /* ---- the passes -------------------------------------------------------------- */
 
-int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_t errlen)
+static void builder_free(Builder *b)
 {
-    memset(p, 0, sizeof *p);
-    p->g = g;
-    p->opt = *opt;
-    int L = g->n_layers, N = opt->batch;
-    Builder b = {p, 0, NULL, 0};
-    int *ncons = calloc((size_t)L, sizeof(int)), *cons = malloc(sizeof(int) * (size_t)L);
-    int *main_of = malloc(sizeof(int) * (size_t)L);   /* absorbed layer -> main layer */
-    int *tail_of = malloc(sizeof(int) * (size_t)L);   /* main layer -> last absorbed */
-    int *fwd_step = NULL, *bwd_step = NULL;
-    p->layer_node = malloc(sizeof(int) * (size_t)L);
-    p->layer_tensor = malloc(sizeof(int) * (size_t)L);
-    p->nodes = calloc((size_t)L, sizeof(Node));
-    p->param_off = malloc(sizeof(size_t) * (size_t)(g->n_params + 1));
-    p->grad_off = malloc(sizeof(size_t) * (size_t)(g->n_params + 1));
-    p->segs = malloc(sizeof(PlanSegment) * (size_t)(g->n_params + 1));
-    if (!ncons || !cons || !main_of || !tail_of || !p->layer_node || !p->layer_tensor ||
-        !p->nodes || !p->param_off || !p->grad_off || !p->segs)
-        goto oom;
+    free(b->grad_of); free(b->ncons); free(b->cons);
+    free(b->main_of); free(b->tail_of); free(b->main_at);
+    free(b->fold_of); free(b->bn_of); free(b->act_of); free(b->add_of);
+    free(b->fwd_step); free(b->bwd_step);
+}
 
-    /* Consumers: count, and the last one seen (the only one when count is 1). */
+/* Allocate the plan's per-layer and per-parameter tables and the builder's
+ * per-layer scratch. Returns 0, or 1 when out of memory. */
+static int plan_alloc(Builder *b)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
+    size_t L = (size_t)g->n_layers, P1 = (size_t)g->n_params + 1;
+    p->layer_node = malloc(sizeof(int) * L);
+    p->layer_tensor = malloc(sizeof(int) * L);
+    p->nodes = calloc(L, sizeof(Node));
+    p->param_off = malloc(sizeof(size_t) * P1);
+    p->grad_off = malloc(sizeof(size_t) * P1);
+    p->segs = malloc(sizeof(PlanSegment) * P1);
+    b->ncons = calloc(L, sizeof(int));
+    b->fold_of = calloc(L, sizeof(int));
+    int **perlayer[] = {&b->cons, &b->main_of, &b->tail_of, &b->main_at,
+                        &b->bn_of, &b->act_of, &b->add_of};
+    int ok = p->layer_node && p->layer_tensor && p->nodes && p->param_off && p->grad_off &&
+             p->segs && b->ncons && b->fold_of;
+    for (size_t k = 0; k < sizeof perlayer / sizeof perlayer[0]; k++)
+        ok &= (*perlayer[k] = malloc(sizeof(int) * L)) != NULL;
+    return ok ? 0 : 1;
+}
+
+/* Pass fold + fuse. Contract: for every chain head (TRAIT_CHAIN_HEAD: conv,
+ * dwconv) whose output has one consumer, absorb a following BN when it folds
+ * (opt.fold, the head trains nothing, the BN is frozen) or fusion is on; then,
+ * fusion on and one consumer each time, an activation, then a residual add
+ * (TRAIT_CHAIN_ADD) of two different inputs not yet absorbed by an earlier
+ * chain. Sets main_of (absorbed -> head), tail_of (head -> last absorbed),
+ * main_at (tail -> head) and the head's fold/bn/act/add. */
+static void pass_chains(Builder *b)
+{
+    const Graph *g = b->g;
+    const PlanOptions *opt = &b->p->opt;
+    int L = g->n_layers;
     for (int i = 0; i < L; i++)
         for (int k = 0; k < g->layers[i].n_in; k++) {
-            ncons[g->layers[i].in[k]]++;
-            cons[g->layers[i].in[k]] = i;
+            b->ncons[g->layers[i].in[k]]++;
+            b->cons[g->layers[i].in[k]] = i;
         }
-
-    /* Pass: fold + fuse — find each conv's chain. */
-    for (int i = 0; i < L; i++) { main_of[i] = -1; tail_of[i] = i; }
-    int *fold_of = calloc((size_t)L, sizeof(int));
-    int *bn_of = malloc(sizeof(int) * (size_t)L), *act_of = malloc(sizeof(int) * (size_t)L);
-    int *add_of = malloc(sizeof(int) * (size_t)L);
-    if (!fold_of || !bn_of || !act_of || !add_of) {
-        free(fold_of); free(bn_of); free(act_of); free(add_of);
-        goto oom;
-    }
+    for (int i = 0; i < L; i++) { b->main_of[i] = -1; b->tail_of[i] = i; b->main_at[i] = -1; }
     for (int i = 0; i < L; i++) {
-        bn_of[i] = act_of[i] = add_of[i] = -1;
-        const Layer *l = &g->layers[i];
-        if (l->op != OP_CONV && l->op != OP_DWCONV) continue;
-        int tail = i;
-        if (ncons[tail] == 1 && g->layers[cons[tail]].op == OP_BN) {
-            int c = cons[tail];
-            if (opt->fold && !layer_trains(g, i) && g->layers[c].bn_mode == BN_FROZEN) fold_of[i] = 1;
-            if (fold_of[i] || opt->fuse) { bn_of[i] = c; tail = c; }
+        b->bn_of[i] = b->act_of[i] = b->add_of[i] = -1;
+        if (!op_is(g->layers[i].op, TRAIT_CHAIN_HEAD)) continue;
+        int tail = i, next = b->ncons[tail] == 1 ? b->cons[tail] : -1;
+        if (next >= 0 && op_is(g->layers[next].op, TRAIT_BN)) {
+            if (opt->fold && !layer_trains(g, i) && g->layers[next].bn_mode == BN_FROZEN) b->fold_of[i] = 1;
+            if (b->fold_of[i] || opt->fuse) { b->bn_of[i] = next; tail = next; }
         }
-        if (opt->fuse && ncons[tail] == 1 && is_act(g->layers[cons[tail]].op)) {
-            act_of[i] = cons[tail]; tail = cons[tail];
+        next = b->ncons[tail] == 1 ? b->cons[tail] : -1;
+        if (opt->fuse && next >= 0 && op_is(g->layers[next].op, TRAIT_ACTIVATION)) {
+            b->act_of[i] = next; tail = next;
         }
-        if (opt->fuse && ncons[tail] == 1 && g->layers[cons[tail]].op == OP_ADD) {
-            const Layer *a = &g->layers[cons[tail]];
+        next = b->ncons[tail] == 1 ? b->cons[tail] : -1;
+        if (opt->fuse && next >= 0 && op_is(g->layers[next].op, TRAIT_CHAIN_ADD)) {
+            const Layer *a = &g->layers[next];
             /* an add of two conv chains (a projection shortcut) is absorbed once */
-            if (a->in[0] != a->in[1] && main_of[cons[tail]] < 0) { add_of[i] = cons[tail]; tail = cons[tail]; }
+            if (a->in[0] != a->in[1] && b->main_of[next] < 0) { b->add_of[i] = next; tail = next; }
         }
-        tail_of[i] = tail;
+        b->tail_of[i] = tail;
         for (int j = i + 1; j <= tail; j++)
-            if (j == bn_of[i] || j == act_of[i] || j == add_of[i]) main_of[j] = i;
+            if (j == b->bn_of[i] || j == b->act_of[i] || j == b->add_of[i]) b->main_of[j] = i;
     }
-    int *main_at = malloc(sizeof(int) * (size_t)L);   /* tail layer -> its main */
-    if (!main_at) { free(fold_of); free(bn_of); free(act_of); free(add_of); goto oom; }
-    for (int i = 0; i < L; i++) main_at[i] = -1;
     for (int i = 0; i < L; i++)
-        if (main_of[i] < 0 && tail_of[i] != i) main_at[tail_of[i]] = i;
+        if (b->main_of[i] < 0 && b->tail_of[i] != i) b->main_at[b->tail_of[i]] = i;
+}
 
-    /* Emit nodes in the order of their last absorbed layer. */
+/* Pass nodes. Contract: one node per chain (or unabsorbed layer), in the
+ * order of each chain's last layer, so every node's inputs are made by
+ * earlier nodes; a fused add's other input becomes in[1]. Every node but the
+ * loss gets its output tensor; layer_node/layer_tensor map layers to them
+ * (-1 inside a chain); the labels tensor comes last. Returns 0, or 1 when
+ * out of memory. */
+static int pass_nodes(Builder *b)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
+    int L = g->n_layers, N = p->opt.batch;
     for (int i = 0; i < L; i++) { p->layer_node[i] = -1; p->layer_tensor[i] = -1; }
     for (int i = 0; i < L; i++) {
         int m;
-        if (main_at[i] >= 0) m = main_at[i];
-        else if (main_of[i] >= 0) continue;       /* absorbed, emitted at its tail */
-        else if (tail_of[i] != i) continue;       /* a main whose tail comes later */
+        if (b->main_at[i] >= 0) m = b->main_at[i];
+        else if (b->main_of[i] >= 0) continue;       /* absorbed, emitted at its tail */
+        else if (b->tail_of[i] != i) continue;       /* a main whose tail comes later */
         else m = i;
         const Layer *l = &g->layers[m];
         int ni = p->n_nodes++;
         Node *nd = &p->nodes[ni];
         nd->layer = m;
-        nd->bn = bn_of[m]; nd->act = act_of[m]; nd->add = add_of[m];
-        nd->fold = fold_of[m];
+        nd->bn = b->bn_of[m]; nd->act = b->act_of[m]; nd->add = b->add_of[m];
+        nd->fold = b->fold_of[m];
         nd->stats = -1; nd->z = -1; nd->out = -1;
         nd->din[0] = nd->din[1] = nd->dout = -1;
         nd->derived = KILN_NONE;
@@ -249,214 +267,268 @@ int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_
         }
         for (int j = m; j <= i; j++)
             if (j == m || j == nd->bn || j == nd->act || j == nd->add) p->layer_node[j] = ni;
-        Shape o = g->layers[i].out;
-        size_t floats = (size_t)N * o.h * o.w * o.c;
-        if (l->op == OP_LOSS) {
+        if (op_is(l->op, TRAIT_LOSS)) {
             p->loss_node = ni;
             p->logits_tensor = nd->in[0];
             continue;
         }
-        nd->out = new_tensor(&b, floats, T_ACT, ni);
-        if (nd->out < 0) goto oom2;
+        Shape o = g->layers[i].out;
+        nd->out = new_tensor(b, (size_t)N * o.h * o.w * o.c, T_ACT, ni);
+        if (nd->out < 0) return 1;
         p->layer_tensor[i] = nd->out;
-        if (l->op == OP_INPUT) p->input_tensor = nd->out;
+        if (op_is(l->op, TRAIT_INPUT)) p->input_tensor = nd->out;
     }
-    p->labels_tensor = new_tensor(&b, (size_t)N, T_LABELS, 0);
-    if (p->labels_tensor < 0) goto oom2;
+    p->labels_tensor = new_tensor(b, (size_t)N, T_LABELS, 0);
+    return p->labels_tensor < 0;
+}
 
-    /* Pass: trainability and backward marking (forward order). */
-    for (int ni = 0; ni < p->n_nodes; ni++) {
-        Node *nd = &p->nodes[ni];
-        const Layer *l = &g->layers[nd->layer];
-        int bnl = l->op == OP_BN ? nd->layer : (nd->fold ? -1 : nd->bn);
-        nd->train_w = l->op != OP_BN && layer_trains(g, nd->layer);
-        nd->train_bn = bnl >= 0 && layer_trains(g, bnl);
-        int need = nd->train_w || nd->train_bn;
+/* Which inputs node nd's backward reads: 1 when it reads in[0] (and in[1]
+ * for TRAIT_BWD_X2), by the op's traits and what trains. */
+static int node_saves_input(const Node *nd, const Layer *l, BnMode bm)
+{
+    unsigned t = op_traits(l->op);
+    if (!nd->bwd) return 0;
+    if (t & TRAIT_BWD_X) return 1;
+    if (t & TRAIT_BWD_X_FOR_W) return nd->train_w;
+    if (t & TRAIT_BN) return bm == BN_TRAIN || nd->train_bn;
+    return 0;
+}
+
+/* Pass backward marking, for node ni (nodes are visited in forward order).
+ * Contract: train_w/train_bn from the layer flags; bwd iff something trains
+ * in the node or an input comes from a node with a backward step (never for
+ * the input; the loss's gradient is its step's din[0]); the BN statistics
+ * tensor for a BN on batch statistics; which inputs and which z the backward
+ * reads (a chain head keeps z apart from out when its epilogue's backward
+ * needs it); the gradient tensors; the workspace; the derived constants
+ * (folded weights, or BN scale/shift/invstd). Returns 0, or 1 when out of
+ * memory. */
+static int mark_node(Builder *b, int ni)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
+    int N = p->opt.batch;
+    Node *nd = &p->nodes[ni];
+    const Layer *l = &g->layers[nd->layer];
+    unsigned tr = op_traits(l->op);
+    int bnl = plan_node_bn(p, nd);
+    nd->train_w = !(tr & TRAIT_BN) && layer_trains(g, nd->layer);
+    nd->train_bn = bnl >= 0 && layer_trains(g, bnl);
+    int need = nd->train_w || nd->train_bn;
+    for (int k = 0; k < nd->n_in; k++)
+        if (nd->in[k] >= 0 && p->nodes[p->tensors[nd->in[k]].node].bwd) need = 1;
+    if (tr & TRAIT_INPUT) need = 0;
+    nd->bwd = need && !(tr & TRAIT_LOSS);
+    /* the loss's "backward" (dlogits) is part of the loss step */
+    if ((tr & TRAIT_LOSS) && need && (nd->din[0] = grad_tensor(b, nd->in[0])) < 0) return 1;
+    int has_epi = node_has_epilogue(nd);
+    BnMode bm = bnl >= 0 ? g->layers[bnl].bn_mode : BN_FROZEN;
+    if (bnl >= 0 && bm == BN_TRAIN) {
+        nd->stats = new_tensor(b, 2 * (size_t)g->layers[bnl].out.c, T_STAT, ni);
+        if (nd->stats < 0) return 1;
+    }
+    nd->save_in = node_saves_input(nd, l, bm);
+    if (tr & TRAIT_CHAIN_HEAD) {
+        nd->save_z = nd->bwd && ((bnl >= 0 && (bm == BN_TRAIN || nd->train_bn)) || nd->act >= 0);
+        if (has_epi && nd->save_z) {
+            Shape o = l->out;
+            nd->z = new_tensor(b, (size_t)N * o.h * o.w * o.c, T_ACT, ni);
+            if (nd->z < 0) return 1;
+        } else {
+            nd->z = nd->out;
+        }
+    }
+    /* an epilogue's backward writes dz to the workspace after the im2col columns */
+    nd->ws = layer_workspace(g, l, N) + (has_epi && nd->bwd ? p->tensors[nd->out].floats : 0);
+    if (nd->bwd) {
+        if ((nd->dout = grad_tensor(b, nd->out)) < 0) return 1;
         for (int k = 0; k < nd->n_in; k++)
-            if (nd->in[k] >= 0 && p->nodes[p->tensors[nd->in[k]].node].bwd) need = 1;
-        if (l->op == OP_INPUT) need = 0;
-        nd->bwd = need && l->op != OP_LOSS;
-        /* the loss's "backward" (dlogits) is part of the loss step */
-        if (l->op == OP_LOSS && need) nd->din[0] = grad_tensor(&b, nd->in[0]);
-        int has_epi = (nd->bn >= 0 && !nd->fold) || nd->act >= 0 || nd->add >= 0;
-        BnMode bm = bnl >= 0 ? g->layers[bnl].bn_mode : BN_FROZEN;
-        if (bnl >= 0 && bm == BN_TRAIN) {
-            nd->stats = new_tensor(&b, 2 * (size_t)g->layers[bnl].out.c, T_STAT, ni);
-            if (nd->stats < 0) goto oom2;
-        }
-        if (l->op == OP_CONV || l->op == OP_DWCONV) {
-            nd->save_in = nd->bwd && nd->train_w;
-            nd->save_z = nd->bwd && ((bnl >= 0 && (bm == BN_TRAIN || nd->train_bn)) || nd->act >= 0);
-            if (has_epi && nd->save_z) {
-                Shape o = l->out;
-                nd->z = new_tensor(&b, (size_t)N * o.h * o.w * o.c, T_ACT, ni);
-                if (nd->z < 0) goto oom2;
-            } else {
-                nd->z = nd->out;
-            }
-            nd->ws = conv_ws_floats(g, l, N) + (has_epi && nd->bwd ? p->tensors[nd->out].floats : 0);
-        } else if (l->op == OP_BN) {
-            nd->save_in = nd->bwd && (bm == BN_TRAIN || nd->train_bn);
-        } else if (l->op == OP_DENSE) {
-            nd->save_in = nd->bwd && nd->train_w;
-        } else if (is_act(l->op) || l->op == OP_MUL || l->op == OP_MAXPOOL || l->op == OP_LAYERNORM) {
-            nd->save_in = nd->bwd;
-            nd->ws = layer_workspace(g, l, N);
-        } else if (l->op == OP_LAYERSCALE) {
-            nd->save_in = nd->bwd && nd->train_w;
-        }
-        if (nd->bwd) {
-            nd->dout = grad_tensor(&b, nd->out);
-            if (nd->dout < 0) goto oom2;
-            for (int k = 0; k < nd->n_in; k++)
-                if (nd->in[k] >= 0 && p->nodes[p->tensors[nd->in[k]].node].bwd) {
-                    nd->din[k] = grad_tensor(&b, nd->in[k]);
-                    if (nd->din[k] < 0) goto oom2;
-                }
-        }
-        /* derived constants */
-        if (nd->fold) {
-            const Param *kp = &g->params[l->first_param];
-            p->nodes[ni].derived = p->derived_floats;
-            p->derived_floats += kp->numel + (size_t)l->out.c;
-        } else if (bnl >= 0) {
-            /* scale, shift, invstd from the running statistics */
-            p->nodes[ni].derived = p->derived_floats;
-            p->derived_floats += 3 * (size_t)g->layers[bnl].out.c;
-        }
+            if (nd->in[k] >= 0 && p->nodes[p->tensors[nd->in[k]].node].bwd &&
+                (nd->din[k] = grad_tensor(b, nd->in[k])) < 0)
+                return 1;
     }
+    if (nd->fold) {
+        nd->derived = p->derived_floats;
+        p->derived_floats += g->params[l->first_param].numel + (size_t)l->out.c;
+    } else if (bnl >= 0) {
+        /* scale, shift, invstd from the running statistics */
+        nd->derived = p->derived_floats;
+        p->derived_floats += 3 * (size_t)g->layers[bnl].out.c;
+    }
+    return 0;
+}
 
-    /* Steps: forward (input excluded), loss, backward in reverse, update. */
-    int maxsteps = 2 * p->n_nodes + 2;
-    p->steps = malloc(sizeof(Step) * (size_t)maxsteps);
-    fwd_step = malloc(sizeof(int) * (size_t)p->n_nodes);
-    bwd_step = malloc(sizeof(int) * (size_t)p->n_nodes);
-    if (!p->steps || !fwd_step || !bwd_step) goto oom2;
+/* Pass steps. Contract: a forward step per node but the input (whose
+ * "step" is 0), the loss step in forward order, then a backward step per
+ * node with bwd in reverse order; fwd_step/bwd_step map nodes to them (-1).
+ * The update step is appended by pass_params. Returns 0, or 1 when out of
+ * memory. */
+static int pass_steps(Builder *b)
+{
+    Plan *p = b->p;
+    p->steps = malloc(sizeof(Step) * (size_t)(2 * p->n_nodes + 2));
+    b->fwd_step = malloc(sizeof(int) * (size_t)p->n_nodes);
+    b->bwd_step = malloc(sizeof(int) * (size_t)p->n_nodes);
+    if (!p->steps || !b->fwd_step || !b->bwd_step) return 1;
     for (int ni = 0; ni < p->n_nodes; ni++) {
-        fwd_step[ni] = bwd_step[ni] = -1;
-        if (g->layers[p->nodes[ni].layer].op == OP_INPUT) { fwd_step[ni] = 0; continue; }
-        fwd_step[ni] = p->n_steps;
+        b->bwd_step[ni] = -1;
+        if (op_is(b->g->layers[p->nodes[ni].layer].op, TRAIT_INPUT)) { b->fwd_step[ni] = 0; continue; }
+        b->fwd_step[ni] = p->n_steps;
         p->steps[p->n_steps++] = (Step){ni == p->loss_node ? STEP_LOSS : STEP_FWD, ni};
     }
     for (int ni = p->n_nodes - 1; ni >= 0; ni--)
         if (p->nodes[ni].bwd) {
-            bwd_step[ni] = p->n_steps;
+            b->bwd_step[ni] = p->n_steps;
             p->steps[p->n_steps++] = (Step){STEP_BWD, ni};
         }
+    return 0;
+}
 
-    /* Parameters: trainable first, then frozen learnable, then BN statistics. */
+/* Pass flags -> parameter arena. Contract: trainable parameters first (in
+ * graph order, merged into LR-group segments), then frozen learnable ones,
+ * then BN statistics; grads and momentum mirror the trainable part; one
+ * update step when anything trains. */
+static void pass_params(Builder *b)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
     size_t off = 0;
-    for (int pass = 0; pass < 3; pass++)
+    for (int pass = 0; pass < 3; pass++) {
         for (int i = 0; i < g->n_params; i++) {
             int tr = param_trainable(g, i), le = g->params[i].learnable;
-            if ((pass == 0 && tr) || (pass == 1 && le && !tr) || (pass == 2 && !le)) {
-                p->param_off[i] = off;
-                p->grad_off[i] = tr ? off : KILN_NONE;
-                if (tr) {
-                    int grp = g->layers[g->params[i].layer].lr_group;
-                    if (p->n_segs && p->segs[p->n_segs - 1].group == grp)
-                        p->segs[p->n_segs - 1].end = off + g->params[i].numel;
-                    else
-                        p->segs[p->n_segs++] = (PlanSegment){off, off + g->params[i].numel, grp};
-                }
-                off += g->params[i].numel;
+            if (!((pass == 0 && tr) || (pass == 1 && le && !tr) || (pass == 2 && !le))) continue;
+            p->param_off[i] = off;
+            p->grad_off[i] = tr ? off : KILN_NONE;
+            if (tr) {
+                int grp = g->layers[g->params[i].layer].lr_group;
+                if (p->n_segs && p->segs[p->n_segs - 1].group == grp)
+                    p->segs[p->n_segs - 1].end = off + g->params[i].numel;
+                else
+                    p->segs[p->n_segs++] = (PlanSegment){off, off + g->params[i].numel, grp};
             }
-            if (pass == 0) p->trainable_floats = off;
+            off += g->params[i].numel;
         }
+        if (pass == 0) p->trainable_floats = off;
+    }
     p->param_floats = off;
     p->grad_floats = p->opt_floats = p->trainable_floats;
     if (p->trainable_floats) p->steps[p->n_steps++] = (Step){STEP_UPDATE, -1};
+}
 
-    /* Lifetimes. */
+/* Pass lifetimes. Contract: every tensor lives from its first to its last
+ * step (writers and readers, forward and backward, the labels from step 0 to
+ * the loss; the kept layer's output to the end); the first backward writer
+ * of a gradient stores, later ones accumulate (din_acc). Returns 0, 1 when
+ * out of memory, 2 when the kept layer is inside a fused node (err says). */
+static int pass_lifetimes(Builder *b, char *err, size_t errlen)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
     touch(p, p->input_tensor, 0);
     touch(p, p->labels_tensor, 0);
-    touch(p, p->labels_tensor, fwd_step[p->loss_node]);
-    {
-        /* first writer of each gradient decides acc */
-        int *written = calloc((size_t)p->n_tensors, sizeof(int));
-        if (!written) goto oom2;
-        for (int ni = 0; ni < p->n_nodes; ni++) {
-            Node *nd = &p->nodes[ni];
-            int fs = fwd_step[ni];
-            touch(p, nd->out, fs);
-            touch(p, nd->z, fs);
-            touch(p, nd->stats, fs);
-            for (int k = 0; k < nd->n_in; k++) touch(p, nd->in[k], fs);
-        }
-        /* the loss writes dlogits */
-        Node *ln = &p->nodes[p->loss_node];
-        if (ln->din[0] >= 0) { touch(p, ln->din[0], fwd_step[p->loss_node]); written[ln->din[0]] = 1; }
-        for (int s = 0; s < p->n_steps; s++) {
-            if (p->steps[s].kind != STEP_BWD) continue;
-            int ni = p->steps[s].node;
-            Node *nd = &p->nodes[ni];
-            touch(p, nd->dout, s);
-            if (nd->save_in) {
-                touch(p, nd->in[0], s);
-                if (g->layers[nd->layer].op == OP_MUL) touch(p, nd->in[1], s);
-            }
-            if (nd->save_z) touch(p, nd->z, s);
-            if (nd->stats >= 0) touch(p, nd->stats, s);
-            for (int k = 0; k < nd->n_in; k++)
-                if (nd->din[k] >= 0) {
-                    touch(p, nd->din[k], s);
-                    nd->din_acc[k] = written[nd->din[k]];
-                    written[nd->din[k]] = 1;
-                }
-        }
-        free(written);
+    touch(p, p->labels_tensor, b->fwd_step[p->loss_node]);
+    int *written = calloc((size_t)p->n_tensors, sizeof(int));
+    if (!written) return 1;
+    for (int ni = 0; ni < p->n_nodes; ni++) {
+        Node *nd = &p->nodes[ni];
+        int fs = b->fwd_step[ni];
+        touch(p, nd->out, fs);
+        touch(p, nd->z, fs);
+        touch(p, nd->stats, fs);
+        for (int k = 0; k < nd->n_in; k++) touch(p, nd->in[k], fs);
     }
-    if (opt->keep > 0 && opt->keep < L) {
+    /* the loss writes dlogits */
+    Node *ln = &p->nodes[p->loss_node];
+    if (ln->din[0] >= 0) { touch(p, ln->din[0], b->fwd_step[p->loss_node]); written[ln->din[0]] = 1; }
+    for (int s = 0; s < p->n_steps; s++) {
+        if (p->steps[s].kind != STEP_BWD) continue;
+        Node *nd = &p->nodes[p->steps[s].node];
+        touch(p, nd->dout, s);
+        if (nd->save_in) {
+            touch(p, nd->in[0], s);
+            if (op_is(g->layers[nd->layer].op, TRAIT_BWD_X2)) touch(p, nd->in[1], s);
+        }
+        if (nd->save_z) touch(p, nd->z, s);
+        if (nd->stats >= 0) touch(p, nd->stats, s);
+        for (int k = 0; k < nd->n_in; k++)
+            if (nd->din[k] >= 0) {
+                touch(p, nd->din[k], s);
+                nd->din_acc[k] = written[nd->din[k]];
+                written[nd->din[k]] = 1;
+            }
+    }
+    free(written);
+    if (p->opt.keep > 0 && p->opt.keep < g->n_layers) {
         /* keep the layer's output (not absorbed by a fused node) to the end */
-        int t = p->layer_tensor[opt->keep];
+        int t = p->layer_tensor[p->opt.keep];
         if (t < 0) {
             snprintf(err, errlen, "layer '%s' is fused into another node; plan with fusion off to keep it",
-                     g->layers[opt->keep].name);
-            goto oom2_msg;
+                     g->layers[p->opt.keep].name);
+            return 2;
         }
         touch(p, t, p->n_steps);
     }
     for (int t = 0; t < p->n_tensors; t++)
         if (p->tensors[t].first < 0) p->tensors[t].first = p->tensors[t].last = 0;
-    p->act_floats = assign_offsets(p);
-    if (p->act_floats == KILN_NONE) goto oom2;
-    for (int ni = 0; ni < p->n_nodes; ni++)
-        if (p->nodes[ni].ws > p->ws_floats) p->ws_floats = p->nodes[ni].ws;
-
-    /* FLOPs of a training step per image, as planned. */
-    for (int ni = 0; ni < p->n_nodes; ni++) {
-        const Node *nd = &p->nodes[ni];
-        for (int j = 0; j < L; j++) {
-            if (p->layer_node[j] != ni) continue;
-            int64_t f = g->layers[j].flops;
-            p->train_flops += f;
-            if (!nd->bwd) continue;
-            OpKind op = g->layers[j].op;
-            if (op == OP_CONV || op == OP_DWCONV || op == OP_DENSE)
-                p->train_flops += f * ((nd->din[0] >= 0) + nd->train_w);
-            else
-                p->train_flops += f;
-        }
-    }
-
-    free(fwd_step); free(bwd_step);
-    free(fold_of); free(bn_of); free(act_of); free(add_of); free(main_at);
-    free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);
     return 0;
-oom2:
-    snprintf(err, errlen, "out of memory while planning");
-oom2_msg:
-    free(fold_of); free(bn_of); free(act_of); free(add_of); free(main_at);
-    free(fwd_step); free(bwd_step);
-    free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);
-    plan_free(p);
-    return 1;
-oom:
-    free(fwd_step); free(bwd_step);
-    free(ncons); free(cons); free(main_of); free(tail_of); free(b.grad_of);
-    plan_free(p);
-    snprintf(err, errlen, "out of memory while planning");
-    return 1;
+}
+
+/* Pass FLOPs. Contract: per image, every layer's forward FLOPs, plus for a
+ * node with a backward step its layers' backward: a weighted op
+ * (TRAIT_WEIGHTS) costs its forward once for dx (when wanted) and once for
+ * the weight gradients (when they train), any other op its forward once. */
+static void pass_flops(Builder *b)
+{
+    Plan *p = b->p;
+    const Graph *g = b->g;
+    for (int j = 0; j < g->n_layers; j++) {
+        int ni = p->layer_node[j];
+        if (ni < 0) continue;
+        const Node *nd = &p->nodes[ni];
+        int64_t f = g->layers[j].flops;
+        p->train_flops += f;
+        if (!nd->bwd) continue;
+        if (op_is(g->layers[j].op, TRAIT_WEIGHTS))
+            p->train_flops += f * ((nd->din[0] >= 0) + nd->train_w);
+        else
+            p->train_flops += f;
+    }
+}
+
+/* The passes in order (plan.h): chains (fold + fuse), nodes, backward
+ * marking, steps, parameters (flags), lifetimes, memory, FLOPs. */
+int plan_build(Plan *p, const Graph *g, const PlanOptions *opt, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    p->g = g;
+    p->opt = *opt;
+    Builder b = {.p = p, .g = g};
+    int rc = plan_alloc(&b);
+    if (!rc) {
+        pass_chains(&b);
+        rc = pass_nodes(&b);
+    }
+    for (int ni = 0; !rc && ni < p->n_nodes; ni++) rc = mark_node(&b, ni);
+    if (!rc) rc = pass_steps(&b);
+    if (!rc) {
+        pass_params(&b);
+        rc = pass_lifetimes(&b, err, errlen);
+    }
+    if (!rc) {
+        /* memory: first-fit offsets over lifetimes; the largest node's workspace */
+        p->act_floats = assign_offsets(p);
+        rc = p->act_floats == KILN_NONE;
+        for (int ni = 0; ni < p->n_nodes; ni++)
+            if (p->nodes[ni].ws > p->ws_floats) p->ws_floats = p->nodes[ni].ws;
+    }
+    if (!rc) pass_flops(&b);
+    builder_free(&b);
+    if (rc) {
+        if (rc == 1) snprintf(err, errlen, "out of memory while planning");
+        plan_free(p);
+        return 1;
+    }
+    return 0;
 }
 
 void plan_free(Plan *p)
@@ -540,8 +612,8 @@ int plan_find_cut(const Plan *p, size_t max_floats)
     for (int ni = 1; ni < p->n_nodes; ni++) {
         const Node *nd = &p->nodes[ni];
         const Layer *l = &g->layers[nd->layer];
-        if (nd->bwd || l->op == OP_LOSS || l->op == OP_DROPOUT) break;
-        int b = l->op == OP_BN ? nd->layer : nd->bn;
+        if (nd->bwd || op_is(l->op, TRAIT_LOSS | TRAIT_RANDOM)) break;
+        int b = op_is(l->op, TRAIT_BN) ? nd->layer : nd->bn;
         if (b >= 0 && g->layers[b].bn_mode == BN_TRAIN) break;
         int t = nd->out;
         /* later nodes may read only t from this prefix */

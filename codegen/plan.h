@@ -1,20 +1,28 @@
 /* codegen/plan.h — the static plan: what runs, in which order, and where
  * every buffer lives, decided once before the first step.
  *
- * Passes (in order):
- *  1. flags   — per-parameter trainability from the layer flags.
- *  2. fold    — a frozen BN whose only input is a frozen conv/dwconv folds
- *               into that conv's weights and bias (derived constants).
- *  3. fuse    — (optional) conv/dwconv + BN + activation + residual add
- *               become one node with an epilogue; off = one node per layer,
- *               the unfused twin, numerically equal.
- *  4. backward marking — a node has a backward step iff it owns trainable
+ * Passes (in order, one function each in plan.c, each stating its
+ * contract; they ask the ops' traits, never their names):
+ *  1. chains  — fold + fuse: a frozen BN whose only input is a frozen chain
+ *               head (conv/dwconv) folds into the head's weights and bias
+ *               (derived constants); with fusion on, head + BN + activation
+ *               + residual add become one node with an epilogue; off = one
+ *               node per layer, the unfused twin, numerically equal.
+ *  2. nodes   — one node per chain or layer, ordered by its last layer, with
+ *               its output tensor.
+ *  3. backward marking — a node has a backward step iff it owns trainable
  *               parameters or one of its inputs has a trainable ancestor; a
- *               frozen prefix is forward-only.
- *  5. memory  — tensors get step lifetimes (an activation lives until its
- *               last forward reader, or its backward reader when one exists)
- *               and offsets in the activation arena by first-fit over
- *               lifetimes; gradients of activations share that arena.
+ *               frozen prefix is forward-only. Saved inputs, gradients,
+ *               workspace and derived constants follow.
+ *  4. steps   — forward, loss, backward in reverse.
+ *  5. flags -> parameters — the parameter arena by trainability, LR-group
+ *               segments, the update step.
+ *  6. lifetimes and 7. memory — tensors get step lifetimes (an activation
+ *               lives until its last forward reader, or its backward reader
+ *               when one exists) and offsets in the activation arena by
+ *               first-fit over lifetimes; gradients of activations share
+ *               that arena.
+ *  8. FLOPs   — a training step's FLOPs per image as planned.
  *
  * Arenas (float32): params (all parameters: trainable first, in graph order,
  * then frozen, then BN statistics), grads and momentum (trainable only, in

@@ -40,7 +40,7 @@ void plan_print(FILE *f, const Plan *p, int layers, int steps)
             for (int k = l->first_param; k < l->first_param + l->n_params; k++) tr |= param_trainable(g, k);
             fprintf(f, "%4d  %-28s %-10s %-14s %12s %14s  %-5s %s\n", i, l->name, op_info(l->op)->keyword,
                     shape, commas((long long)np, a), commas(l->flops, b), l->n_params ? (tr ? "yes" : "no") : "-",
-                    l->op == OP_BN ? bn_mode_name(l->bn_mode) : "-");
+                    op_is(l->op, TRAIT_BN) ? bn_mode_name(l->bn_mode) : "-");
         }
     }
     size_t tr = p->trainable_floats;

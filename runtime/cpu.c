@@ -1,8 +1,9 @@
 /* runtime/cpu.c — the CPU executor: runs a plan's steps with the C kernels.
  *
  * Arenas are allocated once at exactly the sizes the plan predicted. The
- * dispatch is two switch statements over OpKind (forward, backward) that only
- * pick arena pointers and call kernels; all decisions were taken by the plan.
+ * dispatch is one table indexed by OpKind (CPU_OPS: forward and backward per
+ * op) whose entries only pick arena pointers and call kernels; all decisions
+ * were taken by the plan, and nothing else here asks which op a node is.
  * Derived constants (folded weights, BN scale/shift/invstd) are recomputed
  * when they can have changed: a node's folded weights at its first forward
  * after write_params, the others on every forward.
@@ -40,11 +41,6 @@ static float *G(Cpu *c, int layer, int k)
     size_t o = c->p->grad_off[c->p->g->layers[layer].first_param + k];
     return o == KILN_NONE ? NULL : c->grads + o;
 }
-static int has_bias(const Layer *l)
-{
-    return (l->op == OP_DENSE && l->a.dense.bias) ||
-           ((l->op == OP_CONV || l->op == OP_DWCONV) && l->a.conv.bias);
-}
 
 static ConvShape conv_shape(const Graph *g, const Layer *l, int n)
 {
@@ -54,17 +50,12 @@ static ConvShape conv_shape(const Graph *g, const Layer *l, int n)
                        a->pt, a->pl, l->out.h, l->out.w};
 }
 
-static Act act_of(OpKind op)
-{
-    return (Act)op_act(op);   /* ActKind follows Act's order */
-}
+/* The kernels' Act has the registry's ActKind values. */
+_Static_assert((int)ACT_NONE == (int)ACTK_NONE && (int)ACT_RELU == (int)ACTK_RELU &&
+               (int)ACT_RELU6 == (int)ACTK_RELU6 && (int)ACT_SWISH == (int)ACTK_SWISH &&
+               (int)ACT_SIGMOID == (int)ACTK_SIGMOID, "Act and ActKind differ");
 
-/* The BN layer a node normalizes with (own or absorbed, not folded), or -1. */
-static int node_bn(const Plan *p, const Node *nd)
-{
-    if (p->g->layers[nd->layer].op == OP_BN) return nd->layer;
-    return nd->fold ? -1 : nd->bn;
-}
+static Act act_of(OpKind op) { return (Act)op_act(op); }
 
 /* ---- derived constants ----------------------------------------------------- */
 
@@ -83,238 +74,369 @@ static void compute_derived(Cpu *c, int ni)
         bn_scale_shift(scale, shift, P(c, nd->bn, 0), P(c, nd->bn, 1), P(c, nd->bn, 2),
                        P(c, nd->bn, 3), bl->a.bn.eps, C);
         size_t numel = g->params[l->first_param].numel;
-        bn_fold(d, d + numel, P(c, nd->layer, 0), has_bias(l) ? P(c, nd->layer, 1) : NULL,
+        bn_fold(d, d + numel, P(c, nd->layer, 0), layer_has_bias(l) ? P(c, nd->layer, 1) : NULL,
                 scale, shift, numel / (size_t)C, C);
         return;
     }
-    int b = node_bn(p, nd);
+    int b = plan_node_bn(p, nd);
     const Layer *bl = &g->layers[b];
     int C = bl->out.c;
     bn_scale_shift(d, d + C, P(c, b, 0), P(c, b, 1), P(c, b, 2), P(c, b, 3), bl->a.bn.eps, C);
     for (int k = 0; k < C; k++) d[2 * C + k] = 1.0f / sqrtf(P(c, b, 3)[k] + bl->a.bn.eps);
 }
 
-/* ---- forward ------------------------------------------------------------------ */
+/* ---- one node's call ---------------------------------------------------------- */
 
-static Epilogue node_epilogue(const Plan *p, const Node *nd, int training)
+/* What an op's forward or backward needs, picked from the arenas once by
+ * forward_node / backward_node. */
+typedef struct {
+    Cpu *c;
+    const Plan *p;
+    const Graph *g;
+    const Node *nd;
+    const Layer *l;
+    int n;                  /* images */
+    Shape xs;               /* input shape per image */
+    size_t xin, M;          /* input elements; output rows (n * out.h * out.w) */
+    int bn;                 /* plan_node_bn */
+    int training;           /* forward only */
+    float *x, *out;         /* forward: in[0], out; backward: x when saved */
+    float *dx, *dout;       /* backward */
+    int acc;                /* backward: add into dx */
+} Call;
+
+typedef void (*OpRun)(const Call *k);
+
+static Epilogue node_epilogue(const Call *k)
 {
+    const Node *nd = k->nd;
     Epilogue e = {EPI_BN_NONE, ACT_NONE, nd->add >= 0, 0, 0};
-    int b = node_bn(p, nd);
-    if (b >= 0) {
-        const Layer *bl = &p->g->layers[b];
-        e.bn = training && bl->bn_mode == BN_TRAIN ? EPI_BN_TRAIN : EPI_BN_AFFINE;
+    if (k->bn >= 0) {
+        const Layer *bl = &k->g->layers[k->bn];
+        e.bn = k->training && bl->bn_mode == BN_TRAIN ? EPI_BN_TRAIN : EPI_BN_AFFINE;
         e.eps = bl->a.bn.eps;
         e.momentum = bl->a.bn.momentum;
     }
-    if (nd->act >= 0) e.act = act_of(p->g->layers[nd->act].op);
+    if (nd->act >= 0) e.act = act_of(k->g->layers[nd->act].op);
     return e;
 }
 
-static int has_epilogue(const Node *nd)
+/* ---- forward, per op ------------------------------------------------------------ */
+
+/* A chain head's weights: its kernel and bias, or the folded copies. */
+static void head_weights(const Call *k, const float **w, const float **bias)
 {
-    return (nd->bn >= 0 && !nd->fold) || nd->act >= 0 || nd->add >= 0;
+    Cpu *c = k->c;
+    const Node *nd = k->nd;
+    *w = P(c, nd->layer, 0);
+    *bias = layer_has_bias(k->l) ? P(c, nd->layer, 1) : NULL;
+    if (nd->fold) {
+        *w = c->derived + nd->derived;
+        *bias = *w + k->g->params[k->l->first_param].numel;
+    }
+}
+
+/* A chain head's epilogue (BN, activation, residual add) from z into out. */
+static void head_epilogue_forward(const Call *k, const float *z)
+{
+    Cpu *c = k->c;
+    const Node *nd = k->nd;
+    int b = k->bn, K = k->l->out.c;
+    if (!node_has_epilogue(nd)) return;
+    Epilogue e = node_epilogue(k);
+    float *st = T(c, nd->stats), *d = nd->derived != KILN_NONE ? c->derived + nd->derived : NULL;
+    epilogue_forward(k->out, st, st ? st + K : NULL, z,
+                     b >= 0 ? P(c, b, 0) : NULL, b >= 0 ? P(c, b, 1) : NULL,
+                     b >= 0 ? P(c, b, 2) : NULL, b >= 0 ? P(c, b, 3) : NULL,
+                     d, d ? d + K : NULL, nd->add >= 0 ? T(c, nd->in[1]) : NULL, &e, k->M, K);
+}
+
+static void fwd_conv(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    const float *w, *bias;
+    head_weights(k, &w, &bias);
+    float *z = T(k->c, k->nd->z);
+    conv2d_forward(z, k->x, w, bias, k->c->ws, &s);
+    head_epilogue_forward(k, z);
+}
+
+static void fwd_dwconv(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    const float *w, *bias;
+    head_weights(k, &w, &bias);
+    float *z = T(k->c, k->nd->z);
+    dwconv2d_forward(z, k->x, w, bias, &s);
+    head_epilogue_forward(k, z);
+}
+
+static void fwd_bn(const Call *k)
+{
+    Cpu *c = k->c;
+    const Layer *l = k->l;
+    int C = l->out.c, b = k->bn;
+    if (k->training && l->bn_mode == BN_TRAIN) {
+        float *st = T(c, k->nd->stats);
+        bn_train_forward(k->out, st, st + C, k->x, P(c, b, 0), P(c, b, 1), P(c, b, 2), P(c, b, 3),
+                         l->a.bn.momentum, l->a.bn.eps, k->M, C);
+    } else {
+        float *d = c->derived + k->nd->derived;
+        channel_affine_forward(k->out, k->x, d, d + C, k->M, C);
+    }
+}
+
+static void fwd_act(const Call *k) { act_forward(k->out, k->x, k->xin, act_of(k->l->op)); }
+
+static void fwd_add(const Call *k) { add_forward(k->out, k->x, T(k->c, k->nd->in[1]), k->xin); }
+
+static void fwd_mul(const Call *k)
+{
+    chanmul_forward(k->out, k->x, T(k->c, k->nd->in[1]), k->n, k->xs.h * k->xs.w, k->xs.c);
+}
+
+static void fwd_gap(const Call *k) { gap_forward(k->out, k->x, k->n, k->xs.h * k->xs.w, k->xs.c); }
+
+static void fwd_maxpool(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    maxpool_forward(k->out, k->x, &s);
+}
+
+static void fwd_zeropad(const Call *k)
+{
+    const PadAttr *a = &k->l->a.pad;
+    zeropad_forward(k->out, k->x, k->n, k->xs.h, k->xs.w, k->xs.c, a->pt, a->pb, a->pl, a->pr);
+}
+
+static void fwd_dense(const Call *k)
+{
+    const Layer *l = k->l;
+    int layer = k->nd->layer;
+    dense_forward(k->out, k->x, P(k->c, layer, 0), layer_has_bias(l) ? P(k->c, layer, 1) : NULL,
+                  k->n, k->xs.h * k->xs.w * k->xs.c, l->out.c);
+}
+
+/* The dropout mask's seed: the step counter and the layer. */
+static uint64_t dropout_seed(const Call *k) { return k->c->step * 1000003u + (uint64_t)k->nd->layer; }
+
+static void fwd_dropout(const Call *k)
+{
+    if (k->training) dropout_forward(k->out, k->x, k->xin, k->l->a.dropout.rate, dropout_seed(k));
+    else grad_pass(k->out, k->x, k->xin, 0);
+}
+
+/* ---- backward, per op -------------------------------------------------------------- */
+
+/* A chain head's epilogue backward: dz into the workspace after the head's
+ * own cws floats; returns the gradient the head's kernel reads (dout itself
+ * when there is no epilogue). */
+static const float *head_epilogue_backward(const Call *k, size_t cws)
+{
+    Cpu *c = k->c;
+    const Node *nd = k->nd;
+    int b = k->bn, K = k->l->out.c;
+    if (!node_has_epilogue(nd)) return k->dout;
+    Epilogue e = node_epilogue(k);
+    float *dz = c->ws + cws, *st = T(c, nd->stats);
+    float *der = nd->derived != KILN_NONE && !nd->fold ? c->derived + nd->derived : NULL;
+    const float *mean = st ? st : (der ? P(c, b, 2) : NULL);
+    const float *invstd = st ? st + K : (der ? der + 2 * K : NULL);
+    epilogue_backward(dz, b >= 0 && nd->train_bn ? G(c, b, 0) : NULL,
+                      b >= 0 && nd->train_bn ? G(c, b, 1) : NULL,
+                      T(c, nd->din[1]), nd->din_acc[1], k->dout,
+                      nd->save_z ? T(c, nd->z) : NULL, mean, invstd,
+                      b >= 0 ? P(c, b, 0) : NULL, der,
+                      /* batch-statistics BN takes beta where the others take shift */
+                      e.bn == EPI_BN_TRAIN ? P(c, b, 1) : der ? der + K : NULL, &e, k->M, K);
+    return dz;
+}
+
+/* A chain head's weight gradients (NULL when frozen; no bias gradient for a
+ * folded head, whose bias is derived). */
+static void head_grads(const Call *k, float **dw, float **db)
+{
+    const Node *nd = k->nd;
+    *dw = nd->train_w ? G(k->c, nd->layer, 0) : NULL;
+    *db = nd->train_w && layer_has_bias(k->l) && !nd->fold ? G(k->c, nd->layer, 1) : NULL;
+}
+
+static void bwd_conv(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    const float *w = k->nd->fold ? k->c->derived + k->nd->derived : P(k->c, k->nd->layer, 0);
+    const float *d = head_epilogue_backward(k, conv2d_workspace(&s));
+    float *dw, *db;
+    head_grads(k, &dw, &db);
+    if (k->dx || dw || db) conv2d_backward(k->dx, dw, db, d, k->x, w, k->c->ws, &s, k->acc);
+}
+
+static void bwd_dwconv(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    const float *w = k->nd->fold ? k->c->derived + k->nd->derived : P(k->c, k->nd->layer, 0);
+    const float *d = head_epilogue_backward(k, 0);
+    float *dw, *db;
+    head_grads(k, &dw, &db);
+    if (k->dx || dw || db) dwconv2d_backward(k->dx, dw, db, d, k->x, w, &s, k->acc);
+}
+
+static void bwd_bn(const Call *k)
+{
+    Cpu *c = k->c;
+    const Layer *l = k->l;
+    int C = l->out.c, b = k->bn;
+    float *dg = k->nd->train_bn ? G(c, b, 0) : NULL, *dbeta = k->nd->train_bn ? G(c, b, 1) : NULL;
+    if (l->bn_mode == BN_TRAIN) {
+        float *st = T(c, k->nd->stats);
+        bn_train_backward(k->dx, dg, dbeta, k->dout, k->x, st, st + C, P(c, b, 0), k->M, C, k->acc);
+    } else {
+        bn_infer_backward(k->dx, dg, dbeta, k->dout, k->x, P(c, b, 0), P(c, b, 2), P(c, b, 3),
+                          l->a.bn.eps, k->M, C, k->acc);
+    }
+}
+
+static void bwd_act(const Call *k)
+{
+    if (k->dx) act_backward(k->dx, k->dout, k->x, k->xin, act_of(k->l->op), k->acc);
+}
+
+static void bwd_add(const Call *k)
+{
+    if (k->dx) grad_pass(k->dx, k->dout, k->xin, k->acc);
+    if (k->nd->din[1] >= 0) grad_pass(T(k->c, k->nd->din[1]), k->dout, k->xin, k->nd->din_acc[1]);
+}
+
+static void bwd_mul(const Call *k)
+{
+    const Node *nd = k->nd;
+    chanmul_backward(k->dx, T(k->c, nd->din[1]), k->dout, k->x, T(k->c, nd->in[1]), k->n,
+                     k->xs.h * k->xs.w, k->xs.c, k->acc, nd->din_acc[1]);
+}
+
+static void bwd_gap(const Call *k)
+{
+    if (k->dx) gap_backward(k->dx, k->dout, k->n, k->xs.h * k->xs.w, k->xs.c, k->acc);
+}
+
+static void bwd_maxpool(const Call *k)
+{
+    ConvShape s = conv_shape(k->g, k->l, k->n);
+    if (k->dx) maxpool_backward(k->dx, k->dout, k->x, &s, k->acc);
+}
+
+static void bwd_zeropad(const Call *k)
+{
+    const PadAttr *a = &k->l->a.pad;
+    if (k->dx) zeropad_backward(k->dx, k->dout, k->n, k->xs.h, k->xs.w, k->xs.c, a->pt, a->pb, a->pl, a->pr, k->acc);
+}
+
+static void bwd_dense(const Call *k)
+{
+    const Node *nd = k->nd;
+    const Layer *l = k->l;
+    dense_backward(k->dx, nd->train_w ? G(k->c, nd->layer, 0) : NULL,
+                   nd->train_w && layer_has_bias(l) ? G(k->c, nd->layer, 1) : NULL, k->dout, k->x,
+                   P(k->c, nd->layer, 0), k->n, k->xs.h * k->xs.w * k->xs.c, l->out.c, k->acc);
+}
+
+static void bwd_dropout(const Call *k)
+{
+    if (k->dx) dropout_backward(k->dx, k->dout, k->xin, k->l->a.dropout.rate, dropout_seed(k), k->acc);
+}
+
+/* Channel layer norm: the per-row statistics (mean, invstd) go to the
+ * workspace in the forward pass and are recomputed there in the backward. */
+static void fwd_layernorm(const Call *k)
+{
+    int L = k->nd->layer;
+    layernorm_forward(k->out, k->c->ws, k->x, P(k->c, L, 0), P(k->c, L, 1), k->l->a.norm.eps, k->M,
+                      k->l->out.c);
+}
+
+static void bwd_layernorm(const Call *k)
+{
+    int L = k->nd->layer, C = k->l->out.c, tw = k->nd->train_w;
+    layernorm_forward(NULL, k->c->ws, k->x, NULL, NULL, k->l->a.norm.eps, k->M, C);
+    layernorm_backward(k->dx, tw ? G(k->c, L, 0) : NULL, tw ? G(k->c, L, 1) : NULL, k->dout, k->x,
+                       k->c->ws, P(k->c, L, 0), k->M, C, k->acc);
+}
+
+static void fwd_layerscale(const Call *k)
+{
+    layerscale_forward(k->out, k->x, P(k->c, k->nd->layer, 0), k->M, k->l->out.c);
+}
+
+static void bwd_layerscale(const Call *k)
+{
+    int L = k->nd->layer;
+    layerscale_backward(k->dx, k->nd->train_w ? G(k->c, L, 0) : NULL, k->dout, k->x, P(k->c, L, 0),
+                        k->M, k->l->out.c, k->acc);
+}
+
+/* ---- the op table ------------------------------------------------------------------- */
+
+/* Each op's forward and backward on the CPU, by OpKind. The input has no
+ * step and the loss runs in the loss step (run_forward), so theirs are NULL.
+ * Adding an op: its row here, calling its kernel pair in kernels/cpu/. */
+static const struct { OpRun fwd, bwd; } CPU_OPS[OP_COUNT] = {
+    [OP_CONV]    = {fwd_conv, bwd_conv},
+    [OP_DWCONV]  = {fwd_dwconv, bwd_dwconv},
+    [OP_ZEROPAD] = {fwd_zeropad, bwd_zeropad},
+    [OP_BN]      = {fwd_bn, bwd_bn},
+    [OP_RELU]    = {fwd_act, bwd_act},
+    [OP_RELU6]   = {fwd_act, bwd_act},
+    [OP_SWISH]   = {fwd_act, bwd_act},
+    [OP_SIGMOID] = {fwd_act, bwd_act},
+    [OP_ADD]     = {fwd_add, bwd_add},
+    [OP_MUL]     = {fwd_mul, bwd_mul},
+    [OP_GAP]     = {fwd_gap, bwd_gap},
+    [OP_MAXPOOL] = {fwd_maxpool, bwd_maxpool},
+    [OP_DENSE]   = {fwd_dense, bwd_dense},
+    [OP_DROPOUT] = {fwd_dropout, bwd_dropout},
+    [OP_LAYERNORM]  = {fwd_layernorm, bwd_layernorm},
+    [OP_GELU]       = {fwd_act, bwd_act},
+    [OP_LAYERSCALE] = {fwd_layerscale, bwd_layerscale},
+};
+
+/* The call of node ni for a batch of c->n, with its input shape and sizes. */
+static Call node_call(Cpu *c, int ni)
+{
+    const Plan *p = c->p;
+    const Node *nd = &p->nodes[ni];
+    const Layer *l = &p->g->layers[nd->layer];
+    Call k = {.c = c, .p = p, .g = p->g, .nd = nd, .l = l, .n = c->n, .bn = plan_node_bn(p, nd)};
+    k.xs = l->n_in ? p->g->layers[l->in[0]].out : l->out;
+    k.xin = (size_t)k.n * k.xs.h * k.xs.w * k.xs.c;
+    k.M = (size_t)k.n * l->out.h * l->out.w;
+    return k;
 }
 
 static void forward_node(Cpu *c, int ni, int training)
 {
-    const Plan *p = c->p;
-    const Graph *g = p->g;
-    const Node *nd = &p->nodes[ni];
-    const Layer *l = &g->layers[nd->layer];
-    int n = c->n;
-    Shape xs = l->n_in ? g->layers[l->in[0]].out : l->out;
-    size_t xin = (size_t)n * xs.h * xs.w * xs.c;          /* input elements */
-    size_t M = (size_t)n * l->out.h * l->out.w;           /* output rows */
-    float *x = nd->n_in ? T(c, nd->in[0]) : NULL, *out = T(c, nd->out);
-    int b = node_bn(p, nd);
-    if (nd->fold ? c->dirty[ni] : b >= 0 && !(training && g->layers[b].bn_mode == BN_TRAIN)) {
+    Call k = node_call(c, ni);
+    const Node *nd = k.nd;
+    k.training = training;
+    k.x = nd->n_in ? T(c, nd->in[0]) : NULL;
+    k.out = T(c, nd->out);
+    int b = k.bn;
+    if (nd->fold ? c->dirty[ni] : b >= 0 && !(training && k.g->layers[b].bn_mode == BN_TRAIN)) {
         compute_derived(c, ni);
         c->dirty[ni] = 0;
     }
-    switch (l->op) {
-    case OP_INPUT: case OP_COUNT:
-        break;
-    case OP_CONV: case OP_DWCONV: {
-        ConvShape s = conv_shape(g, l, n);
-        const float *w = P(c, nd->layer, 0), *bias = has_bias(l) ? P(c, nd->layer, 1) : NULL;
-        if (nd->fold) {
-            w = c->derived + nd->derived;
-            bias = w + g->params[l->first_param].numel;
-        }
-        float *z = T(c, nd->z);
-        if (l->op == OP_CONV) conv2d_forward(z, x, w, bias, c->ws, &s);
-        else dwconv2d_forward(z, x, w, bias, &s);
-        if (has_epilogue(nd)) {
-            Epilogue e = node_epilogue(p, nd, training);
-            float *st = T(c, nd->stats), *d = nd->derived != KILN_NONE ? c->derived + nd->derived : NULL;
-            int K = l->out.c;
-            epilogue_forward(out, st, st ? st + K : NULL, z,
-                             b >= 0 ? P(c, b, 0) : NULL, b >= 0 ? P(c, b, 1) : NULL,
-                             b >= 0 ? P(c, b, 2) : NULL, b >= 0 ? P(c, b, 3) : NULL,
-                             d, d ? d + K : NULL, nd->add >= 0 ? T(c, nd->in[1]) : NULL,
-                             &e, M, K);
-        }
-        break;
-    }
-    case OP_BN: {
-        int C = l->out.c;
-        if (training && l->bn_mode == BN_TRAIN) {
-            float *st = T(c, nd->stats);
-            bn_train_forward(out, st, st + C, x, P(c, b, 0), P(c, b, 1), P(c, b, 2), P(c, b, 3),
-                             l->a.bn.momentum, l->a.bn.eps, M, C);
-        } else {
-            float *d = c->derived + nd->derived;
-            channel_affine_forward(out, x, d, d + C, M, C);
-        }
-        break;
-    }
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
-        act_forward(out, x, xin, act_of(l->op));
-        break;
-    case OP_LAYERNORM:   /* the per-row statistics go to the workspace */
-        layernorm_forward(out, c->ws, x, P(c, nd->layer, 0), P(c, nd->layer, 1), l->a.norm.eps,
-                          M, l->out.c);
-        break;
-    case OP_LAYERSCALE:
-        layerscale_forward(out, x, P(c, nd->layer, 0), M, l->out.c);
-        break;
-    case OP_ADD:
-        add_forward(out, x, T(c, nd->in[1]), xin);
-        break;
-    case OP_MUL:
-        chanmul_forward(out, x, T(c, nd->in[1]), n, xs.h * xs.w, xs.c);
-        break;
-    case OP_GAP:
-        gap_forward(out, x, n, xs.h * xs.w, xs.c);
-        break;
-    case OP_MAXPOOL: {
-        ConvShape s = conv_shape(g, l, n);
-        maxpool_forward(out, x, &s);
-        break;
-    }
-    case OP_ZEROPAD: {
-        const PadAttr *a = &l->a.pad;
-        zeropad_forward(out, x, n, xs.h, xs.w, xs.c, a->pt, a->pb, a->pl, a->pr);
-        break;
-    }
-    case OP_DENSE:
-        dense_forward(out, x, P(c, nd->layer, 0), has_bias(l) ? P(c, nd->layer, 1) : NULL,
-                      n, xs.h * xs.w * xs.c, l->out.c);
-        break;
-    case OP_DROPOUT:
-        if (training) dropout_forward(out, x, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)nd->layer);
-        else grad_pass(out, x, xin, 0);
-        break;
-    case OP_LOSS:
-        break;
-    }
+    if (CPU_OPS[k.l->op].fwd) CPU_OPS[k.l->op].fwd(&k);
 }
-
-/* ---- backward ------------------------------------------------------------------- */
 
 static void backward_node(Cpu *c, int ni)
 {
-    const Plan *p = c->p;
-    const Graph *g = p->g;
-    const Node *nd = &p->nodes[ni];
-    const Layer *l = &g->layers[nd->layer];
-    int n = c->n;
-    Shape xs = g->layers[l->in[0]].out;
-    size_t xin = (size_t)n * xs.h * xs.w * xs.c;
-    size_t M = (size_t)n * l->out.h * l->out.w;
-    float *x = nd->save_in ? T(c, nd->in[0]) : NULL;
-    float *dx = T(c, nd->din[0]), *dout = T(c, nd->dout);
-    int acc = nd->din_acc[0];
-    int b = node_bn(p, nd);
-    switch (l->op) {
-    case OP_CONV: case OP_DWCONV: {
-        ConvShape s = conv_shape(g, l, n);
-        const float *w = nd->fold ? c->derived + nd->derived : P(c, nd->layer, 0);
-        const float *d = dout;
-        size_t cws = conv2d_workspace(&s);
-        if (l->op == OP_DWCONV) cws = 0;
-        if (has_epilogue(nd)) {
-            Epilogue e = node_epilogue(p, nd, 1);
-            int K = l->out.c;
-            float *dz = c->ws + cws, *st = T(c, nd->stats);
-            float *der = nd->derived != KILN_NONE && !nd->fold ? c->derived + nd->derived : NULL;
-            const float *mean = st ? st : (der ? P(c, b, 2) : NULL);
-            const float *invstd = st ? st + K : (der ? der + 2 * K : NULL);
-            epilogue_backward(dz, b >= 0 && nd->train_bn ? G(c, b, 0) : NULL,
-                              b >= 0 && nd->train_bn ? G(c, b, 1) : NULL,
-                              T(c, nd->din[1]), nd->din_acc[1], dout,
-                              nd->save_z ? T(c, nd->z) : NULL, mean, invstd,
-                              b >= 0 ? P(c, b, 0) : NULL, der,
-                              /* batch-statistics BN takes beta where the others take shift */
-                              e.bn == EPI_BN_TRAIN ? P(c, b, 1) : der ? der + K : NULL, &e, M, K);
-            d = dz;
-        }
-        float *dw = nd->train_w ? G(c, nd->layer, 0) : NULL;
-        float *db = nd->train_w && has_bias(l) && !nd->fold ? G(c, nd->layer, 1) : NULL;
-        if (!dx && !dw && !db) break;
-        if (l->op == OP_CONV) conv2d_backward(dx, dw, db, d, x, w, c->ws, &s, acc);
-        else dwconv2d_backward(dx, dw, db, d, x, w, &s, acc);
-        break;
-    }
-    case OP_BN: {
-        int C = l->out.c;
-        float *dg = nd->train_bn ? G(c, b, 0) : NULL, *dbeta = nd->train_bn ? G(c, b, 1) : NULL;
-        if (l->bn_mode == BN_TRAIN) {
-            float *st = T(c, nd->stats);
-            bn_train_backward(dx, dg, dbeta, dout, x, st, st + C, P(c, b, 0), M, C, acc);
-        } else {
-            bn_infer_backward(dx, dg, dbeta, dout, x, P(c, b, 0), P(c, b, 2), P(c, b, 3),
-                              l->a.bn.eps, M, C, acc);
-        }
-        break;
-    }
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID: case OP_GELU:
-        if (dx) act_backward(dx, dout, x, xin, act_of(l->op), acc);
-        break;
-    case OP_LAYERNORM: {   /* statistics recomputed into the workspace */
-        int C = l->out.c;
-        layernorm_forward(NULL, c->ws, x, NULL, NULL, l->a.norm.eps, M, C);
-        layernorm_backward(dx, nd->train_w ? G(c, nd->layer, 0) : NULL,
-                           nd->train_w ? G(c, nd->layer, 1) : NULL, dout, x, c->ws,
-                           P(c, nd->layer, 0), M, C, acc);
-        break;
-    }
-    case OP_LAYERSCALE:
-        layerscale_backward(dx, nd->train_w ? G(c, nd->layer, 0) : NULL, dout, x,
-                            P(c, nd->layer, 0), M, l->out.c, acc);
-        break;
-    case OP_ADD:
-        if (dx) grad_pass(dx, dout, xin, acc);
-        if (nd->din[1] >= 0) grad_pass(T(c, nd->din[1]), dout, xin, nd->din_acc[1]);
-        break;
-    case OP_MUL:
-        chanmul_backward(dx, T(c, nd->din[1]), dout, x, T(c, nd->in[1]), n, xs.h * xs.w, xs.c,
-                         acc, nd->din_acc[1]);
-        break;
-    case OP_GAP:
-        if (dx) gap_backward(dx, dout, n, xs.h * xs.w, xs.c, acc);
-        break;
-    case OP_MAXPOOL: {
-        ConvShape s = conv_shape(g, l, n);
-        if (dx) maxpool_backward(dx, dout, x, &s, acc);
-        break;
-    }
-    case OP_ZEROPAD: {
-        const PadAttr *a = &l->a.pad;
-        if (dx) zeropad_backward(dx, dout, n, xs.h, xs.w, xs.c, a->pt, a->pb, a->pl, a->pr, acc);
-        break;
-    }
-    case OP_DENSE:
-        dense_backward(dx, nd->train_w ? G(c, nd->layer, 0) : NULL,
-                       nd->train_w && has_bias(l) ? G(c, nd->layer, 1) : NULL, dout, x,
-                       P(c, nd->layer, 0), n, xs.h * xs.w * xs.c, l->out.c, acc);
-        break;
-    case OP_DROPOUT:
-        if (dx) dropout_backward(dx, dout, xin, l->a.dropout.rate, c->step * 1000003u + (uint64_t)nd->layer, acc);
-        break;
-    case OP_INPUT: case OP_LOSS: case OP_COUNT:
-        break;
-    }
+    Call k = node_call(c, ni);
+    const Node *nd = k.nd;
+    k.training = 1;
+    k.x = nd->save_in ? T(c, nd->in[0]) : NULL;
+    k.dx = T(c, nd->din[0]);
+    k.dout = T(c, nd->dout);
+    k.acc = nd->din_acc[0];
+    if (CPU_OPS[k.l->op].bwd) CPU_OPS[k.l->op].bwd(&k);
 }
 
 /* ---- the interface ------------------------------------------------------------- */

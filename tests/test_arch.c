@@ -1,5 +1,7 @@
 /* tests/test_arch.c — the architecture language: shape inference and counts
- * on archs/tiny.arch, and every kind of bad file failing with file:line and,
+ * on archs/tiny.arch, the op registry's consistency (a row per OpKind at
+ * its index, unique keywords, messages that list the table, defaults), and
+ * every kind of bad file failing with file:line and,
  * through the command line, exit code 2 (a FIFO and an empty key refused,
  * never waited on or spun on). */
 #include <check.h>
@@ -11,6 +13,8 @@
 #include <unistd.h>
 
 #include "codegen/graph.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 static char tiny_path[1024];
 
@@ -63,6 +67,112 @@ START_TEST(same_padding_follows_tensorflow)
     ck_assert_int_eq(d->a.conv.pt, 1);
     ck_assert_int_eq(d->a.conv.pb, 2);
     graph_free(&g);
+}
+END_TEST
+
+/* ---- the op registry ----------------------------------------------------------- */
+
+/* Does msg hold word w, delimited by a non-identifier character on each side? */
+static int has_word(const char *msg, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = msg; (p = strstr(p, w)); p++) {
+        int before = p == msg || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= '0' && p[-1] <= '9'));
+        char a = p[n];
+        int after = !(a == '_' || (a >= 'a' && a <= 'z') || (a >= '0' && a <= '9'));
+        if (before && after) return 1;
+    }
+    return 0;
+}
+
+/* Every OpKind has its row at its index, keywords are unique and found by
+ * op_find, the input counts and keys are sane, activations and their names
+ * agree, one row each is the input and the loss. */
+START_TEST(registry_rows_consistent)
+{
+    int n_input = 0, n_loss = 0;
+    for (int k = 0; k < OP_COUNT; k++) {
+        const OpInfo *r = op_info((OpKind)k);
+        ck_assert_int_eq(r->op, k);
+        ck_assert_msg(r->keyword && r->keyword[0], "op %d has no keyword", k);
+        ck_assert_ptr_eq(op_find(r->keyword), r);
+        for (int j = 0; j < k; j++)
+            ck_assert_msg(strcmp(op_info((OpKind)j)->keyword, r->keyword), "keyword '%s' twice", r->keyword);
+        ck_assert_int_le(r->min_in, r->max_in);
+        ck_assert_int_le(r->max_in, KILN_MAX_INPUTS);
+        for (int a = 0; a < KILN_MAX_KEYS && r->keys[a].name; a++) {
+            ck_assert_ptr_eq(op_key((OpKind)k, r->keys[a].name), &r->keys[a]);
+            ck_assert_msg(strcmp(r->keys[a].name, "from"), "%s lists from= as a key", r->keyword);
+            ck_assert_msg(r->keys[a].off + sizeof(int) <= sizeof(Layer), "%s.%s outside Layer",
+                          r->keyword, r->keys[a].name);
+        }
+        int is_act = (r->traits & TRAIT_ACTIVATION) != 0;
+        ck_assert_msg(is_act == (r->act != ACTK_NONE), "%s: activation trait and act disagree", r->keyword);
+        if (is_act) ck_assert_str_eq(act_name(r->act), r->keyword);
+        n_input += (r->traits & TRAIT_INPUT) != 0;
+        n_loss += (r->traits & TRAIT_LOSS) != 0;
+        if (r->traits & TRAIT_INPUT) ck_assert_int_eq(r->max_in, 0);
+        else ck_assert_int_ge(r->min_in, 1);
+    }
+    ck_assert_int_eq(n_input, 1);
+    ck_assert_int_eq(n_loss, 1);
+    ck_assert_str_eq(act_name(ACTK_NONE), "none");
+}
+END_TEST
+
+/* The unknown-op message names every keyword of the table; an unknown key's
+ * message names every key of its op's row. */
+START_TEST(registry_messages_list_the_table)
+{
+    const char *txt = "input in size=8x8x3\nconvolution c filters=4 kernel=3\n";
+    Graph g;
+    char err[1024];
+    ck_assert_int_eq(graph_parse(&g, txt, strlen(txt), "t.arch", err, sizeof err), 2);
+    for (int k = 0; k < OP_COUNT; k++)
+        ck_assert_msg(has_word(err, op_info((OpKind)k)->keyword), "'%s' lacks '%s'", err,
+                      op_info((OpKind)k)->keyword);
+    for (int k = 1; k < OP_COUNT; k++) {
+        const OpInfo *r = op_info((OpKind)k);
+        char line[256];
+        snprintf(line, sizeof line, "input in size=8x8x3\n%s x nokey=1\n", r->keyword);
+        ck_assert_int_eq(graph_parse(&g, line, strlen(line), "t.arch", err, sizeof err), 2);
+        ck_assert_msg(strstr(err, "unknown key 'nokey'") && has_word(err, "from"), "%s", err);
+        for (int a = 0; a < KILN_MAX_KEYS && r->keys[a].name; a++)
+            ck_assert_msg(has_word(err, r->keys[a].name), "'%s' lacks key '%s'", err, r->keys[a].name);
+    }
+}
+END_TEST
+
+/* The rows' defaults reach the layers (Keras's values), required keys are
+ * refused when missing, and layer_has_bias reads each op's own bias key. */
+START_TEST(registry_defaults_and_bias)
+{
+    const char *txt = "input in size=8x8x3\nconv c filters=4 kernel=3\nbn b\nmaxpool m\n"
+                      "dwconv d kernel=1 bias=false\ndense h units=2\nsoftmax_ce l\n";
+    Graph g;
+    char err[512];
+    ck_assert_msg(graph_parse(&g, txt, strlen(txt), "t.arch", err, sizeof err) == 0, "%s", err);
+    const Layer *c = &g.layers[1], *b = &g.layers[2], *m = &g.layers[3], *d = &g.layers[4];
+    ck_assert_int_eq(c->a.conv.sh, 1);
+    ck_assert_int_eq(c->a.conv.sw, 1);
+    ck_assert_int_eq(c->a.conv.pad_mode, PAD_VALID);
+    ck_assert(layer_has_bias(c));
+    ck_assert_float_eq(b->a.bn.eps, 1e-3f);
+    ck_assert_float_eq(b->a.bn.momentum, 0.99f);
+    ck_assert_int_eq(m->a.conv.kh, 2);
+    ck_assert_int_eq(m->a.conv.sw, 2);
+    ck_assert(!layer_has_bias(m));
+    ck_assert_int_eq(m->n_params, 0);
+    ck_assert(!layer_has_bias(d));
+    ck_assert_int_eq(d->n_params, 1);
+    ck_assert(layer_has_bias(&g.layers[5]));
+    ck_assert_int_eq(g.layers[5].n_params, 2);
+    ck_assert_float_eq(g.layers[0].a.input.scale, 1.0f);
+    ck_assert_float_eq(g.layers[0].a.input.std[3], 1.0f);
+    graph_free(&g);
+    const char *missing = "input in size=8x8x3\nconv c kernel=3\n";
+    ck_assert_int_eq(graph_parse(&g, missing, strlen(missing), "t.arch", err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "conv needs filters=N"), "%s", err);
 }
 END_TEST
 
@@ -149,21 +259,18 @@ END_TEST
 /* Run `kiln plan --arch FILE` and return its exit code; stderr into err. */
 static int run_plan(const char *file, char *err, size_t errlen)
 {
-    const char *bin = getenv("KILN_BIN");
-    ck_assert_msg(bin != NULL, "KILN_BIN not set");
-    char cmd[2048], errfile[] = "/tmp/kiln-test-err-XXXXXX";
+    char errfile[] = "/tmp/kiln-test-err-XXXXXX";
     int fd = mkstemp(errfile);
     ck_assert_int_ge(fd, 0);
     close(fd);
     /* timeout: a kiln that hangs must not outlive the test */
-    snprintf(cmd, sizeof cmd, "timeout 30 '%s' plan --arch '%s' >/dev/null 2>'%s'", bin, file, errfile);
-    int st = system(cmd);
+    int rc = kiln_cmd(30, NULL, errfile, "plan --arch '%s'", file);
     FILE *f = fopen(errfile, "r");
     size_t r = f ? fread(err, 1, errlen - 1, f) : 0;
     err[r] = 0;
     if (f) fclose(f);
     unlink(errfile);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 START_TEST(bad_file_cli_exit_2)
@@ -197,7 +304,7 @@ START_TEST(good_file_cli_exit_0)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("arch");
     TCase *tc = tcase_create("arch");
@@ -205,6 +312,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, tiny_shapes_and_counts);
     tcase_add_test(tc, same_padding_follows_tensorflow);
+    tcase_add_test(tc, registry_rows_consistent);
+    tcase_add_test(tc, registry_messages_list_the_table);
+    tcase_add_test(tc, registry_defaults_and_bias);
     int nbad = (int)(sizeof BAD / sizeof BAD[0]);
     tcase_add_loop_test(tc, bad_file_parse, 0, nbad);
     tcase_add_test(tc, overlong_line);
@@ -213,9 +323,5 @@ int main(void)
     tcase_add_test(tc, missing_file_cli_exit_2);
     tcase_add_test(tc, good_file_cli_exit_0);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -11,7 +11,10 @@
  *    momentum: the first step is plain SGD) gives timm's loss and timm's
  *    parameters after its plain SGD step, unfused and fused, and the step
  *    itself (after - before) matches timm's to 1e-3 normwise per tensor, so
- *    the comparison is not carried by the unchanged part of the weights.
+ *    the comparison is not carried by the unchanged part of the weights;
+ *  - tools/import-timm turns timm's state dict of the narrow net into the
+ *    very weights those tests load, bit for bit (where python3 has numpy;
+ *    otherwise that test says so and skips).
  * Values compare as |got - ref| <= ATOL + RTOL*|ref| with ATOL = RTOL = 1e-4.
  */
 #include <check.h>
@@ -19,10 +22,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "suite_main.h"
 
 #define BATCH 4
 #define CLASSES 10
@@ -249,7 +255,72 @@ START_TEST(narrow_sgd_step)
 }
 END_TEST
 
-static Suite *convnext_suite(void)
+/* ==== tools/import-timm ======================================================= */
+
+/* Run a shell command; its exit code (-1 if it did not exit). */
+static int run_cmd(const char *cmd)
+{
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* tools/import-timm turns timm's state dict of the narrow net
+ * (convnext_narrow_timm.safetensors) into exactly the kiln-named weights the
+ * other tests load (convnext_narrow.safetensors, written by the fixture
+ * maker's own mapping): every tensor, bit for bit, with kiln's metadata so
+ * that weights_load checks the preprocessing. Needs python3 with numpy;
+ * without it the test says so and skips. */
+START_TEST(import_timm_matches)
+{
+    if (run_cmd("python3 -c 'import numpy' >/dev/null 2>&1") != 0) {
+        printf("SKIP import_timm_matches: python3 cannot import numpy (pip install numpy to run it)\n");
+        return;
+    }
+    char dir[] = "/tmp/kiln-convnext.XXXXXX", cmd[8192], tool[1200], arch[1200], in[1200], want[1200];
+    char out[1100], err[1024];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(tool, sizeof tool, "%s/tools/import-timm", source_dir());
+    snprintf(arch, sizeof arch, "%s/tests/fixtures/convnext_narrow.arch", source_dir());
+    snprintf(in, sizeof in, "%s/tests/fixtures/convnext_narrow_timm.safetensors", source_dir());
+    snprintf(want, sizeof want, "%s/tests/fixtures/convnext_narrow.safetensors", source_dir());
+    snprintf(out, sizeof out, "%s/kiln.safetensors", dir);
+    snprintf(cmd, sizeof cmd, "python3 '%s' --quiet --model convnext_tiny --arch '%s' '%s' '%s'", tool, arch,
+             in, out);
+    ck_assert_msg(run_cmd(cmd) == 0, "failed: %s", cmd);
+    StFile a, b;
+    ck_assert_msg(st_load(out, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(st_load(want, &b, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(a.n, b.n);
+    for (int i = 0; i < b.n; i++) {
+        const StTensor *t = st_find(&a, b.tensors[i].name);
+        ck_assert_msg(t != NULL, "import-timm wrote no %s", b.tensors[i].name);
+        ck_assert_msg(t->numel == b.tensors[i].numel &&
+                      memcmp(t->data, b.tensors[i].data, sizeof(float) * t->numel) == 0,
+                      "%s: import-timm's values differ from the fixture's", t->name);
+    }
+    ck_assert_str_eq(st_meta(&a, "kiln.arch"), "convnext_narrow");
+    printf("convnext: tools/import-timm gives the fixture's %d tensors bit for bit\n", b.n);
+    /* and weights_load takes the file, preprocessing checked */
+    Graph g;
+    Plan p;
+    load_graph(&g, "tests/fixtures/convnext_narrow.arch");
+    PlanOptions po = {.batch = 1, .fuse = 1, .fold = 1};
+    ck_assert_msg(plan_build(&p, &g, &po, err, sizeof err) == 0, "%s", err);
+    float *arena = calloc(p.param_floats, sizeof(float));
+    WeightsReport rep;
+    ck_assert_msg(weights_load(&p, arena, out, &rep, NULL, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rep.loaded, g.n_params);
+    free(arena);
+    plan_free(&p);
+    graph_free(&g);
+    st_free(&a);
+    st_free(&b);
+    unlink(out);
+    rmdir(dir);
+}
+END_TEST
+
+Suite *test_suite(void)
 {
     Suite *s = suite_create("convnext");
     TCase *tc = tcase_create("timm");
@@ -257,15 +328,7 @@ static Suite *convnext_suite(void)
     tcase_add_test(tc, tiny_counts);
     tcase_add_loop_test(tc, narrow_forward, 0, 2);
     tcase_add_loop_test(tc, narrow_sgd_step, 0, 2);
+    tcase_add_test(tc, import_timm_matches);
     suite_add_tcase(s, tc);
     return s;
-}
-
-int main(void)
-{
-    SRunner *sr = srunner_create(convnext_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
