@@ -1,349 +1,198 @@
-/* codegen/emit.c — the emitter's framework: templates, kernel naming and
- * deduplication, launch lists, and the per-node dispatch that mirrors
- * runtime/cpu.c (see emit.h and emit_internal.h).
+/* codegen/emit.c — the top of the CUDA C emitter (see emit.h): emit_program
+ * walks the plan's steps in order and fills the program: the preamble, per
+ * node its forward launches (training and inference) and backward launches,
+ * the folded constants, the loss, and the optimizer update. An op reaches
+ * the walk only through its row of EMIT_OPS below.
+ *
+ * Layering (see emit_internal.h): this file calls the per-op emitters
+ * (emit_conv.c, emit_ops.c) and the base (emit_base.c); nothing below calls
+ * it.
+ *
+ * The loss mirrors runtime/cpu.c's softmax_ce (dlogits into the loss node's
+ * din[0] in training only) and leaves the summed loss, the hit count and the
+ * non-finite flag in the control block; the update mirrors cpu_train_step:
+ * the finite check of the whole gradient arena, then one SGD-momentum kernel
+ * over the trainable arena that does nothing when the flag is set. Both use
+ * the templates of kernels/cuda/ops.cu.
  */
 #include "codegen/emit_internal.h"
+#include "codegen/hash.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* From the build (CMake embeds every kernels/cuda/NAME.cu). */
-typedef struct { const char *name; const char *text; } KilnTemplateFile;
-extern const KilnTemplateFile kiln_template_files[];
-extern const int kiln_n_template_files;
+/* ---- the op table -------------------------------------------------------------------------
+ * One row per op: the emitters of its forward and backward step (contracts
+ * in emit_internal.h). To add an op, write the pair (in emit_ops.c, or a new
+ * emit_<family>.c for a family of ops with its own template file) and add
+ * its row here. An op with no row fails the emission ("no template"). The
+ * input and the loss launch nothing per node: the loss is emitted at the
+ * plan's loss step. */
+typedef struct { EmitFwd fwd; EmitBwd bwd; } EmitOp;
 
-const char *emit_template_file(const char *name)
+static void no_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    for (int i = 0; i < kiln_n_template_files; i++)
-        if (!strcmp(kiln_template_files[i].name, name)) return kiln_template_files[i].text;
-    return NULL;
+    (void)e; (void)ni; (void)training; (void)l;
 }
 
-/* ---- small utilities --------------------------------------------------------------- */
-
-static void sb_add(Emitter *e, StrBuf *b, const char *s, size_t n)
+static void no_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    if (e->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *t = realloc(b->s, cap);
-        if (!t) { em_fail(e, "out of memory"); return; }
-        b->s = t; b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
+    (void)e; (void)ni; (void)l;
 }
 
-static void sb_str(Emitter *e, StrBuf *b, const char *s) { sb_add(e, b, s, strlen(s)); }
+static const EmitOp EMIT_OPS[OP_COUNT] = {
+    [OP_INPUT]   = {no_fwd,          no_bwd},
+    [OP_CONV]    = {em_conv_fwd,     em_conv_bwd},
+    [OP_DWCONV]  = {em_dwconv_fwd,   em_dwconv_bwd},
+    [OP_ZEROPAD] = {em_zeropad_fwd,  em_zeropad_bwd},
+    [OP_BN]      = {em_bn_fwd,       em_bn_bwd},
+    [OP_RELU]    = {em_act_fwd,      em_act_bwd},
+    [OP_RELU6]   = {em_act_fwd,      em_act_bwd},
+    [OP_SWISH]   = {em_act_fwd,      em_act_bwd},
+    [OP_SIGMOID] = {em_act_fwd,      em_act_bwd},
+    [OP_ADD]     = {em_add_fwd,      em_add_bwd},
+    [OP_MUL]     = {em_mul_fwd,      em_mul_bwd},
+    [OP_GAP]     = {em_gap_fwd,      em_gap_bwd},
+    [OP_MAXPOOL] = {em_maxpool_fwd,  em_maxpool_bwd},
+    [OP_DENSE]   = {em_dense_fwd,    em_dense_bwd},
+    [OP_DROPOUT] = {em_dropout_fwd,  em_dropout_bwd},
+    [OP_LOSS]    = {no_fwd,          no_bwd},
+};
 
-static uint64_t fnv1a(const char *s, size_t n)
+static const EmitOp *emit_op(const Emitter *e, int ni)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 0x100000001b3ull; }
-    return h;
+    OpKind op = e->g->layers[e->p->nodes[ni].layer].op;
+    return (unsigned)op < OP_COUNT ? &EMIT_OPS[op] : NULL;
 }
 
-void em_fail(Emitter *e, const char *fmt, ...)
+static void emit_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    if (e->failed) return;
-    e->failed = 1;
+    const EmitOp *r = emit_op(e, ni);
+    if (r && r->fwd) r->fwd(e, ni, training, l);
+    else em_fail(e, "node %d (%s): no template for this op", ni, e->g->layers[e->p->nodes[ni].layer].name);
+}
+
+static void emit_bwd(Emitter *e, int ni, LaunchList *l)
+{
+    const EmitOp *r = emit_op(e, ni);
+    if (r && r->bwd) r->bwd(e, ni, l);
+    else em_fail(e, "node %d (%s): no backward template for this op", ni,
+                 e->g->layers[e->p->nodes[ni].layer].name);
+}
+
+/* ---- loss ----------------------------------------------------------------------------------- */
+
+/* softmax_ce of the logits (dlogits into the loss node's din[0] when
+ * training and wanted); sums into the control block. */
+static void emit_loss(Emitter *e, int training, LaunchList *l)
+{
+    const Plan *p = e->p;
+    const Node *ln = &p->nodes[p->loss_node];
+    int K = e->g->layers[ln->layer].out.c;
+    int train = training && ln->din[0] >= 0;
+    Kv kv = {0};
+    kv_int(e, &kv, "K", K);
+    kv_flag(e, &kv, "TRAIN", train);
+    kv_int(e, &kv, "BLOCK", EMIT_SYNC_BLOCK);
+    kv_int(e, &kv, "LOSS", CTRL_LOSS);
+    kv_int(e, &kv, "CORRECT", CTRL_CORRECT);
+    kv_int(e, &kv, "BAD", CTRL_BAD);
+    int k = em_kernel(e, "ops", "softmax_ce", em_fmt(e, "%s%d", train ? "train" : "eval", K), 4, 1, kv.v);
+    Ref a[] = {R_CTRL(), R_ACT(e, p->logits_tensor), R_ACT(e, p->labels_tensor),
+               train ? R_ACT(e, ln->din[0]) : R_NULL()};
+    em_launch(e, l, k, (Dim){0, 1}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
+}
+
+/* ---- update --------------------------------------------------------------------------------- */
+
+typedef struct { char *s; size_t len, cap; int failed; } Text;
+
+static void text_add(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_add(Text *t, const char *fmt, ...)
+{
+    if (t->failed) return;
+    char buf[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->err, e->errlen, fmt, ap);
+    int w = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-}
-
-/* Scratch strings for kv values, freed after each node. */
-static char **scratch; static int n_scratch, cap_scratch;
-
-const char *em_fmt(Emitter *e, const char *fmt, ...)
-{
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n_scratch == cap_scratch) {
-        int cap = cap_scratch ? 2 * cap_scratch : 64;
-        char **t = realloc(scratch, sizeof *t * (size_t)cap);
-        if (!t) { em_fail(e, "out of memory"); return ""; }
-        scratch = t; cap_scratch = cap;
+    if (w < 0 || (size_t)w >= sizeof buf) { t->failed = 1; return; }
+    if (t->len + (size_t)w + 1 > t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 1024;
+        while (cap < t->len + (size_t)w + 1) cap *= 2;
+        char *s = realloc(t->s, cap);
+        if (!s) { t->failed = 1; return; }
+        t->s = s; t->cap = cap;
     }
-    char *s = strdup(buf);
-    if (!s) { em_fail(e, "out of memory"); return ""; }
-    scratch[n_scratch++] = s;
-    return s;
+    memcpy(t->s + t->len, buf, (size_t)w + 1);
+    t->len += (size_t)w;
 }
 
-void kv_str(Emitter *e, Kv *k, const char *key, const char *val)
+/* The segments [lo, hi) (sorted, disjoint) as a balanced comparison tree
+ * that sets grp for element i. */
+static void seg_tree(Text *t, const PlanSegment *s, int lo, int hi)
 {
-    if (k->n + 2 > 2 * KV_MAX) {
-        em_fail(e, "more than %d template keys", KV_MAX);
+    if (hi - lo == 1) {
+        text_add(t, "if (i >= %zuL && i < %zuL) grp = %d;", s[lo].begin, s[lo].end, s[lo].group);
         return;
     }
-    k->v[k->n++] = key;
-    k->v[k->n++] = val;
-    k->v[k->n] = NULL;
+    int mid = (lo + hi) / 2;
+    text_add(t, "if (i < %zuL) { ", s[mid].begin);
+    seg_tree(t, s, lo, mid);
+    text_add(t, " } else { ");
+    seg_tree(t, s, mid, hi);
+    text_add(t, " }");
 }
 
-void kv_int(Emitter *e, Kv *k, const char *key, long val) { kv_str(e, k, key, em_fmt(e, "%ld", val)); }
-
-void kv_flag(Emitter *e, Kv *k, const char *key, int val) { kv_str(e, k, key, val ? "1" : "0"); }
-
-void kv_float(Emitter *e, Kv *k, const char *key, float val)
+/* Check the plan's segment table: sorted, disjoint, groups in the control block. */
+static int segs_ok(Emitter *e)
 {
-    kv_str(e, k, key, em_fmt(e, "%.9ef", (double)val));
-}
-
-Geo geo_of(const Graph *g, const Layer *l)
-{
-    Shape x = g->layers[l->in[0]].out;
-    const ConvAttr *a = &l->a.conv;
-    return (Geo){x.h, x.w, x.c, l->out.c, a->kh, a->kw, a->sh, a->sw, a->pt, a->pl,
-                 l->out.h, l->out.w};
-}
-
-void kv_geo(Emitter *e, Kv *k, const Geo *s)
-{
-    kv_int(e, k, "H", s->H); kv_int(e, k, "W", s->W); kv_int(e, k, "C", s->C);
-    kv_int(e, k, "R", s->R); kv_int(e, k, "S", s->S);
-    kv_int(e, k, "SH", s->SH); kv_int(e, k, "SW", s->SW);
-    kv_int(e, k, "PT", s->PT); kv_int(e, k, "PL", s->PL);
-    kv_int(e, k, "P", s->P); kv_int(e, k, "Q", s->Q);
-}
-
-void em_scratch_reset(Emitter *e)
-{
-    for (int i = 0; i < n_scratch; i++) free(scratch[i]);
-    n_scratch = 0;
-}
-
-/* ---- templates ----------------------------------------------------------------------- */
-
-/* The text of section `section` in file `file`: from the line after
- * "//@ section" to the next "//@ " line or the end. */
-static const char *find_section(const char *file, const char *section, size_t *len)
-{
-    const char *t = emit_template_file(file);
-    if (!t) return NULL;
-    size_t sl = strlen(section);
-    for (const char *q = t; (q = strstr(q, "//@ ")) != NULL; q += 4) {
-        if ((q == t || q[-1] == '\n') && !strncmp(q + 4, section, sl) &&
-            (q[4 + sl] == '\n' || q[4 + sl] == '\r')) {
-            const char *b = strchr(q, '\n');
-            if (!b) return NULL;
-            b++;
-            const char *end = b;
-            for (;;) {
-                const char *nx = strstr(end, "//@ ");
-                if (!nx) { end = b + strlen(b); break; }
-                if (nx[-1] == '\n') { end = nx; break; }
-                end = nx + 4;
-            }
-            *len = (size_t)(end - b);
-            return b;
+    const Plan *p = e->p;
+    for (int i = 0; i < p->n_segs; i++) {
+        const PlanSegment *s = &p->segs[i];
+        if (s->group < 0 || s->group >= EMIT_MAX_GROUPS) {
+            em_fail(e, "LR group %d: at most %d groups", s->group, EMIT_MAX_GROUPS);
+            return 0;
+        }
+        if (s->end < s->begin || (i > 0 && s->begin < p->segs[i - 1].end)) {
+            em_fail(e, "LR segment %d: not sorted or overlapping", i);
+            return 0;
         }
     }
-    return NULL;
+    return 1;
 }
 
-/* Replace {{KEY}} by kv values; {{NAME}} stays. */
-static void render(Emitter *e, StrBuf *out, const char *t, size_t n, const char *const *kv,
-                   const char *where)
+/* The finite check of the gradient arena, then one SGD-momentum kernel over
+ * the trainable arena (a no-op on the device when CTRL_BAD is set). */
+static void emit_update(Emitter *e, LaunchList *l)
 {
-    size_t i = 0;
-    while (i < n) {
-        const char *o = strstr(t + i, "{{");
-        size_t stop = o && (size_t)(o - t) < n ? (size_t)(o - t) : n;
-        sb_add(e, out, t + i, stop - i);
-        if (stop == n) break;
-        const char *c = strstr(o + 2, "}}");
-        if (!c) { em_fail(e, "%s: unclosed {{", where); return; }
-        size_t kl = (size_t)(c - (o + 2));
-        if (kl == 4 && !strncmp(o + 2, "NAME", 4)) {
-            sb_str(e, out, "{{NAME}}");
-        } else {
-            const char *val = NULL;
-            for (int k = 0; kv && kv[k]; k += 2)
-                if (strlen(kv[k]) == kl && !strncmp(kv[k], o + 2, kl)) { val = kv[k + 1]; break; }
-            if (!val) { em_fail(e, "%s: no value for {{%.*s}}", where, (int)kl, o + 2); return; }
-            sb_str(e, out, val);
-        }
-        i = (size_t)(c + 2 - t);
+    const Plan *p = e->p;
+    if (p->grad_floats) {
+        Kv kv = {0};
+        kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->grad_floats));
+        kv_int(e, &kv, "BAD", CTRL_BAD);
+        int k = em_kernel(e, "ops", "finite_check", em_fmt(e, "%zu", p->grad_floats), 2, 0, kv.v);
+        Ref a[] = {R_CTRL(), R_GRADS(0)};
+        em_launch_elems(e, l, k, (Dim){0, (long)p->grad_floats}, 2, a);
     }
-}
-
-int em_kernel(Emitter *e, const char *file, const char *section, const char *tag,
-              int n_args, int uses_sync, const char *const *kv)
-{
-    if (e->failed) return -1;
-    size_t len;
-    const char *t = find_section(file, section, &len);
-    char where[160];
-    snprintf(where, sizeof where, "kernels/cuda/%s.cu: %s", file, section);
-    if (!t) { em_fail(e, "%s: no such template", where); return -1; }
-    StrBuf body = {0};
-    render(e, &body, t, len, kv, where);
-    if (e->failed) { free(body.s); return -1; }
-    uint64_t h = fnv1a(body.s, body.len);
-    char name[256];
-    snprintf(name, sizeof name, "%s_%s_%08x", section, tag, (unsigned)(h & 0xffffffffu));
-    for (char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'))) *c = '_';
-    Program *pr = e->pr;
-    for (int k = 0; k < pr->n_kernels; k++)
-        if (e->khash[k] == h && !strcmp(pr->kernels[k].name, name)) { free(body.s); return k; }
-    if (pr->n_kernels == e->kcap) {
-        int cap = e->kcap ? 2 * e->kcap : 64;
-        EmitKernel *nk = realloc(pr->kernels, sizeof *nk * (size_t)cap);
-        if (nk) pr->kernels = nk;
-        uint64_t *nh = realloc(e->khash, sizeof *nh * (size_t)cap);
-        if (nh) e->khash = nh;
-        if (!nk || !nh) { free(body.s); em_fail(e, "out of memory"); return -1; }
-        e->kcap = cap;
-    }
-    /* the text with its name */
-    sb_str(e, &e->src, "\n");
-    for (size_t i = 0; i < body.len;) {
-        const char *o = strstr(body.s + i, "{{NAME}}");
-        size_t stop = o ? (size_t)(o - body.s) : body.len;
-        sb_add(e, &e->src, body.s + i, stop - i);
-        if (!o) break;
-        sb_str(e, &e->src, name);
-        i = stop + 8;
-    }
-    free(body.s);
-    /* the host trampoline of the emulation (tests/cuda_emu.h) */
-    char tr[512];
-    int w = snprintf(tr, sizeof tr, "#ifdef KILN_EMULATE\nKILN_EMU_EXPORT void %s__emu(void **a) { %s(*(int *)a[0]",
-                     name, name);
-    sb_add(e, &e->src, tr, (size_t)w);
-    for (int a = 1; a <= n_args; a++) {
-        w = snprintf(tr, sizeof tr, ", *(float **)a[%d]", a);
-        sb_add(e, &e->src, tr, (size_t)w);
-    }
-    sb_str(e, &e->src, "); }\n#endif\n");
-    EmitKernel *k = &pr->kernels[pr->n_kernels];
-    k->name = strdup(name);
-    k->n_args = n_args;
-    k->uses_sync = uses_sync;
-    if (!k->name) { em_fail(e, "out of memory"); return -1; }
-    e->khash[pr->n_kernels] = h;
-    return pr->n_kernels++;
-}
-
-/* ---- launch lists --------------------------------------------------------------------- */
-
-static Launch *push(Emitter *e, LaunchList *l)
-{
-    if (e->failed) return NULL;
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 4;
-        Launch *v = realloc(l->v, sizeof *v * (size_t)cap);
-        if (!v) { em_fail(e, "out of memory"); return NULL; }
-        l->v = v; l->cap = cap;
-    }
-    Launch *L = &l->v[l->n++];
-    memset(L, 0, sizeof *L);
-    return L;
-}
-
-void em_launch(Emitter *e, LaunchList *l, int kernel, Dim gx, long gx_div, int gy, int block,
-               int n_args, const Ref *args)
-{
-    if (e->failed || kernel < 0) return;
-    if (n_args != e->pr->kernels[kernel].n_args || n_args > EMIT_MAX_ARGS) {
-        em_fail(e, "kernel %s takes %d pointers, launched with %d",
-                e->pr->kernels[kernel].name, e->pr->kernels[kernel].n_args, n_args);
-        return;
-    }
-    Launch *L = push(e, l);
-    if (!L) return;
-    L->kind = L_KERNEL;
-    L->kernel = kernel;
-    L->gx = gx; L->gx_div = gx_div > 0 ? gx_div : 1;
-    L->gy = gy > 0 ? gy : 1;
-    L->block = block;
-    L->n_args = n_args;
-    memcpy(L->args, args, sizeof *args * (size_t)n_args);
-}
-
-void em_launch_elems(Emitter *e, LaunchList *l, int kernel, Dim elems, int n_args, const Ref *args)
-{
-    int b = e->o.block;
-    em_launch(e, l, kernel, elems, b, 1, b, n_args, args);
-}
-
-void em_gemm(Emitter *e, LaunchList *l, int ta, int tb, Dim m, Dim n, Dim k,
-             float alpha, Ref A, int lda, Ref B, int ldb, float beta, Ref C, int ldc)
-{
-    Launch *L = push(e, l);
-    if (!L) return;
-    L->kind = L_GEMM;
-    L->kernel = -1;
-    L->ta = ta; L->tb = tb;
-    L->m = m; L->n = n; L->k = k;
-    L->alpha = alpha; L->beta = beta;
-    L->n_args = 3;
-    L->args[0] = A; L->args[1] = B; L->args[2] = C;
-    L->lda = lda; L->ldb = ldb; L->ldc = ldc;
-}
-
-/* ---- pointers --------------------------------------------------------------------------- */
-
-Ref R_NULL(void) { return (Ref){BUF_NULL, 0}; }
-Ref R_ACT(const Emitter *e, int t)
-{
-    return t < 0 ? R_NULL() : (Ref){BUF_ACT, e->p->tensors[t].offset};
-}
-Ref R_PARAM(const Emitter *e, int layer, int k)
-{
-    return (Ref){BUF_PARAM, e->p->param_off[e->g->layers[layer].first_param + k]};
-}
-Ref R_GRAD(const Emitter *e, int layer, int k)
-{
-    size_t o = e->p->grad_off[e->g->layers[layer].first_param + k];
-    return o == KILN_NONE ? R_NULL() : (Ref){BUF_GRAD, o};
-}
-Ref R_DERIVED(const Emitter *e, size_t off) { return (Ref){BUF_DERIVED, off}; }
-Ref R_WS(size_t off) { return (Ref){BUF_WS, off}; }
-Ref R_CTRL(void) { return (Ref){BUF_CTRL, 0}; }
-Ref R_GRADS(size_t off) { return (Ref){BUF_GRAD, off}; }
-Ref R_PARAMS(size_t off) { return (Ref){BUF_PARAM, off}; }
-Ref R_MOM(size_t off) { return (Ref){BUF_MOM, off}; }
-Ref R_OFF(Ref r, size_t words)
-{
-    if (r.buf != BUF_NULL) r.off += words;
-    return r;
-}
-
-/* ---- node facts (as runtime/cpu.c) -------------------------------------------------------- */
-
-int em_node_bn(const Plan *p, const Node *nd)
-{
-    if (p->g->layers[nd->layer].op == OP_BN) return nd->layer;
-    return nd->fold ? -1 : nd->bn;
-}
-
-int em_has_bias(const Layer *l)
-{
-    return (l->op == OP_DENSE && l->a.dense.bias) ||
-           ((l->op == OP_CONV || l->op == OP_DWCONV) && l->a.conv.bias);
-}
-
-int em_has_epilogue(const Node *nd)
-{
-    return (nd->bn >= 0 && !nd->fold) || nd->act >= 0 || nd->add >= 0;
-}
-
-const char *em_act_name(OpKind op)
-{
-    return op == OP_RELU ? "relu" : op == OP_RELU6 ? "relu6" : op == OP_SWISH ? "swish" :
-           op == OP_SIGMOID ? "sigmoid" : "none";
+    if (!p->trainable_floats || !segs_ok(e)) return;
+    Text find = {0};
+    if (p->n_segs) seg_tree(&find, p->segs, 0, p->n_segs);
+    if (find.failed) { free(find.s); em_fail(e, "out of memory"); return; }
+    Kv kv = {0};
+    kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->trainable_floats));
+    kv_str(e, &kv, "FIND", find.s ? find.s : "");
+    kv_int(e, &kv, "BAD", CTRL_BAD);
+    kv_int(e, &kv, "LR", CTRL_LR);
+    kv_int(e, &kv, "WD", CTRL_WD);
+    kv_int(e, &kv, "MOMENTUM", CTRL_MOMENTUM);
+    int k = em_kernel(e, "ops", "sgd", em_fmt(e, "%zu_%dseg", p->trainable_floats, p->n_segs), 4, 0, kv.v);
+    free(find.s);
+    Ref a[] = {R_PARAMS(0), R_GRADS(0), R_MOM(0), R_CTRL()};
+    em_launch_elems(e, l, k, (Dim){0, (long)p->trainable_floats}, 4, a);
 }
 
 /* ---- the program ---------------------------------------------------------------------------- */
@@ -367,25 +216,50 @@ void emit_free(Program *pr)
     memset(pr, 0, sizeof *pr);
 }
 
-static void emit_fwd(Emitter *e, int ni, int training, LaunchList *l)
+/* The head of the translation unit (a comment naming the plan, then the
+ * preamble) and the per-node launch lists. Returns 1 when the preamble is
+ * missing (err set). */
+static int program_begin(Emitter *e)
 {
-    const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
-    switch (L->op) {
-    case OP_INPUT: case OP_LOSS: case OP_COUNT: break;
-    case OP_CONV: case OP_DWCONV: em_conv_fwd(e, ni, training, l); break;
-    case OP_BN: em_bn_fwd(e, ni, training, l); break;
-    default: em_op_fwd(e, ni, training, l); break;
-    }
+    const Plan *p = e->p;
+    Program *pr = e->pr;
+    size_t len;
+    const char *pre = em_section("preamble", "preamble", &len);
+    if (!pre) { snprintf(e->err, e->errlen, "kernels/cuda/preamble.cu: missing"); return 1; }
+    char head[128];
+    snprintf(head, sizeof head, "/* plan: %s, batch %d, %s */\n", p->g->name, p->opt.batch,
+             p->opt.fuse ? "fused" : "unfused");
+    em_text(e, head, strlen(head));
+    em_text(e, pre, len);
+    pr->n_nodes = p->n_nodes;
+    pr->fwd_train = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_train);
+    pr->fwd_eval = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_eval);
+    pr->bwd = calloc((size_t)p->n_nodes + 1, sizeof *pr->bwd);
+    pr->derive = calloc((size_t)p->n_nodes + 1, sizeof *pr->derive);
+    if (!pr->fwd_train || !pr->fwd_eval || !pr->bwd || !pr->derive) em_fail(e, "out of memory");
+    return 0;
 }
 
-static void emit_bwd(Emitter *e, int ni, LaunchList *l)
+/* The launches of plan step s. */
+static void emit_step(Emitter *e, const Step *st)
 {
-    const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
-    switch (L->op) {
-    case OP_INPUT: case OP_LOSS: case OP_COUNT: break;
-    case OP_CONV: case OP_DWCONV: em_conv_bwd(e, ni, l); break;
-    case OP_BN: em_bn_bwd(e, ni, l); break;
-    default: em_op_bwd(e, ni, l); break;
+    Program *pr = e->pr;
+    int ni = st->node;
+    switch (st->kind) {
+    case STEP_FWD:
+        if (e->p->nodes[ni].fold) em_fold(e, ni, &pr->derive[ni]);
+        emit_fwd(e, ni, 1, &pr->fwd_train[ni]);
+        emit_fwd(e, ni, 0, &pr->fwd_eval[ni]);
+        break;
+    case STEP_LOSS:
+        emit_loss(e, 1, &pr->loss_train);
+        emit_loss(e, 0, &pr->loss_eval);
+        break;
+    case STEP_BWD:
+        emit_bwd(e, ni, &pr->bwd[ni]);
+        break;
+    case STEP_UPDATE:
+        break;
     }
 }
 
@@ -397,44 +271,18 @@ int emit_program(Program *pr, const Plan *p, const EmitOptions *o, char *err, si
     e.o = o ? *o : (EmitOptions){0};
     if (e.o.block <= 0) e.o.block = 256;
     e.err = err; e.errlen = errlen;
-    size_t len;
-    const char *pre = find_section("preamble", "preamble", &len);
-    if (!pre) { snprintf(err, errlen, "kernels/cuda/preamble.cu: missing"); return 1; }
-    char head[128];
-    snprintf(head, sizeof head, "/* plan: %s, batch %d, %s */\n", p->g->name, p->opt.batch,
-             p->opt.fuse ? "fused" : "unfused");
-    sb_str(&e, &e.src, head);
-    sb_add(&e, &e.src, pre, len);
-    pr->n_nodes = p->n_nodes;
-    pr->fwd_train = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_train);
-    pr->fwd_eval = calloc((size_t)p->n_nodes + 1, sizeof *pr->fwd_eval);
-    pr->bwd = calloc((size_t)p->n_nodes + 1, sizeof *pr->bwd);
-    pr->derive = calloc((size_t)p->n_nodes + 1, sizeof *pr->derive);
-    if (!pr->fwd_train || !pr->fwd_eval || !pr->bwd || !pr->derive) em_fail(&e, "out of memory");
+    if (program_begin(&e)) {
+        em_release(&e);
+        free(e.src.s);
+        emit_free(pr);
+        return 1;
+    }
     for (int s = 0; s < p->n_steps && !e.failed; s++) {
-        const Step *st = &p->steps[s];
-        int ni = st->node;
-        switch (st->kind) {
-        case STEP_FWD:
-            if (p->nodes[ni].fold) em_fold(&e, ni, &pr->derive[ni]);
-            emit_fwd(&e, ni, 1, &pr->fwd_train[ni]);
-            emit_fwd(&e, ni, 0, &pr->fwd_eval[ni]);
-            break;
-        case STEP_LOSS:
-            em_loss(&e, 1, &pr->loss_train);
-            em_loss(&e, 0, &pr->loss_eval);
-            break;
-        case STEP_BWD:
-            emit_bwd(&e, ni, &pr->bwd[ni]);
-            break;
-        case STEP_UPDATE:
-            break;
-        }
+        emit_step(&e, &p->steps[s]);
         em_scratch_reset(&e);
     }
-    if (!e.failed && p->trainable_floats) em_update(&e, &pr->update);
-    em_scratch_reset(&e);
-    free(e.khash);
+    if (!e.failed && p->trainable_floats) emit_update(&e, &pr->update);
+    em_release(&e);
     if (e.failed) {
         free(e.src.s);
         pr->source = NULL;
@@ -443,6 +291,6 @@ int emit_program(Program *pr, const Plan *p, const EmitOptions *o, char *err, si
     }
     pr->source = e.src.s;
     pr->source_len = e.src.len;
-    pr->hash = fnv1a(pr->source, pr->source_len);
+    pr->hash = kiln_hash(KILN_HASH_INIT, pr->source, pr->source_len);
     return 0;
 }

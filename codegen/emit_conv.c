@@ -1,6 +1,8 @@
-/* codegen/emit_conv.c — the emitter of conv and depthwise-conv nodes (with
- * their fused epilogue: BN absorbed, activation, residual add), standalone BN
- * nodes and BN folding, from the templates of kernels/cuda/conv.cu.
+/* codegen/emit_conv.c — the per-op emitters of conv and depthwise-conv nodes
+ * (with their fused epilogue: BN absorbed, activation, residual add),
+ * standalone BN nodes and BN folding, from the templates of
+ * kernels/cuda/conv.cu. The walk (emit.c) reaches them through its op
+ * table; they call only the base (emit_base.c).
  *
  * Contract: the launches of a node compute exactly what runtime/cpu.c's
  * forward_node / backward_node / compute_derived compute for it, with the
@@ -37,7 +39,8 @@
  *
  * Invariants: every shape is baked into the kernel text; the text depends on
  * the plan only, so the output is deterministic. The workspace offset of dz
- * is the conv workspace of the plan's full batch (the plan sized ws for it).
+ * is the layer's workspace (layer_workspace, 0 for a depthwise conv) at the
+ * plan's full batch (the plan sized ws for it).
  */
 #include "codegen/emit_internal.h"
 
@@ -56,12 +59,6 @@ static int geo_direct(const Geo *s)
 {
     return s->R == 1 && s->S == 1 && s->SH == 1 && s->SW == 1 && s->PT == 0 && s->PL == 0 &&
            s->P == s->H && s->Q == s->W;
-}
-
-/* conv2d_workspace() of the plan's full batch. */
-static size_t geo_ws(const Geo *s, int batch)
-{
-    return geo_direct(s) ? 0 : (size_t)batch * s->P * s->Q * s->R * s->S * s->C;
 }
 
 /* ---- workspace scratch of the split column sums ------------------------------------------ */
@@ -134,7 +131,7 @@ static void emit_col_part(Emitter *e, LaunchList *l, long M, int C, int G, int m
 static void emit_derive(Emitter *e, int ni, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
-    int b = em_node_bn(e->p, nd);
+    int b = plan_node_bn(e->p, nd);
     const Layer *bl = &e->g->layers[b];
     int C = bl->out.c;
     Kv k = {0};
@@ -149,7 +146,7 @@ static void emit_derive(Emitter *e, int ni, LaunchList *l)
 /* Does node ni's forward recompute its BN constants (cpu.c's condition)? */
 static int needs_derive(const Emitter *e, const Node *nd, int training)
 {
-    int b = em_node_bn(e->p, nd);
+    int b = plan_node_bn(e->p, nd);
     return !nd->fold && b >= 0 && !(training && e->g->layers[b].bn_mode == BN_TRAIN);
 }
 
@@ -288,7 +285,7 @@ static void conv_wb(const Emitter *e, const Node *nd, Ref *w, Ref *bias, int *ha
         return;
     }
     *w = R_PARAM(e, nd->layer, 0);
-    *has_b = em_has_bias(l);
+    *has_b = layer_has_bias(l);
     *bias = *has_b ? R_PARAM(e, nd->layer, 1) : R_NULL();
 }
 
@@ -325,14 +322,14 @@ static void emit_dwconv_fwd(Emitter *e, LaunchList *l, const Geo *s, Ref z, Ref 
  * node_epilogue). */
 static int epi_bn_mode(const Emitter *e, const Node *nd, int training)
 {
-    int b = em_node_bn(e->p, nd);
+    int b = plan_node_bn(e->p, nd);
     if (b < 0) return 0;
     return training && e->g->layers[b].bn_mode == BN_TRAIN ? 1 : 2;
 }
 
 static const char *node_act(const Emitter *e, const Node *nd)
 {
-    return nd->act >= 0 ? em_act_name(e->g->layers[nd->act].op) : "none";
+    return nd->act >= 0 ? act_name(op_act(e->g->layers[nd->act].op)) : "none";
 }
 
 /* The per-channel operands of an epilogue's BN in mode 1 (batch statistics:
@@ -343,7 +340,7 @@ typedef struct { Ref mean, invstd, gamma, beta, scale, shift; } BnRefs;
 static BnRefs bn_refs(const Emitter *e, const Node *nd, int mode)
 {
     BnRefs r = {R_NULL(), R_NULL(), R_NULL(), R_NULL(), R_NULL(), R_NULL()};
-    int b = em_node_bn(e->p, nd);
+    int b = plan_node_bn(e->p, nd);
     size_t K = (size_t)e->g->layers[nd->layer].out.c;
     if (mode == 1) {
         r.mean = R_ACT(e, nd->stats);
@@ -377,7 +374,7 @@ static void emit_node_epi_fwd(Emitter *e, const Node *nd, int mode, LaunchList *
 {
     const Layer *L = &e->g->layers[nd->layer];
     long M = (long)L->out.h * L->out.w;
-    int K = L->out.c, b = em_node_bn(e->p, nd);
+    int K = L->out.c, b = plan_node_bn(e->p, nd);
     EpiFwd f = {0};   /* every Ref NULL */
     f.bn = mode;
     f.bias = bias_p.buf != BUF_NULL;
@@ -402,20 +399,22 @@ static void emit_node_epi_fwd(Emitter *e, const Node *nd, int mode, LaunchList *
     emit_epi_fwd(e, l, M, K, &f);
 }
 
-void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
+/* The forward of a conv (dw = 0) or depthwise conv (dw = 1) node: derived
+ * BN constants when due, the convolution, its bias, the epilogue. */
+static void conv_fwd(Emitter *e, int ni, int training, int dw, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
     const Layer *L = &e->g->layers[nd->layer];
     Geo s = geo_of(e->g, L);
-    int epi = em_has_epilogue(nd), mode = epi ? epi_bn_mode(e, nd, training) : 0;
+    int epi = node_has_epilogue(nd), mode = epi ? epi_bn_mode(e, nd, training) : 0;
     Ref x = R_ACT(e, nd->in[0]), z = R_ACT(e, nd->z), w, bias;
     int has_b;
     conv_wb(e, nd, &w, &bias, &has_b);
     if (needs_derive(e, nd, training)) emit_derive(e, ni, l);
     /* a conv's bias goes into the epilogue unless batch statistics need it
      * first; a depthwise conv adds its own */
-    int bias_in_epi = L->op == OP_CONV && has_b && epi && mode != 1;
-    if (L->op == OP_DWCONV) {
+    int bias_in_epi = !dw && has_b && epi && mode != 1;
+    if (dw) {
         emit_dwconv_fwd(e, l, &s, z, x, w, bias, has_b);
     } else {
         emit_conv_gemm(e, l, &s, z, x, w);
@@ -423,6 +422,10 @@ void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l)
     }
     if (epi) emit_node_epi_fwd(e, nd, mode, l, z, bias_in_epi ? bias : R_NULL());
 }
+
+void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l) { conv_fwd(e, ni, training, 0, l); }
+
+void em_dwconv_fwd(Emitter *e, int ni, int training, LaunchList *l) { conv_fwd(e, ni, training, 1, l); }
 
 /* ---- conv / dwconv backward -------------------------------------------------------------- */
 
@@ -432,7 +435,7 @@ static void emit_epi_bwd_sums(Emitter *e, const Node *nd, int mode, const BnRefs
                               LaunchList *l, Ref dz, Ref z, WsSpan sp)
 {
     const Layer *L = &e->g->layers[nd->layer];
-    int b = em_node_bn(e->p, nd), dgb = nd->train_bn;
+    int b = plan_node_bn(e->p, nd), dgb = nd->train_bn;
     ChanBwd cb = {0};
     cb.ws = sp;
     cb.sx = 1;
@@ -557,7 +560,9 @@ static void emit_dwconv_dwdx(Emitter *e, LaunchList *l, const Geo *s, Ref dx, Re
     }
 }
 
-void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
+/* The backward of a conv (dw = 0) or depthwise conv (dw = 1) node: the
+ * epilogue's backward into dz, then dbias, dW, dx. */
+static void conv_bwd(Emitter *e, int ni, int dw, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
     const Layer *L = &e->g->layers[nd->layer];
@@ -565,20 +570,24 @@ void em_conv_bwd(Emitter *e, int ni, LaunchList *l)
     Ref w = nd->fold ? R_DERIVED(e, nd->derived) : R_PARAM(e, nd->layer, 0);
     Ref d = R_ACT(e, nd->dout);
     WsSpan sp = ws_free_around(e, 0, 0);
-    if (em_has_epilogue(nd)) {
-        size_t cws = L->op == OP_DWCONV ? 0 : geo_ws(&s, e->p->opt.batch);
+    if (node_has_epilogue(nd)) {
+        size_t cws = layer_workspace(e->g, L, e->p->opt.batch);
         sp = ws_free_around(e, cws, e->p->tensors[nd->out].floats);
         emit_epi_bwd(e, ni, l, R_WS(cws), sp);
-        if (em_node_bn(e->p, nd) >= 0 || nd->act >= 0) d = R_WS(cws);
+        if (plan_node_bn(e->p, nd) >= 0 || nd->act >= 0) d = R_WS(cws);
     }
     Ref dx = R_ACT(e, nd->din[0]);
-    Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
-    Ref db = nd->train_w && em_has_bias(L) && !nd->fold ? R_GRAD(e, nd->layer, 1) : R_NULL();
+    Ref dW = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
+    Ref db = nd->train_w && layer_has_bias(L) && !nd->fold ? R_GRAD(e, nd->layer, 1) : R_NULL();
     Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
     if (db.buf != BUF_NULL) emit_dbias(e, l, (long)s.P * s.Q, s.K, db, d, sp);
-    if (L->op == OP_CONV) emit_conv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0]);
-    else emit_dwconv_dwdx(e, l, &s, dx, dw, d, x, w, nd->din_acc[0], sp);
+    if (!dw) emit_conv_dwdx(e, l, &s, dx, dW, d, x, w, nd->din_acc[0]);
+    else emit_dwconv_dwdx(e, l, &s, dx, dW, d, x, w, nd->din_acc[0], sp);
 }
+
+void em_conv_bwd(Emitter *e, int ni, LaunchList *l) { conv_bwd(e, ni, 0, l); }
+
+void em_dwconv_bwd(Emitter *e, int ni, LaunchList *l) { conv_bwd(e, ni, 1, l); }
 
 /* ---- standalone BN ------------------------------------------------------------------------- */
 
@@ -668,7 +677,7 @@ void em_fold(Emitter *e, int ni, LaunchList *l)
     int C = bl->out.c;
     size_t numel = e->g->params[L->first_param].numel;
     long rows = (long)(numel / (size_t)C);
-    int has_b = em_has_bias(L);
+    int has_b = layer_has_bias(L);
     Kv k = {0};
     kv_int(e, &k, "C", C);
     kv_int(e, &k, "ROWS", rows);

@@ -1,14 +1,24 @@
-/* codegen/emit_internal.h — shared by the emitter's files only (emit.c: the
- * framework and the per-node dispatch; emit_conv.c: conv, depthwise conv,
- * their fused epilogue, BN and folding; emit_ops.c: every other op, the loss
- * and the optimizer update).
+/* codegen/emit_internal.h — shared by the emitter's files only. The emitter
+ * is three layers, each calling only the ones below it:
+ *
+ *   emit.c       the walk: the program (preamble, node order, loss, update)
+ *                and the op table EMIT_OPS that finds an op's emitters
+ *   emit_conv.c  per-op emitters: conv, depthwise conv (with their fused
+ *   emit_ops.c   epilogue), BN, folding; every other op
+ *   emit_base.c  templates, rendering, key/values, kernel registration,
+ *                launch lists, pointers
  *
  * How an op is emitted: render a template section of kernels/cuda/<file>.cu
  * with em_kernel() (placeholders {{KEY}} replaced by the given values;
  * {{NAME}} is supplied), then append launches with em_launch()/em_gemm() to
  * the node's list, pointers as Refs from the helpers below. The executor
  * mirrors runtime/cpu.c: the same kernels/cpu contract (overwrite vs acc,
- * NULL = not needed) holds for every template.
+ * NULL = not needed) holds for every template. An op reaches the walk
+ * through its row of EMIT_OPS in emit.c (a forward and a backward emitter
+ * with the signatures EmitFwd / EmitBwd below). What a layer is comes from
+ * its registry row (graph.h: op_act/act_name, layer_has_bias,
+ * layer_workspace) and the plan (plan_node_bn, node_has_epilogue); no
+ * emitter tests an op by name.
  */
 #ifndef KILN_EMIT_INTERNAL_H
 #define KILN_EMIT_INTERNAL_H
@@ -25,6 +35,8 @@ typedef struct {
     StrBuf src;
     uint64_t *khash;     /* per kernel: hash of its text, for dedupe */
     int kcap;
+    char **scratch;      /* em_fmt strings of the current node */
+    int n_scratch, cap_scratch;
     int failed;
     char *err; size_t errlen;
 } Emitter;
@@ -52,9 +64,17 @@ void em_gemm(Emitter *e, LaunchList *l, int ta, int tb, Dim m, Dim n, Dim k,
 
 void em_fail(Emitter *e, const char *fmt, ...);
 
+/* The text of section `section` of template file `file` (from the line after
+ * "//@ section" to the next "//@ " line), *len bytes, or NULL. */
+const char *em_section(const char *file, const char *section, size_t *len);
+/* Append n bytes of raw text to the translation unit. */
+void em_text(Emitter *e, const char *s, size_t n);
+/* Free what the emitter holds besides the program (dedupe hashes, scratch). */
+void em_release(Emitter *e);
+
 /* printf into a fresh string held by the emitter until the node is done:
- * convenient for kv values. The returned pointer lives until emit_free of
- * the scratch (em_scratch_reset, called after each node). */
+ * convenient for kv values. The returned pointer lives until the next
+ * em_scratch_reset (the walk calls it after each step). */
 const char *em_fmt(Emitter *e, const char *fmt, ...);
 void em_scratch_reset(Emitter *e);
 
@@ -93,28 +113,40 @@ Ref R_PARAMS(size_t off);
 Ref R_MOM(size_t off);
 Ref R_OFF(Ref r, size_t words);   /* r + words (NULL stays NULL) */
 
-/* ---- facts of a node, as runtime/cpu.c computes them ----------------------------- */
-int em_node_bn(const Plan *p, const Node *nd);     /* BN it normalizes with, or -1 */
-int em_has_bias(const Layer *l);
-int em_has_epilogue(const Node *nd);
-const char *em_act_name(OpKind op);                /* "relu", "swish", ..., "none" */
-
 /* ---- per-op emitters ---------------------------------------------------------------
  * Forward: append to `l` the launches of node ni's forward step in training
  * (training = 1) or inference mode, including the per-forward derived
  * constants (BN scale/shift of a non-folded BN in inference mode).
- * Backward: the node's backward step. Derive: the folded constants. */
-void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l);   /* conv, dwconv */
+ * Backward: the node's backward step. */
+typedef void (*EmitFwd)(Emitter *e, int ni, int training, LaunchList *l);
+typedef void (*EmitBwd)(Emitter *e, int ni, LaunchList *l);
+
+/* emit_conv.c */
+void em_conv_fwd(Emitter *e, int ni, int training, LaunchList *l);
 void em_conv_bwd(Emitter *e, int ni, LaunchList *l);
+void em_dwconv_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_dwconv_bwd(Emitter *e, int ni, LaunchList *l);
 void em_bn_fwd(Emitter *e, int ni, int training, LaunchList *l);
 void em_bn_bwd(Emitter *e, int ni, LaunchList *l);
+/* The folded constants of node ni (conv weights and bias with its BN). */
 void em_fold(Emitter *e, int ni, LaunchList *l);
+
 /* emit_ops.c */
-void em_op_fwd(Emitter *e, int ni, int training, LaunchList *l);     /* act, add, mul, gap,
-                                                                        maxpool, zeropad,
-                                                                        dense, dropout */
-void em_op_bwd(Emitter *e, int ni, LaunchList *l);
-void em_loss(Emitter *e, int training, LaunchList *l);
-void em_update(Emitter *e, LaunchList *l);
+void em_act_fwd(Emitter *e, int ni, int training, LaunchList *l);   /* standalone activation */
+void em_act_bwd(Emitter *e, int ni, LaunchList *l);
+void em_add_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_add_bwd(Emitter *e, int ni, LaunchList *l);
+void em_mul_fwd(Emitter *e, int ni, int training, LaunchList *l);   /* channel multiply */
+void em_mul_bwd(Emitter *e, int ni, LaunchList *l);
+void em_gap_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_gap_bwd(Emitter *e, int ni, LaunchList *l);
+void em_maxpool_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_maxpool_bwd(Emitter *e, int ni, LaunchList *l);
+void em_zeropad_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_zeropad_bwd(Emitter *e, int ni, LaunchList *l);
+void em_dense_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_dense_bwd(Emitter *e, int ni, LaunchList *l);
+void em_dropout_fwd(Emitter *e, int ni, int training, LaunchList *l);
+void em_dropout_bwd(Emitter *e, int ni, LaunchList *l);
 
 #endif

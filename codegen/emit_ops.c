@@ -1,28 +1,20 @@
-/* codegen/emit_ops.c — the emitter of every op but conv, depthwise conv and
- * BN (standalone activations, add, channel multiply, global average pool,
- * max pool, zero padding, dense, dropout), of the loss and of the optimizer
- * update, from the templates of kernels/cuda/ops.cu.
+/* codegen/emit_ops.c — the per-op emitters of every op but conv, depthwise
+ * conv and BN: standalone activations, add, channel multiply, global average
+ * pool, max pool, zero padding, dense, dropout, from the templates of
+ * kernels/cuda/ops.cu. The walk (emit.c) reaches them through its op table;
+ * they call only the base (emit_base.c).
  *
  * Contract: the launches of a node compute what runtime/cpu.c's
  * forward_node/backward_node compute for it with the kernels/cpu functions:
  * the same pointers (a NULL gradient skips its work), input gradients
  * overwritten or added following the node's din_acc, parameter gradients
- * overwritten. The loss mirrors run_forward's softmax_ce (dlogits into the
- * loss node's din[0] in training only) and leaves the summed loss, the hit
- * count and the non-finite flag in the control block; the update mirrors
- * cpu_train_step: the finite check of the whole gradient arena, then one
- * SGD-momentum kernel over the trainable arena that does nothing when the
- * flag is set.
+ * overwritten.
  *
  * Invariants: shapes are baked into the kernel text, the batch count is the
  * launch's n; the same plan gives the same text and launches.
  */
 #include "codegen/emit_internal.h"
 
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
@@ -79,44 +71,91 @@ static void emit_copy(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x)
     em_launch_elems(e, l, k, (Dim){per, 0}, 2, a);
 }
 
+/* What a node's forward reads and writes: x the first input (NULL for none),
+ * s its shape. */
+typedef struct { const Node *nd; const Layer *L; Shape s; Ref x, out; } NodeFwd;
+
+static NodeFwd node_fwd(const Emitter *e, int ni)
+{
+    NodeFwd f;
+    f.nd = &e->p->nodes[ni];
+    f.L = &e->g->layers[f.nd->layer];
+    f.s = in_shape(e, f.L);
+    f.x = f.nd->n_in ? R_ACT(e, f.nd->in[0]) : R_NULL();
+    f.out = R_ACT(e, f.nd->out);
+    return f;
+}
+
+/* What a node's backward reads and writes: x the saved first input (NULL
+ * when the plan keeps none), dx the first input's gradient (NULL when not
+ * wanted) with its acc flag, dout the output gradient. */
+typedef struct { const Node *nd; const Layer *L; Shape s; Ref x, dx, dout; int acc; } NodeBwd;
+
+static NodeBwd node_bwd(const Emitter *e, int ni)
+{
+    NodeBwd b;
+    b.nd = &e->p->nodes[ni];
+    b.L = &e->g->layers[b.nd->layer];
+    b.s = in_shape(e, b.L);
+    b.x = b.nd->save_in ? R_ACT(e, b.nd->in[0]) : R_NULL();
+    b.dx = R_ACT(e, b.nd->din[0]);
+    b.dout = R_ACT(e, b.nd->dout);
+    b.acc = b.nd->din_acc[0];
+    return b;
+}
+
 /* ---- activations, add, channel multiply ------------------------------------------------- */
 
-static void emit_act_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref x)
+void em_act_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
-    long per = shape_elems(s);
-    const char *act = em_act_name(L->op);
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
+    long per = shape_elems(f.s);
+    const char *act = act_name(op_act(f.L->op));
     Kv kv = {0};
     kv_int(e, &kv, "PER", per);
     kv_str(e, &kv, "ACT", act);
-    int k = ops_kernel(e, "act_fwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 2, &kv);
-    Ref a[] = {out, x};
+    int k = ops_kernel(e, "act_fwd", em_fmt(e, "%s_%s", act, shape_tag(e, f.s)), 2, &kv);
+    Ref a[] = {f.out, f.x};
     em_launch_elems(e, l, k, (Dim){per, 0}, 2, a);
 }
 
-static void emit_act_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, Ref dx, Ref dout,
-                         Ref x, int acc)
+void em_act_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
-    long per = shape_elems(s);
-    const char *act = em_act_name(L->op);
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf == BUF_NULL) return;
+    long per = shape_elems(b.s);
+    const char *act = act_name(op_act(b.L->op));
     Kv kv = {0};
     kv_int(e, &kv, "PER", per);
     kv_str(e, &kv, "ACT", act);
-    kv_flag(e, &kv, "ACC", acc);
-    int k = ops_kernel(e, "act_bwd", em_fmt(e, "%s_%s", act, shape_tag(e, s)), 3, &kv);
-    Ref a[] = {dx, need(e, ni, dout, "the output gradient"), need(e, ni, x, "the input")};
+    kv_flag(e, &kv, "ACC", b.acc);
+    int k = ops_kernel(e, "act_bwd", em_fmt(e, "%s_%s", act, shape_tag(e, b.s)), 3, &kv);
+    Ref a[] = {b.dx, need(e, ni, b.dout, "the output gradient"), need(e, ni, b.x, "the input")};
     em_launch_elems(e, l, k, (Dim){per, 0}, 3, a);
 }
 
-static void emit_add_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref a0, Ref a1)
+void em_add_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    long per = shape_elems(s);
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
+    long per = shape_elems(f.s);
     Kv kv = {0};
     kv_int(e, &kv, "PER", per);
-    int k = ops_kernel(e, "add_fwd", shape_tag(e, s), 3, &kv);
-    Ref a[] = {out, a0, a1};
+    int k = ops_kernel(e, "add_fwd", shape_tag(e, f.s), 3, &kv);
+    Ref a[] = {f.out, f.x, R_ACT(e, f.nd->in[1])};
     em_launch_elems(e, l, k, (Dim){per, 0}, 3, a);
+}
+
+/* Both inputs' gradients are the output gradient. */
+void em_add_bwd(Emitter *e, int ni, LaunchList *l)
+{
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf != BUF_NULL)
+        emit_grad_pass(e, l, b.s, b.dx, need(e, ni, b.dout, "the output gradient"), b.acc);
+    if (b.nd->din[1] >= 0)
+        emit_grad_pass(e, l, b.s, R_ACT(e, b.nd->din[1]), need(e, ni, b.dout, "the output gradient"),
+                       b.nd->din_acc[1]);
 }
 
 /* Keys HW, C (and ACC) of the channel multiply and the pool. */
@@ -129,18 +168,21 @@ static const Kv *hw_c_kv(Emitter *e, Kv *k, Shape s, int acc)
     return k;
 }
 
-static void emit_mul_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x, Ref sc)
+void em_mul_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
     Kv kv;
-    int k = ops_kernel(e, "chanmul_fwd", shape_tag(e, s), 3, hw_c_kv(e, &kv, s, 0));
-    Ref a[] = {out, x, sc};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
+    int k = ops_kernel(e, "chanmul_fwd", shape_tag(e, f.s), 3, hw_c_kv(e, &kv, f.s, 0));
+    Ref a[] = {f.out, f.x, R_ACT(e, f.nd->in[1])};
+    em_launch_elems(e, l, k, (Dim){shape_elems(f.s), 0}, 3, a);
 }
 
 /* chanmul_backward: dx (din[0]) and ds (din[1]), each when wanted. */
-static void emit_mul_bwd(Emitter *e, LaunchList *l, int ni, Shape s)
+void em_mul_bwd(Emitter *e, int ni, LaunchList *l)
 {
     const Node *nd = &e->p->nodes[ni];
+    Shape s = in_shape(e, &e->g->layers[nd->layer]);
     Ref dout = need(e, ni, R_ACT(e, nd->dout), "the output gradient");
     Kv kv;
     if (nd->din[0] >= 0) {
@@ -158,20 +200,25 @@ static void emit_mul_bwd(Emitter *e, LaunchList *l, int ni, Shape s)
 
 /* ---- pooling and padding ---------------------------------------------------------------- */
 
-static void emit_gap_fwd(Emitter *e, LaunchList *l, Shape s, Ref out, Ref x)
+void em_gap_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
     Kv kv;
-    int k = ops_kernel(e, "gap_fwd", shape_tag(e, s), 2, hw_c_kv(e, &kv, s, 0));
-    Ref a[] = {out, x};
-    em_launch_elems(e, l, k, (Dim){s.c, 0}, 2, a);
+    int k = ops_kernel(e, "gap_fwd", shape_tag(e, f.s), 2, hw_c_kv(e, &kv, f.s, 0));
+    Ref a[] = {f.out, f.x};
+    em_launch_elems(e, l, k, (Dim){f.s.c, 0}, 2, a);
 }
 
-static void emit_gap_bwd(Emitter *e, LaunchList *l, Shape s, Ref dx, Ref dout, int acc)
+void em_gap_bwd(Emitter *e, int ni, LaunchList *l)
 {
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf == BUF_NULL) return;
+    Ref dout = need(e, ni, b.dout, "the output gradient");
     Kv kv;
-    int k = ops_kernel(e, "gap_bwd", shape_tag(e, s), 2, hw_c_kv(e, &kv, s, acc));
-    Ref a[] = {dx, dout};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 2, a);
+    int k = ops_kernel(e, "gap_bwd", shape_tag(e, b.s), 2, hw_c_kv(e, &kv, b.s, b.acc));
+    Ref a[] = {b.dx, dout};
+    em_launch_elems(e, l, k, (Dim){shape_elems(b.s), 0}, 2, a);
 }
 
 /* Keys of the max pool: the input, the window, the output, ACC. */
@@ -190,23 +237,24 @@ static const char *pool_tag(Emitter *e, const Layer *L, Shape s)
     return em_fmt(e, "%s_k%dx%ds%dx%d", shape_tag(e, s), c->kh, c->kw, c->sh, c->sw);
 }
 
-static void emit_maxpool_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref x)
+void em_maxpool_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
     Kv kv;
-    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, L, s), 2, pool_kv(e, &kv, L, 0));
-    Ref a[] = {out, x};
-    em_launch_elems(e, l, k, (Dim){shape_elems(L->out), 0}, 2, a);
+    int k = ops_kernel(e, "maxpool_fwd", pool_tag(e, f.L, f.s), 2, pool_kv(e, &kv, f.L, 0));
+    Ref a[] = {f.out, f.x};
+    em_launch_elems(e, l, k, (Dim){shape_elems(f.L->out), 0}, 2, a);
 }
 
-static void emit_maxpool_bwd(Emitter *e, LaunchList *l, int ni, const Layer *L, Ref dx,
-                             Ref dout, Ref x, int acc)
+void em_maxpool_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf == BUF_NULL) return;
     Kv kv;
-    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, L, s), 3, pool_kv(e, &kv, L, acc));
-    Ref a[] = {dx, need(e, ni, dout, "the output gradient"), need(e, ni, x, "the input")};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
+    int k = ops_kernel(e, "maxpool_bwd", pool_tag(e, b.L, b.s), 3, pool_kv(e, &kv, b.L, b.acc));
+    Ref a[] = {b.dx, need(e, ni, b.dout, "the output gradient"), need(e, ni, b.x, "the input")};
+    em_launch_elems(e, l, k, (Dim){shape_elems(b.s), 0}, 3, a);
 }
 
 static const Kv *pad_kv(Emitter *e, Kv *k, const Layer *L, Shape s, int acc)
@@ -226,55 +274,58 @@ static const char *pad_tag(Emitter *e, const Layer *L, Shape s)
     return em_fmt(e, "%s_p%d_%d_%d_%d", shape_tag(e, s), p->pt, p->pb, p->pl, p->pr);
 }
 
-static void emit_zeropad_fwd(Emitter *e, LaunchList *l, const Layer *L, Ref out, Ref x)
+void em_zeropad_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
     Kv kv;
-    int k = ops_kernel(e, "zeropad_fwd", pad_tag(e, L, s), 2, pad_kv(e, &kv, L, s, 0));
-    Ref a[] = {out, x};
-    const PadAttr *p = &L->a.pad;
-    Shape o = {s.h + p->pt + p->pb, s.w + p->pl + p->pr, s.c};
+    int k = ops_kernel(e, "zeropad_fwd", pad_tag(e, f.L, f.s), 2, pad_kv(e, &kv, f.L, f.s, 0));
+    Ref a[] = {f.out, f.x};
+    const PadAttr *p = &f.L->a.pad;
+    Shape o = {f.s.h + p->pt + p->pb, f.s.w + p->pl + p->pr, f.s.c};
     em_launch_elems(e, l, k, (Dim){shape_elems(o), 0}, 2, a);
 }
 
-static void emit_zeropad_bwd(Emitter *e, LaunchList *l, const Layer *L, Ref dx, Ref dout, int acc)
+void em_zeropad_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    Shape s = in_shape(e, L);
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf == BUF_NULL) return;
+    Ref dout = need(e, ni, b.dout, "the output gradient");
     Kv kv;
-    int k = ops_kernel(e, "zeropad_bwd", pad_tag(e, L, s), 2, pad_kv(e, &kv, L, s, acc));
-    Ref a[] = {dx, dout};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 2, a);
+    int k = ops_kernel(e, "zeropad_bwd", pad_tag(e, b.L, b.s), 2, pad_kv(e, &kv, b.L, b.s, b.acc));
+    Ref a[] = {b.dx, dout};
+    em_launch_elems(e, l, k, (Dim){shape_elems(b.s), 0}, 2, a);
 }
 
 /* ---- dense -------------------------------------------------------------------------------- */
 
 /* out (n, K) = x (n, F) w (F, K) + bias, as dense_forward. */
-static void emit_dense_fwd(Emitter *e, LaunchList *l, int ni, Ref out, Ref x)
+void em_dense_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    const Node *nd = &e->p->nodes[ni];
-    const Layer *L = &e->g->layers[nd->layer];
-    int F = (int)shape_elems(in_shape(e, L)), K = L->out.c;
-    em_gemm(e, l, 0, 0, (Dim){1, 0}, (Dim){0, K}, (Dim){0, F}, 1.0f, x, F,
-            R_PARAM(e, nd->layer, 0), K, 0.0f, out, K);
-    if (!em_has_bias(L)) return;
+    (void)training;
+    NodeFwd f = node_fwd(e, ni);
+    int F = (int)shape_elems(f.s), K = f.L->out.c, layer = f.nd->layer;
+    em_gemm(e, l, 0, 0, (Dim){1, 0}, (Dim){0, K}, (Dim){0, F}, 1.0f, f.x, F,
+            R_PARAM(e, layer, 0), K, 0.0f, f.out, K);
+    if (!layer_has_bias(f.L)) return;
     Kv kv = {0};
     kv_int(e, &kv, "K", K);
     int k = ops_kernel(e, "dense_bias", em_fmt(e, "%d", K), 2, &kv);
-    Ref a[] = {out, R_PARAM(e, nd->layer, 1)};
+    Ref a[] = {f.out, R_PARAM(e, layer, 1)};
     em_launch_elems(e, l, k, (Dim){K, 0}, 2, a);
 }
 
 /* dense_backward: dw = x^T dout, dbias = column sums (double), dx (+)= dout w^T. */
-static void emit_dense_bwd(Emitter *e, LaunchList *l, int ni)
+void em_dense_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    const Node *nd = &e->p->nodes[ni];
-    const Layer *L = &e->g->layers[nd->layer];
-    int F = (int)shape_elems(in_shape(e, L)), K = L->out.c;
-    Ref dout = need(e, ni, R_ACT(e, nd->dout), "the output gradient");
+    NodeBwd b = node_bwd(e, ni);
+    const Node *nd = b.nd;
+    int F = (int)shape_elems(b.s), K = b.L->out.c;
+    Ref dout = need(e, ni, b.dout, "the output gradient");
     Ref dw = nd->train_w ? R_GRAD(e, nd->layer, 0) : R_NULL();
-    Ref db = nd->train_w && em_has_bias(L) ? R_GRAD(e, nd->layer, 1) : R_NULL();
+    Ref db = nd->train_w && layer_has_bias(b.L) ? R_GRAD(e, nd->layer, 1) : R_NULL();
     if (dw.buf != BUF_NULL) {
-        Ref x = need(e, ni, nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL(), "the input");
+        Ref x = need(e, ni, b.x, "the input");
         em_gemm(e, l, 1, 0, (Dim){0, F}, (Dim){0, K}, (Dim){1, 0}, 1.0f, x, F, dout, K,
                 0.0f, dw, K);
     }
@@ -288,8 +339,7 @@ static void emit_dense_bwd(Emitter *e, LaunchList *l, int ni)
     }
     if (nd->din[0] >= 0)
         em_gemm(e, l, 0, 1, (Dim){1, 0}, (Dim){0, F}, (Dim){0, K}, 1.0f, dout, K,
-                R_PARAM(e, nd->layer, 0), K, nd->din_acc[0] ? 1.0f : 0.0f,
-                R_ACT(e, nd->din[0]), F);
+                R_PARAM(e, nd->layer, 0), K, b.acc ? 1.0f : 0.0f, b.dx, F);
 }
 
 /* ---- dropout ------------------------------------------------------------------------------- */
@@ -307,196 +357,24 @@ static const Kv *drop_kv(Emitter *e, Kv *k, int ni, Shape s, int acc)
 }
 
 /* dropout_forward in training (rate <= 0: a copy), a copy in inference. */
-static void emit_dropout_fwd(Emitter *e, LaunchList *l, int ni, int training, Ref out, Ref x)
+void em_dropout_fwd(Emitter *e, int ni, int training, LaunchList *l)
 {
-    const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
-    Shape s = in_shape(e, L);
-    if (!training || L->a.dropout.rate <= 0) { emit_copy(e, l, s, out, x); return; }
+    NodeFwd f = node_fwd(e, ni);
+    if (!training || f.L->a.dropout.rate <= 0) { emit_copy(e, l, f.s, f.out, f.x); return; }
     Kv kv;
-    int k = ops_kernel(e, "dropout_fwd", shape_tag(e, s), 3, drop_kv(e, &kv, ni, s, 0));
-    Ref a[] = {out, x, R_CTRL()};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
+    int k = ops_kernel(e, "dropout_fwd", shape_tag(e, f.s), 3, drop_kv(e, &kv, ni, f.s, 0));
+    Ref a[] = {f.out, f.x, R_CTRL()};
+    em_launch_elems(e, l, k, (Dim){shape_elems(f.s), 0}, 3, a);
 }
 
-static void emit_dropout_bwd(Emitter *e, LaunchList *l, int ni, Ref dx, Ref dout, int acc)
+void em_dropout_bwd(Emitter *e, int ni, LaunchList *l)
 {
-    const Layer *L = &e->g->layers[e->p->nodes[ni].layer];
-    Shape s = in_shape(e, L);
-    if (L->a.dropout.rate <= 0) { emit_grad_pass(e, l, s, dx, dout, acc); return; }
+    NodeBwd b = node_bwd(e, ni);
+    if (b.dx.buf == BUF_NULL) return;
+    Ref dout = need(e, ni, b.dout, "the output gradient");
+    if (b.L->a.dropout.rate <= 0) { emit_grad_pass(e, l, b.s, b.dx, dout, b.acc); return; }
     Kv kv;
-    int k = ops_kernel(e, "dropout_bwd", shape_tag(e, s), 3, drop_kv(e, &kv, ni, s, acc));
-    Ref a[] = {dx, dout, R_CTRL()};
-    em_launch_elems(e, l, k, (Dim){shape_elems(s), 0}, 3, a);
-}
-
-/* ---- the per-node entry points --------------------------------------------------------- */
-
-void em_op_fwd(Emitter *e, int ni, int training, LaunchList *l)
-{
-    const Node *nd = &e->p->nodes[ni];
-    const Layer *L = &e->g->layers[nd->layer];
-    Shape s = in_shape(e, L);
-    Ref x = nd->n_in ? R_ACT(e, nd->in[0]) : R_NULL(), out = R_ACT(e, nd->out);
-    switch (L->op) {
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
-        emit_act_fwd(e, l, L, out, x);
-        break;
-    case OP_ADD: emit_add_fwd(e, l, s, out, x, R_ACT(e, nd->in[1])); break;
-    case OP_MUL: emit_mul_fwd(e, l, s, out, x, R_ACT(e, nd->in[1])); break;
-    case OP_GAP: emit_gap_fwd(e, l, s, out, x); break;
-    case OP_MAXPOOL: emit_maxpool_fwd(e, l, L, out, x); break;
-    case OP_ZEROPAD: emit_zeropad_fwd(e, l, L, out, x); break;
-    case OP_DENSE: emit_dense_fwd(e, l, ni, out, x); break;
-    case OP_DROPOUT: emit_dropout_fwd(e, l, ni, training, out, x); break;
-    default:
-        em_fail(e, "node %d (%s): no template for this op", ni, L->name);
-        break;
-    }
-}
-
-void em_op_bwd(Emitter *e, int ni, LaunchList *l)
-{
-    const Node *nd = &e->p->nodes[ni];
-    const Layer *L = &e->g->layers[nd->layer];
-    Shape s = in_shape(e, L);
-    Ref x = nd->save_in ? R_ACT(e, nd->in[0]) : R_NULL();
-    Ref dx = R_ACT(e, nd->din[0]), dout = R_ACT(e, nd->dout);
-    int acc = nd->din_acc[0], has_dx = dx.buf != BUF_NULL;
-    switch (L->op) {
-    case OP_RELU: case OP_RELU6: case OP_SWISH: case OP_SIGMOID:
-        if (has_dx) emit_act_bwd(e, l, ni, L, dx, dout, x, acc);
-        break;
-    case OP_ADD:
-        if (has_dx) emit_grad_pass(e, l, s, dx, need(e, ni, dout, "the output gradient"), acc);
-        if (nd->din[1] >= 0)
-            emit_grad_pass(e, l, s, R_ACT(e, nd->din[1]), need(e, ni, dout, "the output gradient"),
-                           nd->din_acc[1]);
-        break;
-    case OP_MUL: emit_mul_bwd(e, l, ni, s); break;
-    case OP_GAP:
-        if (has_dx) emit_gap_bwd(e, l, s, dx, need(e, ni, dout, "the output gradient"), acc);
-        break;
-    case OP_MAXPOOL:
-        if (has_dx) emit_maxpool_bwd(e, l, ni, L, dx, dout, x, acc);
-        break;
-    case OP_ZEROPAD:
-        if (has_dx) emit_zeropad_bwd(e, l, L, dx, need(e, ni, dout, "the output gradient"), acc);
-        break;
-    case OP_DENSE: emit_dense_bwd(e, l, ni); break;
-    case OP_DROPOUT:
-        if (has_dx) emit_dropout_bwd(e, l, ni, dx, need(e, ni, dout, "the output gradient"), acc);
-        break;
-    default:
-        em_fail(e, "node %d (%s): no backward template for this op", ni, L->name);
-        break;
-    }
-}
-
-/* ---- loss ----------------------------------------------------------------------------------- */
-
-void em_loss(Emitter *e, int training, LaunchList *l)
-{
-    const Plan *p = e->p;
-    const Node *ln = &p->nodes[p->loss_node];
-    int K = e->g->layers[ln->layer].out.c;
-    int train = training && ln->din[0] >= 0;
-    Kv kv = {0};
-    kv_int(e, &kv, "K", K);
-    kv_flag(e, &kv, "TRAIN", train);
-    kv_int(e, &kv, "BLOCK", EMIT_SYNC_BLOCK);
-    kv_int(e, &kv, "LOSS", CTRL_LOSS);
-    kv_int(e, &kv, "CORRECT", CTRL_CORRECT);
-    kv_int(e, &kv, "BAD", CTRL_BAD);
-    int k = ops_sync_kernel(e, "softmax_ce", em_fmt(e, "%s%d", train ? "train" : "eval", K), 4, &kv);
-    Ref a[] = {R_CTRL(), R_ACT(e, p->logits_tensor), R_ACT(e, p->labels_tensor),
-               train ? R_ACT(e, ln->din[0]) : R_NULL()};
-    em_launch(e, l, k, (Dim){0, 1}, 1, 1, EMIT_SYNC_BLOCK, 4, a);
-}
-
-/* ---- update --------------------------------------------------------------------------------- */
-
-typedef struct { char *s; size_t len, cap; int failed; } Text;
-
-static void text_add(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void text_add(Text *t, const char *fmt, ...)
-{
-    if (t->failed) return;
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (w < 0 || (size_t)w >= sizeof buf) { t->failed = 1; return; }
-    if (t->len + (size_t)w + 1 > t->cap) {
-        size_t cap = t->cap ? 2 * t->cap : 1024;
-        while (cap < t->len + (size_t)w + 1) cap *= 2;
-        char *s = realloc(t->s, cap);
-        if (!s) { t->failed = 1; return; }
-        t->s = s; t->cap = cap;
-    }
-    memcpy(t->s + t->len, buf, (size_t)w + 1);
-    t->len += (size_t)w;
-}
-
-/* The segments [lo, hi) (sorted, disjoint) as a balanced comparison tree
- * that sets grp for element i. */
-static void seg_tree(Text *t, const PlanSegment *s, int lo, int hi)
-{
-    if (hi - lo == 1) {
-        text_add(t, "if (i >= %zuL && i < %zuL) grp = %d;", s[lo].begin, s[lo].end, s[lo].group);
-        return;
-    }
-    int mid = (lo + hi) / 2;
-    text_add(t, "if (i < %zuL) { ", s[mid].begin);
-    seg_tree(t, s, lo, mid);
-    text_add(t, " } else { ");
-    seg_tree(t, s, mid, hi);
-    text_add(t, " }");
-}
-
-/* Check the plan's segment table: sorted, disjoint, groups in the control block. */
-static int segs_ok(Emitter *e)
-{
-    const Plan *p = e->p;
-    for (int i = 0; i < p->n_segs; i++) {
-        const PlanSegment *s = &p->segs[i];
-        if (s->group < 0 || s->group >= EMIT_MAX_GROUPS) {
-            em_fail(e, "LR group %d: at most %d groups", s->group, EMIT_MAX_GROUPS);
-            return 0;
-        }
-        if (s->end < s->begin || (i > 0 && s->begin < p->segs[i - 1].end)) {
-            em_fail(e, "LR segment %d: not sorted or overlapping", i);
-            return 0;
-        }
-    }
-    return 1;
-}
-
-void em_update(Emitter *e, LaunchList *l)
-{
-    const Plan *p = e->p;
-    if (p->grad_floats) {
-        Kv kv = {0};
-        kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->grad_floats));
-        kv_int(e, &kv, "BAD", CTRL_BAD);
-        int k = ops_kernel(e, "finite_check", em_fmt(e, "%zu", p->grad_floats), 2, &kv);
-        Ref a[] = {R_CTRL(), R_GRADS(0)};
-        em_launch_elems(e, l, k, (Dim){0, (long)p->grad_floats}, 2, a);
-    }
-    if (!p->trainable_floats || !segs_ok(e)) return;
-    Text find = {0};
-    if (p->n_segs) seg_tree(&find, p->segs, 0, p->n_segs);
-    if (find.failed) { free(find.s); em_fail(e, "out of memory"); return; }
-    Kv kv = {0};
-    kv_str(e, &kv, "TOTAL", em_fmt(e, "%zuL", p->trainable_floats));
-    kv_str(e, &kv, "FIND", find.s ? find.s : "");
-    kv_int(e, &kv, "BAD", CTRL_BAD);
-    kv_int(e, &kv, "LR", CTRL_LR);
-    kv_int(e, &kv, "WD", CTRL_WD);
-    kv_int(e, &kv, "MOMENTUM", CTRL_MOMENTUM);
-    int k = ops_kernel(e, "sgd", em_fmt(e, "%zu_%dseg", p->trainable_floats, p->n_segs), 4, &kv);
-    free(find.s);
-    Ref a[] = {R_PARAMS(0), R_GRADS(0), R_MOM(0), R_CTRL()};
-    em_launch_elems(e, l, k, (Dim){0, (long)p->trainable_floats}, 4, a);
+    int k = ops_kernel(e, "dropout_bwd", shape_tag(e, b.s), 3, drop_kv(e, &kv, ni, b.s, b.acc));
+    Ref a[] = {b.dx, dout, R_CTRL()};
+    em_launch_elems(e, l, k, (Dim){shape_elems(b.s), 0}, 3, a);
 }

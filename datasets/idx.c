@@ -17,8 +17,9 @@
  *    fails, bytes after the gzip data that are not another (valid) member,
  *    label and image counts that differ, a label outside 0..9, train and test
  *    images of different sizes. All are bad input (2).
+ *  - A loader (loaders.h): calls only the base.
  */
-#include "datasets/dataset.h"
+#include "datasets/loaders.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
-/* datasets/listing.c — the first half of an ImageFolder load: the caps, the
- * escaping of names for messages, and the listing of a source (every entry of
- * a zip, names checked, or every file and folder of a tree).
+/* datasets/listing.c — the first part of an ImageFolder load: the listing
+ * of a source (every entry of a zip, names checked, or every file and folder
+ * of a tree). Below imagefolder*.c, on the base (base.h) alone.
  *
  * Contract (listing.h): a listing holds names as stored, sizes as declared
  * (zip central directory) or as stat says (tree), and for a zip the
@@ -8,7 +8,6 @@
  * Unsafe zip names (a `..` component, absolute, backslash, NUL) are bad
  * input (2) for the whole archive, whatever the entry is.
  */
-#include "datasets/dataset.h"
 #include "datasets/listing.h"
 
 #include <ctype.h>
@@ -21,88 +20,6 @@
 #include <sys/stat.h>
 
 #include <zip.h>
-
-/* ---- caps and escaping ------------------------------------------------------------ */
-
-static DataLimits g_limits = {KILN_MAX_ENTRY_BYTES, KILN_MAX_TOTAL_BYTES, KILN_MAX_PIXELS};
-
-void dataset_get_limits(DataLimits *lim) { *lim = g_limits; }
-
-void dataset_set_limits(const DataLimits *lim)
-{
-    const DataLimits def = {KILN_MAX_ENTRY_BYTES, KILN_MAX_TOTAL_BYTES, KILN_MAX_PIXELS};
-    g_limits = lim ? *lim : def;
-}
-
-/* Length of the valid UTF-8 sequence at s (2..4), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF)
-        n = 2;
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        n = 3;
-        if (s[0] == 0xE0)
-            lo = 0xA0;
-        if (s[0] == 0xED)
-            hi = 0x9F; /* no surrogates */
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        n = 4;
-        if (s[0] == 0xF0)
-            lo = 0x90;
-        if (s[0] == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if (s[k] < 0x80 || s[k] > 0xBF)
-            return 0;
-    return n;
-}
-
-const char *dataset_escape(char *dst, size_t dstlen, const char *s, size_t len)
-{
-    if (!dstlen)
-        return dst;
-    const unsigned char *u = (const unsigned char *)s;
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        char piece[8];
-        size_t pl = 1, adv = 1;
-        if (u[i] == '\\') {
-            memcpy(piece, "\\\\", 2);
-            pl = 2;
-        } else if (u[i] < 0x20 || u[i] == 0x7f) {
-            snprintf(piece, sizeof piece, "\\x%02x", u[i]);
-            pl = 4;
-        } else if (u[i] < 0x80) {
-            piece[0] = (char)u[i];
-        } else if ((adv = utf8_seq(u + i, len - i)) > 0) {
-            memcpy(piece, u + i, adv);
-            pl = adv;
-        } else {
-            snprintf(piece, sizeof piece, "\\x%02x", u[i]);
-            pl = 4;
-            adv = 1;
-        }
-        if (o + pl + 4 > dstlen) { /* no room for this piece and "..." */
-            if (dstlen >= 4) {
-                o = o + 4 > dstlen ? dstlen - 4 : o;
-                memcpy(dst + o, "...", 3);
-                o += 3;
-            }
-            break;
-        }
-        memcpy(dst + o, piece, pl);
-        o += pl;
-        i += adv;
-    }
-    dst[o < dstlen ? o : dstlen - 1] = 0;
-    return dst;
-}
 
 /* ---- the listing: every entry of the archive or tree ----------------------------- */
 

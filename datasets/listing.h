@@ -9,6 +9,8 @@
 
 #include <zip.h>
 
+#include "datasets/base.h"
+
 typedef struct {
     char *name;        /* as stored: zip entry name, or path relative to the root */
     int is_dir;

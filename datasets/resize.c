@@ -1,6 +1,7 @@
-/* datasets/resize.c — the post-processing every loader's table goes through:
- * one bilinear resize to the network's input size, channel conversion, and a
- * reproducible per-class subset.
+/* datasets/resize.c — part of the base (base.h): the post-processing every
+ * loader's table goes through (one bilinear resize to the network's input
+ * size, channel conversion, a reproducible per-class subset), whose pieces
+ * the ImageFolder loader also uses while decoding. Calls only base.c.
  *
  * Contract:
  *  - image_resize is bilinear with half-pixel centres and edge clamp (what
@@ -14,7 +15,7 @@
  *  - dataset_take_per_class keeps table order: the kept images stay in the
  *    order they had, so labels and the fixed test tail keep their meaning.
  */
-#include "datasets/dataset.h"
+#include "datasets/base.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -13,8 +13,10 @@
  * in orientation and frequency, so telling them apart needs spatial filters
  * (no single pixel or channel mean separates them). Labels cycle 0..K-1, so
  * classes are balanced. Same SPEC, same bytes on every machine (own PRNG).
+ *
+ * A loader (loaders.h): calls only the base.
  */
-#include "datasets/dataset.h"
+#include "datasets/loaders.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,5 +1,7 @@
 /* runtime/backend.h — the one small interface between the training loop and
- * whatever executes a plan (the CPU executor here, the CUDA executor later).
+ * whatever executes a plan: the CPU executor (runtime/cpu.c,
+ * cpu_backend_create below) and the GPU executor (runtime/cuda/exec.c over
+ * the CUDA device, runtime/cuda/cuda.h cuda_backend_create).
  *
  * Contract: a backend owns the arenas the plan sized, and nothing else of
  * size. Batches are n <= plan batch images; kernels run with n so a short

@@ -1,7 +1,8 @@
 /* runtime/resume.h — what `kiln train --resume` checks and records around a
- * run (run.c calls these): the settings a checkpoint must match (CRC-32 of
- * the arch file, the starting weights and the data; the options that shape
- * training, as name=value lines that checkpoint_settings_diff compares), the
+ * run (run_folder.c and run_phase.c call these): the settings a checkpoint
+ * must match (CRC-32 of the arch file, the starting weights and the data;
+ * the options that shape training, as name=value lines that
+ * checkpoint_settings_diff compares), the
  * entry a resume appends to DIR/resumes.json (config.json stays as the run
  * began), and the finished run that a resume leaves as it is. */
 #ifndef KILN_RESUME_H

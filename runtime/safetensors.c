@@ -11,14 +11,16 @@
  * Writing: the header is a compact JSON object (__metadata__ first, then the
  * tensors in the caller's order, contiguous from offset 0) padded with spaces
  * to a multiple of 8 bytes, so that every F32 tensor starts 4-byte aligned in
- * a mapped file, as the reference writer does. The bytes go to a temporary
- * file beside PATH that is fsynced and renamed over it.
+ * a mapped file, as the reference writer does. The bytes are written
+ * atomically by kiln_write_atomic (runtime/files.h: a temporary file beside
+ * PATH, fsynced and renamed over it).
  *
  * Invariant: the host is little-endian (checked at compile time where the
  * compiler says, and at run time before any float crosses the file).
  */
 #include "runtime/safetensors.h"
 #include "datasets/dataset.h"
+#include "runtime/files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -561,6 +563,31 @@ static char *build_header(const StTensor *ts, int n, const char *const *mk, cons
     return s;
 }
 
+/* What st_save writes: the header's length, the header padded with
+ * spaces to a multiple of 8, and each tensor's floats. */
+typedef struct {
+    const unsigned char *lb;      /* the 8 length bytes */
+    const char *hdr;
+    size_t hl, padded;
+    const StTensor *tensors;
+    int n;
+} SaveBody;
+
+/* kiln_write_atomic's fill for st_save; non-zero on a failed write. */
+static int fill_body(FILE *fp, void *ctx)
+{
+    static const char spaces[] = "       ";   /* up to 7 pad bytes */
+    const SaveBody *b = ctx;
+    if (fwrite(b->lb, 1, 8, fp) != 8 || fwrite(b->hdr, 1, b->hl, fp) != b->hl ||
+        fwrite(spaces, 1, b->padded - b->hl, fp) != b->padded - b->hl)
+        return 1;
+    for (int i = 0; i < b->n; i++)
+        if (b->tensors[i].numel &&
+            fwrite(b->tensors[i].data, sizeof(float), b->tensors[i].numel, fp) != b->tensors[i].numel)
+            return 1;
+    return 0;
+}
+
 int st_save(const char *path, const StTensor *tensors, int n,
             const char *const *meta_keys, const char *const *meta_values, int n_meta,
             char *err, size_t errlen)
@@ -579,62 +606,20 @@ int st_save(const char *path, const StTensor *tensors, int n,
     }
     unsigned char lb[8];
     for (int i = 0; i < 8; i++) lb[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    static const char spaces[] = "       ";   /* up to 7 pad bytes */
-
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) { free(hdr); return st_fail(err, errlen, 1, "%s: out of memory", path); }
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        rc = st_fail(err, errlen, 1, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp); free(hdr);
+    SaveBody body = {lb, hdr, hl, padded, tensors, n};
+    errno = 0;
+    if (kiln_write_atomic(path, fill_body, &body)) {
+        int e = errno;
+        /* which step failed: making the temporary file (a folder that is
+         * missing or read-only), or writing it */
+        if (kiln_probe_write(path))
+            rc = st_fail(err, errlen, 1, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        else
+            rc = st_fail(err, errlen, 1, "%s: write failed: %s (the old file, if any, is untouched)", path,
+                         strerror(e));
+        free(hdr);
         return rc;
     }
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        rc = st_fail(err, errlen, 1, "%s: fdopen: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    rc = 1;
-    errno = 0;
-    if (fwrite(lb, 1, 8, fp) != 8 || fwrite(hdr, 1, hl, fp) != hl ||
-        fwrite(spaces, 1, padded - hl, fp) != padded - hl)
-        goto write_error;
-    for (int i = 0; i < n; i++)
-        if (tensors[i].numel && fwrite(tensors[i].data, sizeof(float), tensors[i].numel, fp) != tensors[i].numel)
-            goto write_error;
-    if (fflush(fp) || fsync(fd)) goto write_error;
-    /* mkstemp makes 0600; a weights file gets the usual 0666 & ~umask (umask
-     * can only be read by setting it: restored at once) */
-    mode_t um = umask(022);
-    umask(um);
-    if (fchmod(fd, 0666 & ~um)) goto write_error;
-    if (fclose(fp)) { fp = NULL; goto write_error; }
-    fp = NULL;
-    if (rename(tmp, path)) {
-        st_fail(err, errlen, 1, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    /* make the rename itself durable (best effort: not every file system can) */
-    {
-        char *slash = strrchr(path, '/');
-        char *dir = slash ? strndup(path, (size_t)(slash - path) + 1) : strdup(".");
-        int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY) : -1;
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-        free(dir);
-    }
-    free(tmp);
     free(hdr);
     return 0;
-write_error:
-    st_fail(err, errlen, 1, "%s: write failed: %s (the old file, if any, is untouched)", path,
-            errno ? strerror(errno) : "short write");
-    if (fp) fclose(fp);
-fail:
-    unlink(tmp);
-    free(tmp);
-    free(hdr);
-    return 1;
 }

@@ -106,6 +106,11 @@ void feature_cache_free(FeatureCache *fc)
 
 /* ---- the loop ------------------------------------------------------------------- */
 
+/* train_phase in four parts: the epoch (its order and its snapshot), its
+ * steps (step_run, one step with the next batch made while it runs), what a
+ * diverged step does (on_bad_step: roll back, or end the phase), and the
+ * epoch's end (validation, the schedule, best weights, the hooks). */
+
 typedef struct {            /* the last good state, taken at epoch start */
     float *params, *mom;
     uint64_t step;
@@ -128,134 +133,214 @@ static void snap_restore(const Snapshot *s, Backend *be, LoopState *ls)
     *ls = s->ls;
 }
 
+/* One call of train_phase: its arguments and working memory. */
+typedef struct {
+    Backend *be;
+    const DataView *dv;
+    const PhaseConfig *pc;
+    const LoopHooks *hooks;
+    LoopState *ls;
+    PhaseResult *res;
+    int B, steps;               /* batch, steps an epoch */
+    float *x;                   /* (B, row floats): the batch being uploaded */
+    int32_t *y;                 /* (B) */
+    int *order;                 /* (n_train): this epoch's order of the train split */
+    float *best;                /* (param floats): the best weights seen */
+    int have_best;
+    Snapshot snap;
+    double t0;                  /* when the phase's train time began (resumed time subtracted) */
+} Loop;
+
+/* How an epoch's steps ended. */
+enum { STEPS_DONE, STEPS_DIVERGED, STEPS_INTERRUPTED, STEPS_FAILED };
+
+/* The images of step s under this epoch's order: m rows from row i. */
+static int step_rows(const Loop *L, int s, int *i)
+{
+    int n = L->dv->sp->n_train;
+    *i = s * L->B;
+    return n - *i < L->B ? n - *i : L->B;
+}
+
+/* Step s at the schedule's LR (*lr), its batch uploaded unless *ready says
+ * it already is. A backend that launches and waits apart gets the next
+ * batch made and uploaded while the step runs (*ready = s + 1). Returns
+ * non-zero when the step diverged (a non-finite loss), with its loss and
+ * correct count in *l, *c. */
+static int step_run(Loop *L, int s, int *ready, float *lr, double *l, int *c)
+{
+    Backend *be = L->be;
+    const PhaseConfig *pc = L->pc;
+    int i, m = step_rows(L, s, &i);
+    if (*ready != s) {
+        make_batch(L->x, L->y, L->dv, L->order + i, m);
+        be->upload(be, L->x, L->y, m);
+    }
+    *ready = -1;
+    *lr = schedule_lr(&L->ls->sched);
+    int ng = pc->groups ? pc->groups->n : 1;
+    float glr[KILN_MAX_GROUPS];
+    for (int k = 0; k < ng; k++) glr[k] = *lr * (pc->groups ? pc->groups->scale[k] : 1.0f);
+    StepConfig sc = {glr, ng, pc->momentum, pc->weight_decay};
+    if (!be->train_launch || !be->train_wait) return be->train_step(be, m, &sc, l, c);
+    /* the next batch is made and uploaded while this step runs */
+    be->train_launch(be, m, &sc);
+    if (s + 1 < L->steps) {
+        int i1, m1 = step_rows(L, s + 1, &i1);
+        make_batch(L->x, L->y, L->dv, L->order + i1, m1);
+        be->upload(be, L->x, L->y, m1);
+        *ready = s + 1;
+    }
+    return be->train_wait(be, l, c);
+}
+
+/* Step s of epoch e diverged at LR lr. With rollbacks left under the
+ * rollback policy: the snapshot restored (the epoch's start, or where a
+ * resumed epoch resumed), the warm-up lengthened or the LR halved, a new
+ * snapshot taken; returns 1 (the caller runs the epoch again from ls->pos).
+ * Else the phase has diverged: res says where, the snapshot is restored
+ * (never keep poisoned weights); returns 0. */
+static int on_bad_step(Loop *L, int e, int s, float lr)
+{
+    const PhaseConfig *pc = L->pc;
+    LoopState *ls = L->ls;
+    FILE *log = pc->log ? pc->log : stderr;
+    if (pc->on_diverge == DIVERGE_ROLLBACK && ls->rollbacks < pc->max_rollbacks) {
+        int rb = ls->rollbacks + 1;
+        snap_restore(&L->snap, L->be, ls);
+        ls->rollbacks = rb;
+        if (pc->rollback_warmup)
+            ls->sched.warmup_steps = ls->sched.warmup_steps ? 2 * ls->sched.warmup_steps : L->steps;
+        else
+            ls->sched.base *= 0.5f;
+        char to[64] = "the epoch's start";
+        if (ls->pos > 0) snprintf(to, sizeof to, "step %d, where the epoch resumed", ls->pos);
+        fprintf(log, "diverged at epoch %d step %d, lr=%g: rolled back to %s, %s (rollback %d of %d)\n",
+                e + 1, s + 1, lr, to, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
+        snap_take(&L->snap, L->be, ls);
+        return 1;
+    }
+    PhaseResult *res = L->res;
+    res->diverged = 1;
+    res->div_epoch = e + 1;
+    res->div_step = s + 1;
+    res->div_lr = lr;
+    fprintf(log, "diverged at epoch %d step %d, lr=%g\n", e + 1, s + 1, lr);
+    snap_restore(&L->snap, L->be, ls);
+    return 0;
+}
+
+/* Epoch e's steps from ls->pos to its end, each one counted in ls and
+ * reported to the step hook. Stops early when the phase diverges, or on an
+ * interruption (SIGINT, stop_after_steps), after the checkpoint hook.
+ * *lr: the last step's LR; *step_s and *seen0: the time in training steps
+ * and the images seen before them, since the epoch (re)started, for its
+ * images/s. */
+static int epoch_steps(Loop *L, int e, float *lr, double *step_s, int *seen0)
+{
+    LoopState *ls = L->ls;
+    const LoopHooks *hooks = L->hooks;
+    *step_s = 0;
+    *seen0 = (int)ls->seen;
+    *lr = schedule_lr(&ls->sched);
+    int ready = -1;                 /* the step whose batch is uploaded already */
+    for (int s = ls->pos; s < L->steps; s++) {
+        int i, m = step_rows(L, s, &i), c = 0;
+        double l, ts = kiln_now();
+        if (step_run(L, s, &ready, lr, &l, &c)) {
+            ready = -1;
+            if (!on_bad_step(L, e, s, *lr)) return STEPS_DIVERGED;
+            s = ls->pos - 1;   /* the epoch again, from its start or where it resumed */
+            *seen0 = (int)ls->seen; *step_s = 0;
+            continue;
+        }
+        *step_s += kiln_now() - ts;
+        ls->sched.step++;
+        ls->pos = s + 1;
+        ls->loss_sum += l * m; ls->correct += c; ls->seen += m;
+        if (hooks && hooks->step_end)
+            hooks->step_end(hooks->ctx, e + 1, s + 1, L->steps, ls->loss_sum / ls->seen,
+                            (double)ls->correct / ls->seen, *step_s > 0 ? (ls->seen - *seen0) / *step_s : 0);
+        L->res->steps_run++;
+        if (kiln_interrupted || (L->pc->stop_after_steps && L->res->steps_run >= L->pc->stop_after_steps)) {
+            ls->seconds = kiln_now() - L->t0;
+            if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, L->be, ls)) return STEPS_FAILED;
+            L->res->interrupted = 1;
+            return STEPS_INTERRUPTED;
+        }
+    }
+    return STEPS_DONE;
+}
+
+/* Epoch e's end: validation accuracy, the schedule's epoch end (plateau,
+ * early stopping into *stop), the best weights kept when it improved, then
+ * the epoch and checkpoint hooks. Returns non-zero when the checkpoint hook
+ * aborts the run. */
+static int epoch_end(Loop *L, int e, float lr, double step_s, int seen0, int *stop)
+{
+    LoopState *ls = L->ls;
+    const LoopHooks *hooks = L->hooks;
+    const Split *sp = L->dv->sp;
+    double val = evaluate_set(L->be, L->dv, sp->val, sp->n_val, NULL);
+    EpochStats es = {L->pc->phase, e + 1, lr, ls->seen ? ls->loss_sum / ls->seen : 0,
+                     ls->seen ? (double)ls->correct / ls->seen : 0, val,
+                     step_s > 0 ? (ls->seen - seen0) / step_s : 0, 0};
+    L->res->train_loss = es.loss;
+    L->res->train_acc = es.train_acc;
+    ls->epoch = e + 1;
+    ls->pos = 0;
+    if (schedule_epoch_end(&ls->sched, val, e + 1, stop)) {
+        L->be->read_params(L->be, L->best);
+        L->have_best = 1;
+        if (hooks && hooks->best) hooks->best(hooks->ctx, L->best, e + 1, val);
+    }
+    ls->stopped = *stop;
+    ls->seconds = kiln_now() - L->t0;
+    es.elapsed_s = ls->seconds;
+    if (hooks && hooks->epoch_end) hooks->epoch_end(hooks->ctx, &es);
+    return hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, L->be, ls);
+}
+
 int train_phase(Backend *be, const DataView *dv, const PhaseConfig *pc, LoopState *ls,
                 const LoopHooks *hooks, PhaseResult *res)
 {
     const Plan *p = be->plan;
     const Split *sp = dv->sp;
-    int B = p->opt.batch;
-    int steps = (sp->n_train + B - 1) / B;
+    Loop L = {.be = be, .dv = dv, .pc = pc, .hooks = hooks, .ls = ls, .res = res, .B = p->opt.batch};
+    L.steps = (sp->n_train + L.B - 1) / L.B;
     memset(res, 0, sizeof *res);
-    int ng = pc->groups ? pc->groups->n : 1;
-    float glr[KILN_MAX_GROUPS];
-    Snapshot snap = {0};
-    float *x = malloc(sizeof(float) * row_floats(be, dv) * (size_t)B);
-    int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
-    int *order = malloc(sizeof(int) * (size_t)(sp->n_train + 1));
-    float *best = malloc(sizeof(float) * (p->param_floats + 1));
-    snap.params = malloc(sizeof(float) * (p->param_floats + 1));
-    snap.mom = malloc(sizeof(float) * (p->opt_floats + 1));
-    int rc = 1, have_best = 0;
-    if (!x || !y || !order || !best || !snap.params || !snap.mom) goto out;
+    L.x = malloc(sizeof(float) * row_floats(be, dv) * (size_t)L.B);
+    L.y = malloc(sizeof(int32_t) * (size_t)L.B);
+    L.order = malloc(sizeof(int) * (size_t)(sp->n_train + 1));
+    L.best = malloc(sizeof(float) * (p->param_floats + 1));
+    L.snap.params = malloc(sizeof(float) * (p->param_floats + 1));
+    L.snap.mom = malloc(sizeof(float) * (p->opt_floats + 1));
+    int rc = 1;
+    if (!L.x || !L.y || !L.order || !L.best || !L.snap.params || !L.snap.mom) goto out;
     if (ls->sched.best_epoch > 0 && pc->resume_best) {
-        memcpy(best, pc->resume_best, sizeof(float) * p->param_floats);
-        have_best = 1;
+        memcpy(L.best, pc->resume_best, sizeof(float) * p->param_floats);
+        L.have_best = 1;
     }
     be->set_entry(be, dv->cache ? dv->cache->cut : 0);
-    double t0 = kiln_now() - ls->seconds;
+    L.t0 = kiln_now() - ls->seconds;
     int stop = ls->stopped;
     while (ls->epoch < pc->max_epochs && !stop) {
         int e = ls->epoch;
         if (ls->pos == 0) { ls->loss_sum = 0; ls->correct = 0; ls->seen = 0; }
-        snap_take(&snap, be, ls);   /* the epoch's start, or where a resumed epoch resumed */
-        memcpy(order, sp->train, sizeof(int) * (size_t)sp->n_train);
+        snap_take(&L.snap, be, ls);   /* the epoch's start, or where a resumed epoch resumed */
+        memcpy(L.order, sp->train, sizeof(int) * (size_t)sp->n_train);
         uint64_t st = pc->seed ^ (0x5851F42D4C957F2Dull * (uint64_t)(e + 1)) ^ ((uint64_t)pc->phase << 40);
-        kiln_shuffle(order, sp->n_train, &st);
-        double step_s = 0;              /* time in this epoch's training steps */
-        int seen0 = (int)ls->seen;
-        float lr = schedule_lr(&ls->sched);
-        int ready = -1;                 /* the step whose batch is uploaded already */
-        for (int s = ls->pos; s < steps; s++) {
-            int i = s * B, m = sp->n_train - i < B ? sp->n_train - i : B, c = 0;
-            double l, ts = kiln_now();
-            if (ready != s) {
-                make_batch(x, y, dv, order + i, m);
-                be->upload(be, x, y, m);
-            }
-            ready = -1;
-            lr = schedule_lr(&ls->sched);
-            for (int k = 0; k < ng; k++) glr[k] = lr * (pc->groups ? pc->groups->scale[k] : 1.0f);
-            StepConfig sc = {glr, ng, pc->momentum, pc->weight_decay};
-            int bad;
-            if (be->train_launch && be->train_wait) {
-                /* the next batch is made and uploaded while this step runs */
-                be->train_launch(be, m, &sc);
-                if (s + 1 < steps) {
-                    int i1 = i + B, m1 = sp->n_train - i1 < B ? sp->n_train - i1 : B;
-                    make_batch(x, y, dv, order + i1, m1);
-                    be->upload(be, x, y, m1);
-                    ready = s + 1;
-                }
-                bad = be->train_wait(be, &l, &c);
-            } else {
-                bad = be->train_step(be, m, &sc, &l, &c);
-            }
-            if (bad) {
-                ready = -1;
-                if (pc->on_diverge == DIVERGE_ROLLBACK && ls->rollbacks < pc->max_rollbacks) {
-                    int rb = ls->rollbacks + 1;
-                    snap_restore(&snap, be, ls);
-                    ls->rollbacks = rb;
-                    if (pc->rollback_warmup)
-                        ls->sched.warmup_steps = ls->sched.warmup_steps ? 2 * ls->sched.warmup_steps : steps;
-                    else
-                        ls->sched.base *= 0.5f;
-                    char to[64] = "the epoch's start";
-                    if (ls->pos > 0) snprintf(to, sizeof to, "step %d, where the epoch resumed", ls->pos);
-                    fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g: rolled back to %s, %s (rollback %d of %d)\n",
-                            e + 1, s + 1, lr, to, pc->rollback_warmup ? "warm-up lengthened" : "LR halved", rb, pc->max_rollbacks);
-                    snap_take(&snap, be, ls);
-                    s = ls->pos - 1;   /* the epoch again, from its start or where it resumed */
-                    seen0 = (int)ls->seen; step_s = 0;
-                    continue;
-                }
-                res->diverged = 1;
-                res->div_epoch = e + 1;
-                res->div_step = s + 1;
-                res->div_lr = lr;
-                fprintf(pc->log ? pc->log : stderr, "diverged at epoch %d step %d, lr=%g\n", e + 1, s + 1, lr);
-                snap_restore(&snap, be, ls);     /* never keep poisoned weights */
-                stop = 1;
-                break;
-            }
-            step_s += kiln_now() - ts;
-            ls->sched.step++;
-            ls->pos = s + 1;
-            ls->loss_sum += l * m; ls->correct += c; ls->seen += m;
-            if (hooks && hooks->step_end)
-                hooks->step_end(hooks->ctx, e + 1, s + 1, steps, ls->loss_sum / ls->seen,
-                                (double)ls->correct / ls->seen, step_s > 0 ? (ls->seen - seen0) / step_s : 0);
-            res->steps_run++;
-            if (kiln_interrupted || (pc->stop_after_steps && res->steps_run >= pc->stop_after_steps)) {
-                ls->seconds = kiln_now() - t0;
-                if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
-                res->interrupted = 1;
-                rc = 0;
-                goto out;
-            }
-        }
-        if (stop) break;
-        double val = evaluate_set(be, dv, sp->val, sp->n_val, NULL);
-        EpochStats es = {pc->phase, e + 1, lr, ls->seen ? ls->loss_sum / ls->seen : 0,
-                         ls->seen ? (double)ls->correct / ls->seen : 0, val,
-                         step_s > 0 ? (ls->seen - seen0) / step_s : 0, 0};
-        res->train_loss = es.loss;
-        res->train_acc = es.train_acc;
-        ls->epoch = e + 1;
-        ls->pos = 0;
-        if (schedule_epoch_end(&ls->sched, val, e + 1, &stop)) {
-            be->read_params(be, best);
-            have_best = 1;
-            if (hooks && hooks->best) hooks->best(hooks->ctx, best, e + 1, val);
-        }
-        ls->stopped = stop;
-        ls->seconds = kiln_now() - t0;
-        es.elapsed_s = ls->seconds;
-        if (hooks && hooks->epoch_end) hooks->epoch_end(hooks->ctx, &es);
-        if (hooks && hooks->checkpoint && hooks->checkpoint(hooks->ctx, be, ls)) goto out;
+        kiln_shuffle(L.order, sp->n_train, &st);
+        float lr;
+        double step_s;
+        int seen0, how = epoch_steps(&L, e, &lr, &step_s, &seen0);
+        if (how == STEPS_INTERRUPTED) { rc = 0; goto out; }
+        if (how == STEPS_FAILED) goto out;
+        if (how == STEPS_DIVERGED) break;
+        if (epoch_end(&L, e, lr, step_s, seen0, &stop)) goto out;
     }
-    ls->seconds = kiln_now() - t0;
-    if (have_best) be->write_params(be, best);
+    ls->seconds = kiln_now() - L.t0;
+    if (L.have_best) be->write_params(be, L.best);
     rc = 0;
 out:
     res->epochs = ls->epoch;
@@ -264,6 +349,6 @@ out:
     res->seconds = ls->seconds;
     res->rollbacks = ls->rollbacks;
     res->stopped_early = ls->stopped;
-    free(x); free(y); free(order); free(best); free(snap.params); free(snap.mom);
+    free(L.x); free(L.y); free(L.order); free(L.best); free(L.snap.params); free(L.snap.mom);
     return rc;
 }

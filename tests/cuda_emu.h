@@ -4,7 +4,7 @@
  *
  * Covered (and nothing else; kernels/cuda/preamble.cu gives the rules):
  *  - kernel and device function qualifiers: KILN_KERNEL (static: every kernel
- *    is reached through its exported NAME__emu trampoline, which emit.c
+ *    is reached through its exported NAME__emu trampoline, which emit_base.c
  *    appends under #ifdef KILN_EMULATE), KILN_DEV (static inline),
  *    KILN_EMU_EXPORT (a visible extern symbol);
  *  - blockIdx, threadIdx, blockDim, gridDim: unsigned {x, y, z}, set by the

@@ -64,6 +64,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "codegen/hash.h"
+
 #define KILN_EMU_HOST_SIDE
 #include "cuda_emu.h"
 
@@ -739,13 +741,6 @@ typedef struct EmuObject {
 
 static EmuObject *objects;
 
-/* FNV-1a over n bytes, continuing from h. */
-static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* The options and the source as one key (NULs between the parts), its
  * length in *len. NULL when out of memory. */
 static char *object_key(const Program *pr, const char *cc, const char *flags, const char *inc, size_t *len)
@@ -790,7 +785,7 @@ static void *object_for(const Program *pr, const char *cc, const char *flags, co
     size_t len;
     char *key = object_key(pr, cc, flags, inc, &len);
     if (!key) { snprintf(err, errlen, "out of memory"); return NULL; }
-    uint64_t h = fnv1a(0xcbf29ce484222325ull, key, len);
+    uint64_t h = kiln_hash(KILN_HASH_INIT, key, len);
     for (EmuObject *o = objects; o; o = o->next)
         if (o->hash == h && o->len == len && !memcmp(o->key, key, len)) {
             free(key);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "codegen/graph.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 static char tiny_path[1024];
 
@@ -257,21 +259,18 @@ END_TEST
 /* Run `kiln plan --arch FILE` and return its exit code; stderr into err. */
 static int run_plan(const char *file, char *err, size_t errlen)
 {
-    const char *bin = getenv("KILN_BIN");
-    ck_assert_msg(bin != NULL, "KILN_BIN not set");
-    char cmd[2048], errfile[] = "/tmp/kiln-test-err-XXXXXX";
+    char errfile[] = "/tmp/kiln-test-err-XXXXXX";
     int fd = mkstemp(errfile);
     ck_assert_int_ge(fd, 0);
     close(fd);
     /* timeout: a kiln that hangs must not outlive the test */
-    snprintf(cmd, sizeof cmd, "timeout 30 '%s' plan --arch '%s' >/dev/null 2>'%s'", bin, file, errfile);
-    int st = system(cmd);
+    int rc = kiln_cmd(30, NULL, errfile, "plan --arch '%s'", file);
     FILE *f = fopen(errfile, "r");
     size_t r = f ? fread(err, 1, errlen - 1, f) : 0;
     err[r] = 0;
     if (f) fclose(f);
     unlink(errfile);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 START_TEST(bad_file_cli_exit_2)
@@ -305,7 +304,7 @@ START_TEST(good_file_cli_exit_0)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("arch");
     TCase *tc = tcase_create("arch");
@@ -324,9 +323,5 @@ int main(void)
     tcase_add_test(tc, missing_file_cli_exit_2);
     tcase_add_test(tc, good_file_cli_exit_0);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

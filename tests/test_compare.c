@@ -52,6 +52,8 @@
 #include "runtime/weights.h"
 #include "zip_fixture.h"
 #include "tests/file_fixture.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 #define DATA "synthetic:n=200,noise=1"
 
@@ -74,16 +76,14 @@ static int count(const char *s, const char *needle)
 static int kiln(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int kiln(const char *fmt, ...)
 {
-    const char *bin = getenv("KILN_BIN");
-    ck_assert_msg(bin != NULL, "KILN_BIN is not set (ctest sets it to the built kiln)");
-    char args[2048], cmd[4096];
+    char out[600], err[600];
+    snprintf(out, sizeof out, "%s/out.txt", tmp);
+    snprintf(err, sizeof err, "%s/err.txt", tmp);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
+    int rc = kiln_vcmd(0, out, err, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s >'%s/out.txt' 2>'%s/err.txt'", bin, args, tmp, tmp);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 /* tmp/NAME's contents (asserted to exist). */
@@ -1051,15 +1051,11 @@ Suite *compare_suite(void)
     return s;
 }
 
-/* Exit status: failure when any check failed. */
-int main(void)
+/* The suite, run by tests/suite_main.c. */
+Suite *test_suite(void)
 {
-    SRunner *sr = srunner_create(compare_suite());
     /* in-process: the fixture trains with OpenMP in this process, and
      * libgomp's thread pool does not survive a fork (a forked test would hang) */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    test_no_fork();
+    return compare_suite();
 }

@@ -46,6 +46,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/strategy.h"
 #include "tiny_fixture.h"
+#include "tests/suite_main.h"
 
 #define BATCH 4
 #define ERRLEN 65536
@@ -1013,7 +1014,7 @@ START_TEST(training_runs_match_cpu)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("cuda_emu");
     TCase *tc = tcase_create("cuda_emu");
@@ -1040,9 +1041,5 @@ int main(void)
     tcase_set_timeout(tr, 300);
     tcase_add_test(tr, training_runs_match_cpu);
     suite_add_tcase(s, tr);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -24,6 +24,7 @@
 #include "runtime/backend.h"
 #include "runtime/cuda/exec.h"
 #include "tiny_fixture.h"
+#include "tests/suite_main.h"
 
 #define BATCH 4
 #define ERRLEN 65536
@@ -229,7 +230,7 @@ START_TEST(poison_fills_and_steps_match)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("cuda_faults");
     TCase *tc = tcase_create("cuda_faults");
@@ -240,9 +241,5 @@ int main(void)
     tcase_add_test(tc, capture_gemm_refused_alone);
     tcase_add_test(tc, poison_fills_and_steps_match);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

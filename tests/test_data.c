@@ -28,6 +28,8 @@
 #include <zlib.h>
 
 #include "zip_fixture.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 static char g_tmp[512];
 
@@ -1467,23 +1469,18 @@ END_TEST
 
 /* ---- tests: the command ------------------------------------------------------------ */
 
-/* Run "$KILN_BIN data ARGS" with output in tmp; returns the exit code, -1 if
- * no binary. */
+/* Run "$KILN_BIN data ARGS" (stdout and stderr together into out, cut to
+ * outlen); returns the exit code, -1 if no binary, -2 if it did not exit. */
 static int run_kiln(const char *args, char *out, size_t outlen)
 {
     const char *bin = getenv("KILN_BIN");
     if (!bin || access(bin, X_OK) != 0)
         return -1;
-    char cmd[PATH_MAX * 3], of[PATH_MAX];
-    tpath(of, "kiln.out");
-    snprintf(cmd, sizeof cmd, "'%s' data %s >'%s' 2>&1", bin, args, of);
-    int st = system(cmd);
-    FILE *f = fopen(of, "rb");
-    size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
-    if (f)
-        fclose(f);
-    out[n] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+    int rc;
+    char *o = kiln_output(&rc, "data %s", args);
+    snprintf(out, outlen, "%s", o);
+    free(o);
+    return rc < 0 ? -2 : rc;
 }
 
 START_TEST(kiln_data_command)
@@ -1581,21 +1578,24 @@ static Suite *data_suite(void)
     return s;
 }
 
-int main(void)
+/* After the suite: the temporary folder removed. */
+static void remove_tmp(void)
+{
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    if (system(cmd) != 0)
+        fprintf(stderr, "test_data: could not remove %s\n", g_tmp);
+}
+
+/* The suite, in a fresh temporary folder (removed after). */
+Suite *test_suite(void)
 {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_tmp, sizeof g_tmp, "%s/kiln-test-data-XXXXXX", base);
     if (!mkdtemp(g_tmp)) {
         fprintf(stderr, "test_data: cannot make a temporary folder in %s: %s\n", base, strerror(errno));
-        return 1;
+        exit(1);
     }
-    SRunner *sr = srunner_create(data_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0)
-        fprintf(stderr, "test_data: could not remove %s\n", g_tmp);
-    return failed ? 1 : 0;
+    test_at_end(remove_tmp);
+    return data_suite();
 }

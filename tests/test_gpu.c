@@ -42,6 +42,7 @@
 #include "runtime/strategy.h"
 #include "runtime/train.h"
 #include "tiny_fixture.h"
+#include "tests/suite_main.h"
 
 #ifdef KILN_GPU_TEST_EMU
 #include "emu_device.h"
@@ -235,7 +236,7 @@ static TCase *one_case(const char *name, const TTest *t)
     return tc;
 }
 
-int main(void)
+Suite *test_suite(void)
 {
 #ifdef KILN_GPU_TEST_EMU
     Suite *s = suite_create("gpu");
@@ -247,7 +248,7 @@ int main(void)
     char why[256];
     if (!cuda_available(why, sizeof why)) {
         printf("test_gpu: skipped: %s\n", why);
-        return 77;
+        exit(77);
     }
     Suite *s = suite_create("gpu");
     char card[256];
@@ -257,11 +258,7 @@ int main(void)
     suite_add_tcase(s, one_case("lite0", gpu_step_efficientnet_lite0));
     suite_add_tcase(s, one_case("resnet50v2", gpu_step_resnet50v2));
 #endif
-    SRunner *sr = srunner_create(s);
     /* no fork: CUDA, initialized above, cannot be used in a forked child */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    test_no_fork();
+    return s;
 }

@@ -23,29 +23,14 @@
 #include <string.h>
 
 #include "kernels/cpu/kernels.h"
+#include "tests/suite_main.h"
+#include "tests/test_rng.h"   /* rng_seed, urand, irand */
 
 #define FD_H 1e-5
 #define NORM_TOL 1e-6
 #define ELEM_TOL 1e-3
 
-/* ---- helpers: PRNG, buffers ------------------------------------------------------ */
-
-static uint64_t rng_s = 1;
-
-/* Reset the test PRNG (xorshift64*), so every test sees fixed data. */
-static void rng_seed(uint64_t s) { rng_s = s * 0x9E3779B97F4A7C15ull + 1; }
-
-/* Uniform in [0, 1). */
-static double urand(void)
-{
-    rng_s ^= rng_s >> 12;
-    rng_s ^= rng_s << 25;
-    rng_s ^= rng_s >> 27;
-    return (double)((rng_s * 2685821657736338717ull) >> 11) * 0x1p-53;
-}
-
-/* Uniform integer in [lo, hi]. */
-static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
+/* ---- helpers: buffers (the PRNG: tests/test_rng.h) ------------------------------ */
 
 /* A zeroed buffer of n reals (never NULL). */
 static real *vec(size_t n)
@@ -1261,14 +1246,10 @@ static Suite *grad_suite(void)
     return s;
 }
 
-int main(void)
+Suite *test_suite(void)
 {
 #if !KILN_REAL_IS_DOUBLE
 #error "test_grad must be built with -DKILN_REAL=double"
 #endif
-    SRunner *sr = srunner_create(grad_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return grad_suite();
 }

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 
 #include "codegen/graph.h"
+#include "tests/suite_main.h"
 
 /* `$KILN_BIN plan --json --arch archs/ARCH EXTRA` parsed; *rc its exit code.
  * NULL when stdout is not JSON. */
@@ -233,7 +234,7 @@ START_TEST(bad_arch_exit_2)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("json");
     TCase *t = tcase_create("plan_json");
@@ -242,9 +243,5 @@ int main(void)
     tcase_add_test(t, real_archs_counts_and_padding);
     tcase_add_test(t, bad_arch_exit_2);
     suite_add_tcase(s, t);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -28,6 +28,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/suite_main.h"
 
 /* ==== the formula (tests/fixtures/make-keras-fixtures says it in words) ============== */
 
@@ -351,7 +352,7 @@ START_TEST(import_keras2_h5)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("keras");
     TCase *tc = tcase_create("keras");
@@ -362,9 +363,5 @@ int main(void)
     tcase_add_test(tc, efficientnet_b0_matches_keras);
     tcase_add_test(tc, resnet50v2_matches_keras);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -25,25 +25,13 @@
 #include <string.h>
 
 #include "kernels/cpu/kernels.h"
+#include "tests/suite_main.h"
+#include "tests/test_rng.h"   /* rng_seed, urand, irand */
 
 #define RTOL 1e-5
 #define ATOL 1e-6
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static uint64_t rng_s = 1;
-
-/* Reset the test PRNG (xorshift64*). */
-static void rng_seed(uint64_t s) { rng_s = s * 0x9E3779B97F4A7C15ull + 1; }
-
-/* Uniform in [0, 1). */
-static double urand(void)
-{
-    rng_s ^= rng_s >> 12;
-    rng_s ^= rng_s << 25;
-    rng_s ^= rng_s >> 27;
-    return (double)((rng_s * 2685821657736338717ull) >> 11) * 0x1p-53;
-}
 
 /* A zeroed buffer of n reals (never NULL). */
 static real *vec(size_t n)
@@ -660,11 +648,7 @@ static Suite *kernels_suite(void)
     return s;
 }
 
-int main(void)
+Suite *test_suite(void)
 {
-    SRunner *sr = srunner_create(kernels_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kernels_suite();
 }

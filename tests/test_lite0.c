@@ -27,6 +27,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/suite_main.h"
 
 #define BATCH 2
 #define SIDE 224
@@ -305,7 +306,7 @@ START_TEST(classify_photos)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("lite0");
     TCase *tc = tcase_create("reference");
@@ -318,10 +319,6 @@ int main(void)
         tcase_add_test(tc, logits_match_pytorch);
     }
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    test_no_fork();
+    return s;
 }

@@ -26,20 +26,14 @@
 
 #include "runtime/run.h"
 #include "tests/file_fixture.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 static char tiny[1024], tmpdir[256];
 
 static void setup(void) { test_dirs_make(tiny, sizeof tiny, tmpdir, sizeof tmpdir, "logs"); }
 
 static void teardown(void) { test_dir_remove(tmpdir); }
-
-/* The kiln binary under test. */
-static const char *kiln_bin(void)
-{
-    const char *bin = getenv("KILN_BIN");
-    ck_assert_msg(bin != NULL, "KILN_BIN is not set (ctest sets it to the built kiln)");
-    return bin;
-}
 
 /* Start `kiln ARGV...` with stdout and stderr into one pipe; *out reads it.
  * Returns the child's pid. */
@@ -66,34 +60,6 @@ static pid_t spawn_kiln(char *const *args, FILE **out)
     *out = fdopen(fd[0], "r");
     ck_assert_ptr_nonnull(*out);
     return pid;
-}
-
-/* Run `kiln ARGS` (printf-style, shell-quoted by the caller) with stdout
- * and stderr together; returns the output (malloc'd) and the exit code. */
-static char *run_kiln(int *rc, const char *fmt, ...)
-{
-    char args[2048], cmd[3072];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", kiln_bin(), args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t n = 0, cap = 1 << 16;
-    char *out = malloc(cap);
-    ck_assert_ptr_nonnull(out);
-    for (size_t k; (k = fread(out + n, 1, cap - 1 - n, p)) > 0;) {
-        n += k;
-        if (n + 1 == cap) {
-            out = realloc(out, cap *= 2);
-            ck_assert_ptr_nonnull(out);
-        }
-    }
-    out[n] = 0;
-    int st = pclose(p);
-    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return out;
 }
 
 /* ---- line buffering and timed progress -------------------------------------------- */
@@ -148,19 +114,19 @@ END_TEST
 START_TEST(input_size_mismatch_warns)
 {
     int rc;
-    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out", tiny);
+    char *out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out", tiny);
     ck_assert_msg(rc == 0, "%s", out);
     ck_assert_msg(strstr(out, "WARNING: the data's images are 8x8, tiny's input is 16x16: without --input-size every "
                               "image is upscaled to 16x16, 4x the compute of training at 8x8. Give --input-size 8x8"),
                   "%s", out);
     free(out);
-    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out "
+    out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=200,size=8 --epochs 1 --weights none --no-out "
                    "--input-size 12x12", tiny);
     ck_assert_msg(rc == 0 && !strstr(out, "WARNING: the data's"), "%s", out);
     ck_assert_msg(strstr(out, "input 12x12 (--input-size): the data's 8x8 images are resized to it, 2.25x the compute"),
                   "%s", out);
     free(out);
-    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200,size=16 --epochs 1 --weights none --no-out", tiny);
+    out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=200,size=16 --epochs 1 --weights none --no-out", tiny);
     ck_assert_msg(rc == 0 && !strstr(out, "WARNING: the data's") && !strstr(out, "resized"), "%s", out);
     free(out);
 }
@@ -172,7 +138,7 @@ END_TEST
 START_TEST(collapse_to_chance_warns)
 {
     int rc;
-    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --strategy naive-bn-frozen --weights none "
+    char *out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=400 --strategy naive-bn-frozen --weights none "
                          "--epochs 3 --lr 0.5 --out '%s/collapse'", tiny, tmpdir);
     ck_assert_msg(rc == 0, "%s", out);
     const char *w = strstr(out, "WARNING: validation accuracy ");
@@ -195,7 +161,7 @@ START_TEST(collapse_to_chance_warns)
     ck_assert_msg(strstr(sum, want), "%s", sum);
     free(sum);
     /* a run that learns has none */
-    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 2 --out '%s/learns'", tiny,
+    out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 2 --out '%s/learns'", tiny,
                    tmpdir);
     ck_assert_msg(rc == 0 && !strstr(out, "WARNING"), "%s", out);
     free(out);
@@ -222,11 +188,11 @@ static int seed_after(const char *text, const char *needle)
 START_TEST(one_default_seed)
 {
     int rc;
-    char *out = run_kiln(&rc, "data synthetic:n=200");
+    char *out = kiln_output(&rc, "data synthetic:n=200");
     ck_assert_msg(rc == 0, "%s", out);
     int data_seed = seed_after(out, "split:    seed ");
     free(out);
-    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --out '%s/run' --save "
+    out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --out '%s/run' --save "
                    "'%s/final.safetensors'", tiny, tmpdir, tmpdir);
     ck_assert_msg(rc == 0, "%s", out);
     free(out);
@@ -236,7 +202,7 @@ START_TEST(one_default_seed)
     ck_assert_ptr_nonnull(cfg);
     int train_seed = seed_after(cfg, "\"seed\": ");
     free(cfg);
-    out = run_kiln(&rc, "eval --arch '%s' --data synthetic:n=200 --split test --weights '%s/final.safetensors'", tiny,
+    out = kiln_output(&rc, "eval --arch '%s' --data synthetic:n=200 --split test --weights '%s/final.safetensors'", tiny,
                    tmpdir);
     ck_assert_msg(rc == 0, "%s", out);
     int eval_seed = seed_after(out, "split test (seed ");
@@ -252,7 +218,7 @@ END_TEST
 START_TEST(small_splits_warn)
 {
     int rc;
-    char *out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --no-out --save "
+    char *out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=200 --weights none --epochs 1 --no-out --save "
                          "'%s/w.safetensors'", tiny, tmpdir);
     ck_assert_msg(rc == 0, "%s", out);
     const char *tail = "images (fewer than 30): its accuracy moves in steps of 0.05, a coarse estimate";
@@ -262,11 +228,11 @@ START_TEST(small_splits_warn)
     snprintf(want, sizeof want, "WARNING: the test split has 20 %s", tail);
     ck_assert_msg(strstr(out, want), "%s", out);
     free(out);
-    out = run_kiln(&rc, "eval --arch '%s' --data synthetic:n=200 --split test --weights '%s/w.safetensors'", tiny,
+    out = kiln_output(&rc, "eval --arch '%s' --data synthetic:n=200 --split test --weights '%s/w.safetensors'", tiny,
                    tmpdir);
     ck_assert_msg(rc == 0 && strstr(out, want), "%s", out);
     free(out);
-    out = run_kiln(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 1 --no-out", tiny);
+    out = kiln_output(&rc, "train --arch '%s' --data synthetic:n=400 --weights none --epochs 1 --no-out", tiny);
     ck_assert_msg(rc == 0 && strstr(out, "val 40 / test 40") && !strstr(out, "coarse"), "%s", out);
     free(out);
 }
@@ -367,7 +333,7 @@ START_TEST(metrics_columns_say_what_they_hold)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("logs");
     TCase *tc = tcase_create("logs");
@@ -380,9 +346,5 @@ int main(void)
     tcase_add_test(tc, metrics_columns_say_what_they_hold);
     tcase_add_test(tc, small_splits_warn);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -14,7 +14,7 @@
  * A kernel is cut out of a program's source as the text between the end of
  * the previous kernel (or of the preamble) and the end of its emulation
  * trampoline ("#ifdef KILN_EMULATE ... NAME__emu ... #endif"), which
- * codegen/emit.c appends after every kernel in kernel order.
+ * codegen/emit_base.c appends after every kernel in kernel order.
  */
 #include <check.h>
 #include <nvrtc.h>
@@ -27,6 +27,7 @@
 #include "runtime/cuda/cuda.h"
 #include "runtime/strategy.h"
 #include "tiny_fixture.h"
+#include "tests/suite_main.h"
 
 typedef struct {
     char *s;
@@ -270,7 +271,7 @@ START_TEST(emission_is_deterministic)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("nvrtc");
     TCase *tc = tcase_create("nvrtc");
@@ -282,9 +283,5 @@ int main(void)
     tcase_add_test(tc, compiles_efficientnet_b0);
     tcase_add_test(tc, compiles_resnet50v2);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "codegen/plan.h"
+#include "tests/suite_main.h"
 
 static Graph g;
 
@@ -198,7 +199,7 @@ START_TEST(fusion_makes_fewer_steps_and_bytes)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("plan");
     TCase *tc = tcase_create("plan");
@@ -209,9 +210,5 @@ int main(void)
     tcase_add_test(tc, fusion_makes_fewer_steps_and_bytes);
     tcase_add_test(tc, traffic_floor_by_hand);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

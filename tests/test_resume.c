@@ -39,6 +39,7 @@
 #include "runtime/safetensors.h"
 #include "tiny_fixture.h"
 #include "tests/file_fixture.h"
+#include "tests/suite_main.h"
 
 static char tiny[1024], tmpdir[256], out[512], ckpath[600];
 static FILE *quiet;
@@ -684,7 +685,7 @@ static void add_case(Suite *s, const char *name, const TTest *t1, const TTest *t
     suite_add_tcase(s, tc);
 }
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("resume");
     add_case(s, "checkpoint", edited_checkpoints_refused_naming_the_key, metadata_bit_flips_refused);
@@ -693,9 +694,5 @@ int main(void)
     add_case(s, "files", save_path_checked_before_and_summary_kept_after, full_disk_damages_nothing);
     add_case(s, "messages", resume_messages, NULL);
     add_case(s, "loop", divergence_after_a_mid_epoch_resume, NULL);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -30,6 +30,8 @@
 #include "runtime/params.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/kiln_cli.h"
+#include "tests/suite_main.h"
 
 /* ==== fixtures ============================================================= */
 
@@ -1138,22 +1140,19 @@ END_TEST
 
 /* ==== the command =========================================================== */
 
-/* Run "$KILN_BIN train ARGS" with output in the test directory; returns the
- * exit code, -1 if there is no binary. */
+/* Run "$KILN_BIN train ARGS" on tiny.arch for one epoch (stdout and stderr
+ * together into out, cut to outlen); returns the exit code, -1 if there is
+ * no binary, -2 if it did not exit. */
 static int run_train(const char *args, char *out, size_t outlen)
 {
     const char *bin = getenv("KILN_BIN"), *src = getenv("KILN_SOURCE_DIR");
     if (!bin || access(bin, X_OK) != 0) return -1;
-    char cmd[PATH_MAX * 4], of[PATH_MAX];
-    tpath(of, "kiln.out");
-    snprintf(cmd, sizeof cmd, "'%s' train --arch '%s/archs/tiny.arch' --epochs 1 --batch 16 --no-out %s >'%s' 2>&1", bin,
-             src ? src : ".", args, of);
-    int st = system(cmd);
-    FILE *f = fopen(of, "rb");
-    size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
-    if (f) fclose(f);
-    out[n] = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -2;
+    int rc;
+    char *o = kiln_output(&rc, "train --arch '%s/archs/tiny.arch' --epochs 1 --batch 16 --no-out %s", src ? src : ".",
+                          args);
+    snprintf(out, outlen, "%s", o);
+    free(o);
+    return rc < 0 ? -2 : rc;
 }
 
 START_TEST(kiln_train_weights_command)
@@ -1285,11 +1284,7 @@ static Suite *st_suite(void)
     return s;
 }
 
-int main(void)
+Suite *test_suite(void)
 {
-    SRunner *sr = srunner_create(st_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return st_suite();
 }

@@ -20,6 +20,7 @@
 #include "runtime/run.h"
 #include "runtime/safetensors.h"
 #include "tests/file_fixture.h"
+#include "tests/suite_main.h"
 
 static char tiny[1024], tmpdir[256];
 
@@ -469,7 +470,7 @@ START_TEST(bad_setup_fails_before_training)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("strategy");
     TCase *tc = tcase_create("strategy");
@@ -486,9 +487,5 @@ int main(void)
     tcase_add_test(tc, corrupted_checkpoint_refused);
     tcase_add_test(tc, bad_setup_fails_before_training);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -19,6 +19,7 @@
 #include "runtime/params.h"
 #include "runtime/train.h"
 #include "tiny_fixture.h"
+#include "tests/suite_main.h"
 
 static Graph g;
 static Dataset ds;
@@ -332,7 +333,7 @@ START_TEST(tiny_trains_to_95_percent)
 }
 END_TEST
 
-int main(void)
+Suite *test_suite(void)
 {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -347,9 +348,5 @@ int main(void)
     tcase_add_test(tc, network_gradient_matches_finite_differences);
     tcase_add_test(tc, tiny_trains_to_95_percent);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return s;
 }

@@ -14,7 +14,7 @@
  * numbers) and only select branches; a pointer behind a false flag is never
  * read (it may be NULL).
  *
- * Two kinds of kernels:
+ * Three kinds of kernels:
  *  - elementwise: one thread per output element, early return past the end;
  *  - per-channel reductions (one block of 256 threads per channel, the
  *    channel is blockIdx.x, blockIdx.y a second index where said): each

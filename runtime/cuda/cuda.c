@@ -1,8 +1,10 @@
 /* runtime/cuda/cuda.c — the CUDA device table (runtime/cuda/exec.h DevOps)
- * and the backend constructor (runtime/cuda/cuda.h): NVRTC compiles the
- * emitted translation unit, cudart loads it as a library and launches its
- * kernels on one stream, cuBLAS runs the GEMMs on the same stream, and the
- * training step can be captured once into a CUDA graph and replayed.
+ * and the backend constructor (runtime/cuda/cuda.h): the emitted program's
+ * kernels come compiled and loaded from runtime/cuda/nvrtc.c, cudart
+ * launches them on one stream, cuBLAS runs the GEMMs on the same stream, and
+ * the training step can be captured once into a CUDA graph and replayed.
+ * Also here: opening cuBLAS and NVRTC, and the error reporting both files
+ * use (runtime/cuda/cuda_impl.h).
  *
  * The driver is reached only through cudart (linked statically), never by
  * linking libcuda: a machine without a driver runs this binary and gets
@@ -31,68 +33,22 @@
  */
 #include "runtime/cuda/cuda.h"
 
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
-#include <errno.h>
-#include <nvrtc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <dlfcn.h>
 
 #include "codegen/emit.h"
+#include "runtime/cuda/cuda_impl.h"
 #include "runtime/cuda/exec.h"
 
-/* ---- cuBLAS and NVRTC, loaded on first use ------------------------------------------
- * Linking them would map and relocate a few hundred MB of libraries at the
- * start of every kiln command, GPU or not (measured: 0.11 s and 249 MiB peak
- * for `kiln plan` against 6 ms and 12 MiB). They are opened with dlopen when
- * a CUDA backend is created: by soname first, then at the path the build
- * found (KILN_CUBLAS_LIB / KILN_NVRTC_LIB, from CMake). The names below are
- * the libraries' own symbols (cublas_v2.h maps cublasSgemm to
- * cublasSgemm_v2, etc.); after the table each is redefined to call through
- * it, so the code below reads as plain cuBLAS/NVRTC calls. */
-#define LAZY_BLAS(X) X(cublasCreate_v2) X(cublasDestroy_v2) X(cublasSetStream_v2) \
-    X(cublasSetMathMode) X(cublasSetWorkspace_v2) X(cublasSgemm_v2) X(cublasGetStatusName) \
-    X(cublasGetStatusString)
-#define LAZY_NVRTC(X) X(nvrtcCreateProgram) X(nvrtcCompileProgram) X(nvrtcDestroyProgram) \
-    X(nvrtcGetErrorString) X(nvrtcGetNumSupportedArchs) X(nvrtcGetSupportedArchs) \
-    X(nvrtcGetProgramLogSize) X(nvrtcGetProgramLog) X(nvrtcVersion) X(nvrtcGetPTXSize) \
-    X(nvrtcGetCUBINSize) X(nvrtcGetPTX) X(nvrtcGetCUBIN)
-static struct {
-#define LAZY_FIELD(f) __typeof__(f) *p_##f;
-    LAZY_BLAS(LAZY_FIELD)
-    LAZY_NVRTC(LAZY_FIELD)
-#undef LAZY_FIELD
-    int loaded;
-} lz;
-#define cublasCreate_v2 (*lz.p_cublasCreate_v2)
-#define cublasDestroy_v2 (*lz.p_cublasDestroy_v2)
-#define cublasSetStream_v2 (*lz.p_cublasSetStream_v2)
-#define cublasSetMathMode (*lz.p_cublasSetMathMode)
-#define cublasSetWorkspace_v2 (*lz.p_cublasSetWorkspace_v2)
-#define cublasSgemm_v2 (*lz.p_cublasSgemm_v2)
-#define cublasGetStatusName (*lz.p_cublasGetStatusName)
-#define cublasGetStatusString (*lz.p_cublasGetStatusString)
-#define nvrtcCreateProgram (*lz.p_nvrtcCreateProgram)
-#define nvrtcCompileProgram (*lz.p_nvrtcCompileProgram)
-#define nvrtcDestroyProgram (*lz.p_nvrtcDestroyProgram)
-#define nvrtcGetErrorString (*lz.p_nvrtcGetErrorString)
-#define nvrtcGetNumSupportedArchs (*lz.p_nvrtcGetNumSupportedArchs)
-#define nvrtcGetSupportedArchs (*lz.p_nvrtcGetSupportedArchs)
-#define nvrtcGetProgramLogSize (*lz.p_nvrtcGetProgramLogSize)
-#define nvrtcGetProgramLog (*lz.p_nvrtcGetProgramLog)
-#define nvrtcVersion (*lz.p_nvrtcVersion)
-#define nvrtcGetPTXSize (*lz.p_nvrtcGetPTXSize)
-#define nvrtcGetCUBINSize (*lz.p_nvrtcGetCUBINSize)
-#define nvrtcGetPTX (*lz.p_nvrtcGetPTX)
-#define nvrtcGetCUBIN (*lz.p_nvrtcGetCUBIN)
+/* ---- cuBLAS and NVRTC, loaded on first use (cuda_impl.h) -----------------------------
+ * Opened with dlopen when a CUDA backend is created: by soname first, then
+ * at the path the build found (KILN_CUBLAS_LIB / KILN_NVRTC_LIB, from CMake). */
+CudaLazy kiln_cuda_lz;
 
 /* dlopen by soname, then by path; NULL with both reasons in err. */
 static void *open_lib(const char *what, const char *soname, const char *path, char *err, size_t errlen)
@@ -108,21 +64,21 @@ static void *open_lib(const char *what, const char *soname, const char *path, ch
 
 int cuda_load_libraries(char *err, size_t errlen)
 {
-    if (lz.loaded) return 0;
+    if (kiln_cuda_lz.loaded) return 0;
     void *hb = open_lib("cuBLAS", KILN_CUBLAS_SONAME, KILN_CUBLAS_LIB, err, errlen);
     if (!hb) return 1;
     void *hn = open_lib("NVRTC", KILN_NVRTC_SONAME, KILN_NVRTC_LIB, err, errlen);
     if (!hn) { dlclose(hb); return 1; }
 /* (pasting and stringizing keep the names from expanding to the table) */
 #define LAZY_SYM(h, field, name) \
-    if (!(*(void **)&lz.field = dlsym(h, name))) { \
+    if (!(*(void **)&kiln_cuda_lz.field = dlsym(h, name))) { \
         snprintf(err, errlen, "no symbol %s in %s", name, h == hb ? KILN_CUBLAS_SONAME : KILN_NVRTC_SONAME); \
-        memset(&lz, 0, sizeof lz); dlclose(hb); dlclose(hn); return 1; }
+        memset(&kiln_cuda_lz, 0, sizeof kiln_cuda_lz); dlclose(hb); dlclose(hn); return 1; }
 #define LAZY_SYM_B(f) LAZY_SYM(hb, p_##f, #f)
 #define LAZY_SYM_N(f) LAZY_SYM(hn, p_##f, #f)
     LAZY_BLAS(LAZY_SYM_B)
     LAZY_NVRTC(LAZY_SYM_N)
-    lz.loaded = 1;
+    kiln_cuda_lz.loaded = 1;
     return 0;
 }
 
@@ -130,60 +86,47 @@ int cuda_load_libraries(char *err, size_t errlen)
 #define STAGING_MIN ((size_t)16 << 20)
 #define STAGING_DIRECT ((size_t)256 << 20)  /* larger copies go straight from pageable memory */
 
-/* ---- error reporting --------------------------------------------------------------- */
+/* ---- error reporting (cuda_impl.h) ------------------------------------------------- */
 
-static const char *short_file(const char *f)
+const char *cuda_short_file(const char *f)
 {
     const char *s = strstr(f, "runtime/cuda/");
     return s ? s : f;
 }
 
-/* While creating: the message into err; returns 1 on success. */
-static int ok_cuda(cudaError_t e, const char *call, const char *file, int line, char *err, size_t errlen)
+int cuda_ok(cudaError_t e, const char *call, const char *file, int line, char *err, size_t errlen)
 {
     if (e == cudaSuccess) return 1;
-    snprintf(err, errlen, "%s:%d: %s: %s (%s)", short_file(file), line, call, cudaGetErrorString(e),
+    snprintf(err, errlen, "%s:%d: %s: %s (%s)", cuda_short_file(file), line, call, cudaGetErrorString(e),
              cudaGetErrorName(e));
     return 0;
 }
 
-static int ok_blas(cublasStatus_t s, const char *call, const char *file, int line, char *err, size_t errlen)
+int cuda_ok_blas(cublasStatus_t s, const char *call, const char *file, int line, char *err, size_t errlen)
 {
     if (s == CUBLAS_STATUS_SUCCESS) return 1;
-    snprintf(err, errlen, "%s:%d: %s: %s (%s)", short_file(file), line, call, cublasGetStatusString(s),
+    snprintf(err, errlen, "%s:%d: %s: %s (%s)", cuda_short_file(file), line, call, cublasGetStatusString(s),
              cublasGetStatusName(s));
     return 0;
 }
 
-static int ok_nvrtc(nvrtcResult r, const char *call, const char *file, int line, char *err, size_t errlen)
+int cuda_ok_nvrtc(nvrtcResult r, const char *call, const char *file, int line, char *err, size_t errlen)
 {
     if (r == NVRTC_SUCCESS) return 1;
-    snprintf(err, errlen, "%s:%d: %s: %s", short_file(file), line, call, nvrtcGetErrorString(r));
+    snprintf(err, errlen, "%s:%d: %s: %s", cuda_short_file(file), line, call, nvrtcGetErrorString(r));
     return 0;
 }
 
-#define CK(call) ok_cuda((call), #call, __FILE__, __LINE__, err, errlen)
-#define CKB(call) ok_blas((call), #call, __FILE__, __LINE__, err, errlen)
-#define CKN(call) ok_nvrtc((call), #call, __FILE__, __LINE__, err, errlen)
-
-/* While running: print and end the process (see cuda.h). */
-static void die(const char *file, int line, const char *fmt, ...)
+void cuda_die(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "kiln: %s:%d: ", short_file(file), line);
+    fprintf(stderr, "kiln: %s:%d: ", cuda_short_file(file), line);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
 }
-
-#define MUST(call) do { cudaError_t e_ = (call); \
-    if (e_ != cudaSuccess) die(__FILE__, __LINE__, "%s: %s (%s)", #call, cudaGetErrorString(e_), cudaGetErrorName(e_)); \
-} while (0)
-#define MUSTB(call) do { cublasStatus_t s_ = (call); \
-    if (s_ != CUBLAS_STATUS_SUCCESS) die(__FILE__, __LINE__, "%s: %s (%s)", #call, cublasGetStatusString(s_), cublasGetStatusName(s_)); \
-} while (0)
 
 /* ---- availability ------------------------------------------------------------------ */
 
@@ -257,10 +200,7 @@ typedef struct {
     cudaEvent_t copied;             /* recorded on copy by copy_fence */
     cublasHandle_t blas;
     void *blas_ws;
-    cudaLibrary_t lib;
-    cudaKernel_t *kern;
-    char **kname;                   /* for messages */
-    int n_kern;
+    CudaKernels k;                  /* the program's kernels (nvrtc.c) */
     unsigned char *staging;         /* pinned, a ring of h2d sources */
     size_t staging_cap, staging_off;
     cudaEvent_t staged;             /* after the last copy out of staging */
@@ -293,14 +233,14 @@ static void sync_after(Cuda *c, const char *what)
     if (!c->sync_each || c->capturing) return;
     cudaError_t e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess)
-        die(__FILE__, __LINE__, "after %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+        cuda_die(__FILE__, __LINE__, "after %s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
 static void *dev_alloc(void *ctx, size_t bytes)
 {
     Cuda *c = ctx;
     void *p = NULL;
-    if (c->capturing) die(__FILE__, __LINE__, "an allocation inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "an allocation inside a CUDA graph capture");
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();   /* not sticky: clear it */
@@ -314,7 +254,7 @@ static void *dev_alloc(void *ctx, size_t bytes)
 static void dev_release(void *ctx, void *ptr)
 {
     Cuda *c = ctx;
-    if (c->capturing) die(__FILE__, __LINE__, "a release inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "a release inside a CUDA graph capture");
     if (ptr) MUST(cudaFree(ptr));
 }
 
@@ -351,7 +291,7 @@ static void dev_h2d(void *ctx, void *dst, const void *src, size_t bytes)
 {
     Cuda *c = ctx;
     if (!bytes) return;
-    if (c->capturing) die(__FILE__, __LINE__, "a host-to-device copy inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "a host-to-device copy inside a CUDA graph capture");
     unsigned char *s = staging_take(c, bytes);
     if (!s) {
         MUST(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
@@ -367,7 +307,7 @@ static void dev_d2h(void *ctx, void *dst, const void *src, size_t bytes)
 {
     Cuda *c = ctx;
     if (!bytes) return;
-    if (c->capturing) die(__FILE__, __LINE__, "a device-to-host copy inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "a device-to-host copy inside a CUDA graph capture");
     MUST(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     MUST(cudaStreamSynchronize(c->stream));
 }
@@ -375,15 +315,15 @@ static void dev_d2h(void *ctx, void *dst, const void *src, size_t bytes)
 static int dev_launch(void *ctx, int kernel, unsigned gx, unsigned gy, unsigned block, void **args)
 {
     Cuda *c = ctx;
-    if (kernel < 0 || kernel >= c->n_kern) die(__FILE__, __LINE__, "launch of kernel %d of %d", kernel, c->n_kern);
+    if (kernel < 0 || kernel >= c->k.n) cuda_die(__FILE__, __LINE__, "launch of kernel %d of %d", kernel, c->k.n);
     dim3 grid = {gx, gy, 1}, blk = {block, 1, 1};
-    cudaError_t e = cudaLaunchKernel((const void *)c->kern[kernel], grid, blk, args, 0, c->stream);
+    cudaError_t e = cudaLaunchKernel((const void *)c->k.fn[kernel], grid, blk, args, 0, c->stream);
     if (e != cudaSuccess && c->capturing)
-        return capture_refused(c, "cudaLaunchKernel", cudaGetErrorString(e), c->kname[kernel]);
+        return capture_refused(c, "cudaLaunchKernel", cudaGetErrorString(e), c->k.name[kernel]);
     if (e != cudaSuccess)
-        die(__FILE__, __LINE__, "cudaLaunchKernel(%s, grid %ux%u, block %u): %s (%s)", c->kname[kernel], gx, gy,
+        cuda_die(__FILE__, __LINE__, "cudaLaunchKernel(%s, grid %ux%u, block %u): %s (%s)", c->k.name[kernel], gx, gy,
             block, cudaGetErrorString(e), cudaGetErrorName(e));
-    sync_after(c, c->kname[kernel]);
+    sync_after(c, c->k.name[kernel]);
     return 0;
 }
 
@@ -463,7 +403,7 @@ static int dev_graph_end(void *ctx, int key)
         return 0;
     }
     GraphSlot *v = realloc(c->graphs, sizeof *v * (size_t)(c->n_graphs + 1));
-    if (!v) die(__FILE__, __LINE__, "out of memory");
+    if (!v) cuda_die(__FILE__, __LINE__, "out of memory");
     c->graphs = v;
     c->graphs[c->n_graphs++] = (GraphSlot){key, x};
     return 0;
@@ -506,7 +446,7 @@ static void dev_h2d_async(void *ctx, void *dst, const void *src, size_t bytes)
 static void dev_copy_fence(void *ctx)
 {
     Cuda *c = ctx;
-    if (c->capturing) die(__FILE__, __LINE__, "a copy fence inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "a copy fence inside a CUDA graph capture");
     MUST(cudaEventRecord(c->copied, c->copy));
     MUST(cudaStreamWaitEvent(c->stream, c->copied, 0));
 }
@@ -520,7 +460,7 @@ static void dev_d2d(void *ctx, void *dst, const void *src, size_t bytes)
 {
     Cuda *c = ctx;
     if (!bytes) return;
-    if (c->capturing) die(__FILE__, __LINE__, "a device copy inside a CUDA graph capture");
+    if (c->capturing) cuda_die(__FILE__, __LINE__, "a device copy inside a CUDA graph capture");
     MUST(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
     sync_after(c, "a device-to-device copy");
 }
@@ -545,304 +485,13 @@ static void dev_destroy(void *ctx)
     free(c->graphs);
     if (c->blas) cublasDestroy(c->blas);
     if (c->blas_ws) cudaFree(c->blas_ws);
-    if (c->lib) cudaLibraryUnload(c->lib);
+    cuda_kernels_free(&c->k);
     if (c->staging) cudaFreeHost(c->staging);
     if (c->staged) cudaEventDestroy(c->staged);
     if (c->stream) cudaStreamDestroy(c->stream);
     if (c->copied) cudaEventDestroy(c->copied);
     if (c->copy) cudaStreamDestroy(c->copy);
-    for (int i = 0; i < c->n_kern; i++) free(c->kname[i]);
-    free(c->kname);
-    free(c->kern);
     free(c);
-}
-
-/* ---- the kernel cache ---------------------------------------------------------------- */
-
-static uint64_t fnv1a_add(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 0x100000001b3ull; }
-    return h;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* mkdir -p; returns 0 or an errno. */
-static int make_dirs(const char *path)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return ENAMETOOLONG;
-    for (char *q = buf + 1;; q++) {
-        if (*q == '/' || !*q) {
-            char c = *q;
-            *q = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return errno;
-            *q = c;
-            if (!c) break;
-        }
-    }
-    struct stat st;
-    return stat(buf, &st) || !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
-}
-
-/* The cache folder into buf; 1 when there is none. */
-static int cache_dir(char *buf, size_t n)
-{
-    const char *k = getenv("KILN_CACHE"), *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    int w;
-    if (k && *k) w = snprintf(buf, n, "%s", k);
-    else if (x && *x) w = snprintf(buf, n, "%s/kiln/kernels", x);
-    else if (h && *h) w = snprintf(buf, n, "%s/.cache/kiln/kernels", h);
-    else return 1;
-    return w < 0 || (size_t)w >= n;
-}
-
-/* Whole file into a fresh buffer; NULL when absent or unreadable. */
-static void *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    void *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-            else { ((char *)buf)[n] = 0; *len = (size_t)n; }
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
-/* Write atomically: a temporary file in the same folder, then rename.
- * Returns 0 or an errno. */
-static int write_atomic(const char *path, const void *data, size_t len)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return errno;
-    int bad = fwrite(data, 1, len, f) != len;
-    bad |= fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0;
-    int e = errno;
-    bad |= fclose(f) != 0;
-    if (!bad && rename(tmp, path) == 0) return 0;
-    e = errno ? errno : e;
-    unlink(tmp);
-    return e ? e : EIO;
-}
-
-/* KILN_DUMP_KERNELS=DIR: the source into DIR/kiln_<hash>.cu. */
-static void dump_source(const Program *pr)
-{
-    const char *d = getenv("KILN_DUMP_KERNELS");
-    if (!d || !*d) return;
-    char path[1100];
-    snprintf(path, sizeof path, "%s/kiln_%016llx.cu", d, (unsigned long long)pr->hash);
-    int e = make_dirs(d);
-    if (!e) e = write_atomic(path, pr->source, pr->source_len);
-    if (e) fprintf(stderr, "kiln: KILN_DUMP_KERNELS: cannot write %s: %s\n", path, strerror(e));
-    else fprintf(stderr, "kiln: kernel source written to %s\n", path);
-}
-
-/* ---- compilation ------------------------------------------------------------------------ */
-
-typedef struct {
-    char arch[32];        /* "sm_90", or "compute_90" (PTX for a newer device) */
-    int ptx;
-    const char *opt[8];
-    int n_opt;
-    char arch_opt[64];
-} Target;
-
-/* The target for a device of compute capability cc (major*10+minor). */
-static int pick_target(Target *t, int cc, char *err, size_t errlen)
-{
-    int n = 0;
-    if (!CKN(nvrtcGetNumSupportedArchs(&n))) return 1;
-    int *a = malloc(sizeof(int) * (size_t)(n + 1));
-    if (!a) { snprintf(err, errlen, "out of memory"); return 1; }
-    if (!CKN(nvrtcGetSupportedArchs(a))) { free(a); return 1; }
-    int best = -1, exact = 0;
-    for (int i = 0; i < n; i++) {
-        if (a[i] == cc) exact = 1;
-        if (a[i] <= cc && a[i] > best) best = a[i];
-    }
-    int lo = n ? a[0] : 0;
-    free(a);
-    if (best < 0) {
-        snprintf(err, errlen, "the device is sm_%d; this NVRTC compiles for sm_%d and newer", cc, lo);
-        return 1;
-    }
-    t->ptx = !exact;
-    snprintf(t->arch, sizeof t->arch, "%s_%d", exact ? "sm" : "compute", exact ? cc : best);
-    snprintf(t->arch_opt, sizeof t->arch_opt, "--gpu-architecture=%s", t->arch);
-    t->n_opt = 0;
-    t->opt[t->n_opt++] = t->arch_opt;
-    t->opt[t->n_opt++] = "-DKILN_NVRTC=1";
-    t->opt[t->n_opt++] = "--generate-line-info";   /* source lines in compute-sanitizer reports */
-    t->opt[t->n_opt++] = "--split-compile=0";      /* optimize on every core */
-    return 0;
-}
-
-/* Compile pr for t into a fresh buffer (*image, *len). On failure the
- * message and the head of the log go to err, the whole log to stderr. */
-static int nvrtc_compile(const Program *pr, const Target *t, void **image, size_t *len, char *err, size_t errlen)
-{
-    nvrtcProgram prog;
-    if (!CKN(nvrtcCreateProgram(&prog, pr->source, "kiln.cu", 0, NULL, NULL))) return 1;
-    nvrtcResult r = nvrtcCompileProgram(prog, t->n_opt, t->opt);
-    size_t logn = 0;
-    char *log = NULL;
-    if (nvrtcGetProgramLogSize(prog, &logn) == NVRTC_SUCCESS && logn > 1 && (log = malloc(logn + 1)))
-        if (nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) log[0] = 0;
-    int rc = 1;
-    if (r != NVRTC_SUCCESS) {
-        if (log) fprintf(stderr, "kiln: NVRTC log (%s):\n%s\n", t->arch, log);
-        snprintf(err, errlen, "%s:%d: nvrtcCompileProgram for %s: %s%s%.600s%s", short_file(__FILE__), __LINE__,
-                 t->arch, nvrtcGetErrorString(r), log ? "\n" : "", log ? log : "",
-                 log && strlen(log) > 600 ? "\n[log continues on stderr]" : "");
-        goto out;
-    }
-    if (log && log[0]) fprintf(stderr, "kiln: NVRTC warnings (%s):\n%s\n", t->arch, log);
-    nvrtcResult (*size_fn)(nvrtcProgram, size_t *) = t->ptx ? nvrtcGetPTXSize : nvrtcGetCUBINSize;
-    nvrtcResult (*get_fn)(nvrtcProgram, char *) = t->ptx ? nvrtcGetPTX : nvrtcGetCUBIN;
-    if (!CKN(size_fn(prog, len))) goto out;
-    if (!(*image = malloc(*len + 1))) { snprintf(err, errlen, "out of memory"); goto out; }
-    if (!CKN(get_fn(prog, *image))) { free(*image); *image = NULL; goto out; }
-    rc = 0;
-out:
-    free(log);
-    nvrtcDestroyProgram(&prog);
-    return rc;
-}
-
-/* The cache file of (pr, t) into path; 1 when there is no cache folder. */
-static int cache_path(char *path, size_t n, const Program *pr, const Target *t, char *dir, size_t dn)
-{
-    if (cache_dir(dir, dn)) return 1;
-    int maj = 0, min = 0;
-    nvrtcVersion(&maj, &min);
-    char head[128];
-    snprintf(head, sizeof head, "kiln-kernels-v1|%016llx|%zu|nvrtc %d.%d|%s", (unsigned long long)pr->hash,
-             pr->source_len, maj, min, t->arch);
-    uint64_t h = fnv1a_add(0xcbf29ce484222325ull, head, strlen(head));
-    h = fnv1a_add(h, pr->source, pr->source_len);
-    for (int i = 0; i < t->n_opt; i++) h = fnv1a_add(h, t->opt[i], strlen(t->opt[i]) + 1);
-    return snprintf(path, n, "%s/%016llx.%s", dir, (unsigned long long)h, t->ptx ? "ptx" : "cubin") >= (int)n;
-}
-
-static void note_blocks(const LaunchList *l, int *mb)
-{
-    for (int i = 0; i < l->n; i++)
-        if (l->v[i].kind == L_KERNEL && l->v[i].block > mb[l->v[i].kernel]) mb[l->v[i].kernel] = l->v[i].block;
-}
-
-/* Largest block each kernel is launched with. */
-static void launch_blocks(const Program *pr, int *mb)
-{
-    for (int i = 0; i < pr->n_nodes; i++) {
-        note_blocks(&pr->fwd_train[i], mb);
-        note_blocks(&pr->fwd_eval[i], mb);
-        note_blocks(&pr->bwd[i], mb);
-        note_blocks(&pr->derive[i], mb);
-    }
-    note_blocks(&pr->loss_train, mb);
-    note_blocks(&pr->loss_eval, mb);
-    note_blocks(&pr->update, mb);
-}
-
-/* Load the image into a library and look up every kernel. Asking each
- * kernel's attributes loads it into the context now (with lazy loading it
- * would load at its first launch, which may be inside a graph capture) and
- * checks that its launches' blocks fit its register use. */
-static int load_kernels(Cuda *c, const Program *pr, const void *image, char *err, size_t errlen)
-{
-    if (!CK(cudaLibraryLoadData(&c->lib, image, NULL, NULL, 0, NULL, NULL, 0))) { c->lib = NULL; return 1; }
-    c->kern = calloc((size_t)pr->n_kernels + 1, sizeof *c->kern);
-    c->kname = calloc((size_t)pr->n_kernels + 1, sizeof *c->kname);
-    if (!c->kern || !c->kname) { snprintf(err, errlen, "out of memory"); return 1; }
-    for (int k = 0; k < pr->n_kernels; k++) {
-        if (!(c->kname[k] = strdup(pr->kernels[k].name))) { snprintf(err, errlen, "out of memory"); return 1; }
-        c->n_kern = k + 1;
-        if (!CK(cudaLibraryGetKernel(&c->kern[k], c->lib, pr->kernels[k].name))) return 1;
-    }
-    int *mb = calloc((size_t)pr->n_kernels + 1, sizeof *mb);
-    if (!mb) { snprintf(err, errlen, "out of memory"); return 1; }
-    launch_blocks(pr, mb);
-    for (int k = 0; k < pr->n_kernels; k++) {
-        struct cudaFuncAttributes fa;
-        if (!CK(cudaFuncGetAttributes(&fa, (const void *)c->kern[k]))) { free(mb); return 1; }
-        if (mb[k] > fa.maxThreadsPerBlock) {
-            snprintf(err, errlen, "kernel %s is launched with %d threads per block; with %d registers a thread "
-                     "the device runs at most %d", pr->kernels[k].name, mb[k], fa.numRegs, fa.maxThreadsPerBlock);
-            free(mb);
-            return 2;
-        }
-    }
-    free(mb);
-    return 0;
-}
-
-static void unload_kernels(Cuda *c)
-{
-    if (c->lib) cudaLibraryUnload(c->lib);
-    c->lib = NULL;
-    for (int k = 0; k < c->n_kern; k++) free(c->kname[k]);
-    free(c->kname); free(c->kern);
-    c->kname = NULL; c->kern = NULL; c->n_kern = 0;
-    cudaGetLastError();
-}
-
-/* Compile pr (or take it from the cache) and load it into c. A cached image
- * that does not load is replaced; one that loads but cannot be launched as
- * planned (load_kernels 2) fails as a fresh one would. A fresh image is
- * cached only once it has loaded. */
-static int build_kernels(Cuda *c, const Program *pr, int cc, const CudaOptions *o, char *err, size_t errlen)
-{
-    Target t;
-    if (pick_target(&t, cc, err, errlen)) return 1;
-    dump_source(pr);
-    char dir[1024], path[1200], note[1400];
-    int have_cache = !cache_path(path, sizeof path, pr, &t, dir, sizeof dir);
-    double t0 = now_s();
-    size_t len = 0;
-    void *image = have_cache ? read_all(path, &len) : NULL;
-    if (image) {
-        int rc = load_kernels(c, pr, image, err, errlen);
-        if (!rc && !o->quiet)
-            fprintf(stderr, "kiln: %d kernels for %s from the cache (%s) in %.2f s\n", pr->n_kernels, t.arch,
-                    path, now_s() - t0);
-        free(image);
-        if (rc != 1) return rc;
-        /* a damaged or foreign file: compile afresh and replace it */
-        fprintf(stderr, "kiln: ignoring the cached kernels %s: %s\n", path, err);
-        image = NULL;
-        unload_kernels(c);
-        unlink(path);
-    }
-    if (nvrtc_compile(pr, &t, &image, &len, err, errlen)) return 1;
-    double secs = now_s() - t0;
-    int rc = load_kernels(c, pr, image, err, errlen);
-    if (rc) {
-        free(image);
-        return rc;
-    }
-    int e = have_cache ? make_dirs(dir) : 0;
-    if (!have_cache) snprintf(note, sizeof note, "not cached: no $KILN_CACHE or $HOME");
-    else if (!e && !(e = write_atomic(path, image, len))) snprintf(note, sizeof note, "cached: %s", path);
-    else snprintf(note, sizeof note, "not cached: %s: %s", path, strerror(e));
-    free(image);
-    if (!o->quiet)
-        fprintf(stderr, "kiln: compiled %d kernels for %s in %.1f s (%s)\n", pr->n_kernels, t.arch, secs, note);
-    return 0;
 }
 
 /* ---- the backend ------------------------------------------------------------------------ */
@@ -893,7 +542,7 @@ Backend *cuda_backend_create(const Plan *p, const CudaOptions *o, char *err, siz
         return NULL;
     }
     int cc = 0;
-    if (open_device(c, o, &cc, err, errlen) || build_kernels(c, &pr, cc, o, err, errlen)) {
+    if (open_device(c, o, &cc, err, errlen) || cuda_kernels_build(&c->k, &pr, cc, o->quiet, err, errlen)) {
         dev_destroy(c);
         emit_free(&pr);
         return NULL;

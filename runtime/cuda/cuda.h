@@ -3,7 +3,9 @@
  * the pure-C executor of runtime/cuda/exec.h.
  *
  * Two implementations, one chosen at build time:
- *  - runtime/cuda/cuda.c (KILN_HAVE_CUDA): the real one. cudart is linked
+ *  - runtime/cuda/cuda.c with runtime/cuda/nvrtc.c (KILN_HAVE_CUDA): the
+ *    real one (cuda.c the device, nvrtc.c compilation and the cache; their
+ *    shared parts in runtime/cuda/cuda_impl.h). cudart is linked
  *    statically and reaches the driver at run time, so the binary starts on
  *    machines with no NVIDIA driver; there cuda_available() says why not.
  *  - runtime/cuda/none.c: a build without the toolkit; every function says

@@ -1,62 +1,17 @@
 /* tools/kiln/cmd_common.c — option helpers shared by the subcommands. Every
- * number is parsed as the whole string and range-checked before it is
- * converted, so no value (inf, nan, 1e30) reaches an out-of-range cast. */
+ * number goes through runtime/numbers.h (the whole string, range-checked
+ * before it is converted, so no value (inf, nan, 1e30) reaches an
+ * out-of-range cast). */
 #include "tools/kiln/cmds.h"
 
 #include "runtime/strategy.h"
 
-#include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-int parse_int_arg(const char *s, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < -2147483647L || v > 2147483647L) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-int parse_float_arg(const char *s, float *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (!*s || *end || !(fabs(v) <= FLT_MAX)) return -1;
-    *out = (float)v;
-    return 0;
-}
-
-/* A byte count (see cmds.h); the range is checked on the double, before the cast. */
-int parse_bytes_arg(const char *s, size_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (!*s || *end || !(v >= 1 && v <= (double)(SIZE_MAX / 2))) return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
-/* "HxW" or "N" (see cmds.h); h and w are written only on success. */
-int parse_hw_arg(const char *s, int *h, int *w)
-{
-    char buf[32], *x;
-    if (strlen(s) >= sizeof buf) return -1;
-    strcpy(buf, s);
-    if ((x = strchr(buf, 'x'))) *x = 0;
-    int a, b;
-    if (parse_int_arg(buf, &a) || parse_int_arg(x ? x + 1 : buf, &b) || a < 1 || b < 1 || a > 4096 || b > 4096)
-        return -1;
-    *h = a;
-    *w = b;
-    return 0;
-}
 
 void model_options_default(ModelOptions *m)
 {

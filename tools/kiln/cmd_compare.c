@@ -41,6 +41,7 @@
 
 #include "runtime/device.h"
 #include "runtime/files.h"
+#include "runtime/report/report.h"
 #include "runtime/run.h"
 #include "tools/kiln/cmds.h"
 
@@ -66,6 +67,7 @@ typedef struct {
     char *knobs[64];                /* other training options (--wd X, ...), as pairs */
     int n_knobs;
     const char *device;             /* resolved once: cpu or cuda */
+    char archbuf[4096];             /* --arch's list, split: arch[] points into it */
 } Sweep;
 
 /* The options, on f. */
@@ -424,43 +426,46 @@ static int write_order(const Sweep *s)
 
 /* ---- the command ---------------------------------------------------------------- */
 
-/* `kiln compare`: parse, check weights and folders, run the trials, report. */
-int cmd_compare(int argc, char **argv)
+/* The options of one command line, before they are checked together. */
+typedef struct { const char *archs, *strategies, *weights, *device; } CompareArgs;
+
+/* Parse argv into s (defaults first) and a. Returns -1 to go on, else the
+ * exit code (0 after --help; 2 on bad usage, message printed). */
+static int compare_parse(int argc, char **argv, Sweep *s, CompareArgs *ca)
 {
-    Sweep s;
-    memset(&s, 0, sizeof s);
-    s.trials = 5;
-    s.only_trial = -1;
-    s.patience = -1;
-    s.seed = KILN_DEFAULT_SEED;
-    s.out = "runs/compare";
-    parse_lrs("0.1,0.03,0.01,0.003,0.001", &s);
-    parse_batches("32,64", &s);
-    const char *archs = NULL, *strategies = NULL, *weights = NULL, *device = device_default();
+    memset(s, 0, sizeof *s);
+    s->trials = 5;
+    s->only_trial = -1;
+    s->patience = -1;
+    s->seed = KILN_DEFAULT_SEED;
+    s->out = "runs/compare";
+    parse_lrs("0.1,0.03,0.01,0.003,0.001", s);
+    parse_batches("32,64", s);
+    *ca = (CompareArgs){NULL, NULL, NULL, device_default()};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { compare_usage(stdout); return 0; }
-        if (!strcmp(a, "--force")) { s.force = 1; continue; }
+        if (!strcmp(a, "--force")) { s->force = 1; continue; }
         if (!strcmp(a, "--no-progress")) continue;    /* compare never draws progress bars */
         /* a missing value is told only once the option is known */
         int missing = !v;
         if (missing) v = "";
-        if (!strcmp(a, "--arch")) archs = v;
-        else if (!strcmp(a, "--data")) s.data = v;
-        else if (!strcmp(a, "--strategies")) strategies = v;
-        else if (!strcmp(a, "--weights")) weights = v;
-        else if (!strcmp(a, "--out")) s.out = v;
-        else if (!strcmp(a, "--device")) bad = !device_valid(device = v);
-        else if (!strcmp(a, "--trials")) bad = parse_int_arg(v, &s.trials) || s.trials < 1 || s.trials > 10000;
-        else if (!strcmp(a, "--trial")) bad = parse_int_arg(v, &s.only_trial) || s.only_trial < 0;
-        else if (!strcmp(a, "--lrs")) bad = parse_lrs(v, &s);
-        else if (!strcmp(a, "--batches")) bad = parse_batches(v, &s);
-        else if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &s.epochs) || s.epochs < 1;
-        else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &s.patience) || s.patience < 0;
-        else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &s.per_class) || s.per_class < 1;
-        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &s.input_h, &s.input_w);
-        else if (!strcmp(a, "--seed")) { int sd; bad = parse_int_arg(v, &sd) || sd < 0; s.seed = (uint64_t)sd; }
+        if (!strcmp(a, "--arch")) ca->archs = v;
+        else if (!strcmp(a, "--data")) s->data = v;
+        else if (!strcmp(a, "--strategies")) ca->strategies = v;
+        else if (!strcmp(a, "--weights")) ca->weights = v;
+        else if (!strcmp(a, "--out")) s->out = v;
+        else if (!strcmp(a, "--device")) bad = !device_valid(ca->device = v);
+        else if (!strcmp(a, "--trials")) bad = parse_int_arg(v, &s->trials) || s->trials < 1 || s->trials > 10000;
+        else if (!strcmp(a, "--trial")) bad = parse_int_arg(v, &s->only_trial) || s->only_trial < 0;
+        else if (!strcmp(a, "--lrs")) bad = parse_lrs(v, s);
+        else if (!strcmp(a, "--batches")) bad = parse_batches(v, s);
+        else if (!strcmp(a, "--epochs")) bad = parse_int_arg(v, &s->epochs) || s->epochs < 1;
+        else if (!strcmp(a, "--patience")) bad = parse_int_arg(v, &s->patience) || s->patience < 0;
+        else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &s->per_class) || s->per_class < 1;
+        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &s->input_h, &s->input_w);
+        else if (!strcmp(a, "--seed")) { int sd; bad = parse_int_arg(v, &sd) || sd < 0; s->seed = (uint64_t)sd; }
         else if (!strcmp(a, "--lr") || !strcmp(a, "--batch")) {
             fprintf(stderr, "kiln compare: %s: the trials take it from the grid (give %s)\n", a,
                     !strcmp(a, "--lr") ? "--lrs" : "--batches");
@@ -470,9 +475,9 @@ int cmd_compare(int argc, char **argv)
             strategy_defaults(&probe, STRAT_NAIVE);
             int at = i, r = spec_option(&probe, argc, argv, &i);
             if (r < 0) return 2;
-            if (r && s.n_knobs + 2 <= (int)(sizeof s.knobs / sizeof s.knobs[0])) {
-                s.knobs[s.n_knobs++] = argv[at];
-                s.knobs[s.n_knobs++] = argv[at + 1];
+            if (r && s->n_knobs + 2 <= (int)(sizeof s->knobs / sizeof s->knobs[0])) {
+                s->knobs[s->n_knobs++] = argv[at];
+                s->knobs[s->n_knobs++] = argv[at + 1];
                 continue;
             }
             fprintf(stderr, "kiln compare: %s option '%s'\n", r ? "too many training options at" : "unknown", a);
@@ -483,77 +488,110 @@ int cmd_compare(int argc, char **argv)
         if (bad) { fprintf(stderr, "kiln compare: bad value '%s' for %s\n", v, a); return 2; }
         i++;
     }
-    if (!archs || !s.data || !strategies) {
+    return -1;
+}
+
+/* Check the options together and fill the rest of s: strategies, device,
+ * --trial's range, the archs (no two with one folder name). Returns 0, or
+ * 2 (message printed). */
+static int compare_check(Sweep *s, const CompareArgs *ca)
+{
+    if (!ca->archs || !s->data || !ca->strategies) {
         fprintf(stderr, "kiln compare: --arch, --data and --strategies are required\n");
         compare_usage(stderr);
         return 2;
     }
-    if (parse_strategies(strategies, &s) || check_option_owners(&s)) return 2;
+    if (parse_strategies(ca->strategies, s) || check_option_owners(s)) return 2;
     char derr[512];
-    if (device_resolve(device, stdout, &s.device, derr, sizeof derr)) {
+    if (device_resolve(ca->device, stdout, &s->device, derr, sizeof derr)) {
         fprintf(stderr, "kiln compare: %s\n", derr);
         return 2;
     }
-    if (s.only_trial >= s.trials) {
-        fprintf(stderr, "kiln compare: --trial %d is outside 0..%d (--trials %d)\n", s.only_trial, s.trials - 1,
-                s.trials);
+    if (s->only_trial >= s->trials) {
+        fprintf(stderr, "kiln compare: --trial %d is outside 0..%d (--trials %d)\n", s->only_trial, s->trials - 1,
+                s->trials);
         return 2;
     }
-    char archbuf[4096], *ait[MAX_ARCHS];
-    snprintf(archbuf, sizeof archbuf, "%s", archs);
-    s.n_arch = split_list(archbuf, ait, MAX_ARCHS);
-    if (s.n_arch < 1) { fprintf(stderr, "kiln compare: --arch takes 1 to %d files\n", MAX_ARCHS); return 2; }
-    for (int a = 0; a < s.n_arch; a++) {
-        s.arch[a] = ait[a];
+    char *ait[MAX_ARCHS];
+    snprintf(s->archbuf, sizeof s->archbuf, "%s", ca->archs);
+    s->n_arch = split_list(s->archbuf, ait, MAX_ARCHS);
+    if (s->n_arch < 1) { fprintf(stderr, "kiln compare: --arch takes 1 to %d files\n", MAX_ARCHS); return 2; }
+    for (int a = 0; a < s->n_arch; a++) {
+        s->arch[a] = ait[a];
         char ba[256], bb[256];
-        arch_base_name(ba, sizeof ba, s.arch[a]);
+        arch_base_name(ba, sizeof ba, s->arch[a]);
         for (int b = 0; b < a; b++) {
-            arch_base_name(bb, sizeof bb, s.arch[b]);
+            arch_base_name(bb, sizeof bb, s->arch[b]);
             if (!strcmp(ba, bb)) {
-                fprintf(stderr, "kiln compare: %s and %s share the folder name '%s'\n", s.arch[b], s.arch[a], ba);
+                fprintf(stderr, "kiln compare: %s and %s share the folder name '%s'\n", s->arch[b], s->arch[a], ba);
                 return 2;
             }
         }
     }
-    int rc = resolve_weights(&s, weights);
-    if (rc) goto out;
+    return 0;
+}
+
+/* The sweep's first lines: runs, grid, epochs and patience. */
+static void compare_announce(const Sweep *s, int per, int total)
+{
+    printf("compare: %d arch%s x %d strateg%s x %d trial%s = %d runs into %s\n", s->n_arch, s->n_arch > 1 ? "s" : "",
+           s->n_strat, s->n_strat > 1 ? "ies" : "y", per, per > 1 ? "s" : "", total, s->out);
+    printf("grid: lr");
+    for (int i = 0; i < s->nl; i++) printf("%s%g", i ? "," : " ", s->lrs[i]);
+    printf(" x batch");
+    for (int i = 0; i < s->nb; i++) printf("%s%d", i ? "," : " ", s->batches[i]);
+    TrainSpec dflt;
+    strategy_defaults(&dflt, STRAT_NAIVE);
+    printf("; at most %d epoch(s) a phase, early-stopping patience %d; each trial's log in its train.log\n",
+           s->epochs > 0 ? s->epochs : dflt.max_epochs,
+           s->patience >= 0 ? s->patience : dflt.patience);
+}
+
+/* Every trial of the sweep (or only --trial's), in order. Returns 0 with
+ * the failed trials counted in *failed, or 130 (interrupted) or 2 (a trial
+ * refused its set-up), which stop the sweep. */
+static int compare_run(const Sweep *s, int total, int *failed)
+{
+    int rc = 0, done = 0;
+    RunShared sh;
+    memset(&sh, 0, sizeof sh);
+    for (int a = 0; a < s->n_arch && !rc; a++) {
+        char base[256];
+        arch_base_name(base, sizeof base, s->arch[a]);
+        for (int si = 0; si < s->n_strat && !rc; si++) {
+            for (int k = s->only_trial >= 0 ? s->only_trial : 0; k < (s->only_trial >= 0 ? s->only_trial + 1 : s->trials); k++) {
+                char dir[1100];
+                snprintf(dir, sizeof dir, "%s/%s/%s/trial-%d", s->out, base, strategy_name(s->strat[si]), k);
+                printf("[%d/%d] %s %s trial-%d  ", ++done, total, base, strategy_name(s->strat[si]), k);
+                int r = run_trial(s, &sh, a, s->strat[si], k, dir);
+                if (r == 130 || r == 2) { rc = r; break; }
+                if (r) (*failed)++;
+            }
+        }
+    }
+    run_shared_free(&sh);
+    return rc;
+}
+
+/* `kiln compare`: parse, check weights and folders, run the trials, report. */
+int cmd_compare(int argc, char **argv)
+{
+    Sweep s;
+    CompareArgs ca;
+    int rc = compare_parse(argc, argv, &s, &ca);
+    if (rc >= 0) return rc;
+    if (compare_check(&s, &ca)) return 2;
+    if ((rc = resolve_weights(&s, ca.weights))) goto out;
     if (kiln_mkdirs(s.out)) {
         fprintf(stderr, "kiln compare: %s: cannot create the output folder: %s\n", s.out, strerror(errno));
         rc = 2;
         goto out;
     }
-
     if ((rc = write_order(&s))) goto out;
-    int per = s.only_trial >= 0 ? 1 : s.trials, total = s.n_arch * s.n_strat * per, done = 0, failed = 0;
-    printf("compare: %d arch%s x %d strateg%s x %d trial%s = %d runs into %s\n", s.n_arch, s.n_arch > 1 ? "s" : "",
-           s.n_strat, s.n_strat > 1 ? "ies" : "y", per, per > 1 ? "s" : "", total, s.out);
-    printf("grid: lr");
-    for (int i = 0; i < s.nl; i++) printf("%s%g", i ? "," : " ", s.lrs[i]);
-    printf(" x batch");
-    for (int i = 0; i < s.nb; i++) printf("%s%d", i ? "," : " ", s.batches[i]);
-    TrainSpec dflt;
-    strategy_defaults(&dflt, STRAT_NAIVE);
-    printf("; at most %d epoch(s) a phase, early-stopping patience %d; each trial's log in its train.log\n",
-           s.epochs > 0 ? s.epochs : dflt.max_epochs,
-           s.patience >= 0 ? s.patience : dflt.patience);
+    int per = s.only_trial >= 0 ? 1 : s.trials, total = s.n_arch * s.n_strat * per, failed = 0;
+    compare_announce(&s, per, total);
     signal(SIGINT, on_sigint);
-    RunShared sh;
-    memset(&sh, 0, sizeof sh);
-    for (int a = 0; a < s.n_arch && !rc; a++) {
-        char base[256];
-        arch_base_name(base, sizeof base, s.arch[a]);
-        for (int si = 0; si < s.n_strat && !rc; si++) {
-            for (int k = s.only_trial >= 0 ? s.only_trial : 0; k < (s.only_trial >= 0 ? s.only_trial + 1 : s.trials); k++) {
-                char dir[1100];
-                snprintf(dir, sizeof dir, "%s/%s/%s/trial-%d", s.out, base, strategy_name(s.strat[si]), k);
-                printf("[%d/%d] %s %s trial-%d  ", ++done, total, base, strategy_name(s.strat[si]), k);
-                int r = run_trial(&s, &sh, a, s.strat[si], k, dir);
-                if (r == 130 || r == 2) { rc = r; break; }
-                if (r) failed++;
-            }
-        }
-    }
-    run_shared_free(&sh);
+    rc = compare_run(&s, total, &failed);
     if (rc == 130) {
         printf("interrupted: finished trials are kept; run the same command again to continue\n");
         goto out;

@@ -21,34 +21,8 @@ static void data_usage(FILE *f)
             "  SPEC: fashion-mnist[:DIR] | zip:PATH | dir:PATH | synthetic[:key=value,...]\n"
             "  --per-class N  keep at most N images a class (chosen from the seed)\n"
             "  --seed S       seed for --per-class and the split (default %d, as train and eval)\n"
-            "  --size HxW     resize every image once to H x W (xC: and to C channels)\n",
+            "  --size HxW     resize every image once to H x W (N: N x N; xC: and to C channels)\n",
             KILN_DEFAULT_SEED);
-}
-
-/* "HxW" or "HxWxC" with positive parts (C 1..4). */
-static int parse_size(const char *s, DataOptions *opt)
-{
-    int v[3] = {0, 0, 0}, k = 0;
-    const char *p = s;
-    while (k < 3) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 1 || x > 65535)
-            return -1;
-        v[k++] = (int)x;
-        if (*end == 0)
-            break;
-        if (*end != 'x' || k == 3)
-            return -1;
-        p = end + 1;
-    }
-    if (k < 2 || (k == 3 && v[2] > 4))
-        return -1;
-    opt->h = v[0];
-    opt->w = v[1];
-    opt->c = v[2];
-    return 0;
 }
 
 int cmd_data(int argc, char **argv)
@@ -83,8 +57,8 @@ int cmd_data(int argc, char **argv)
                     return 2;
                 }
                 opt.seed = s;
-            } else if (parse_size(v, &opt)) {
-                fprintf(stderr, "kiln data: --size takes HxW or HxWxC (C 1..4), not '%s'\n", v);
+            } else if (parse_hwc_arg(v, &opt.h, &opt.w, &opt.c)) {
+                fprintf(stderr, "kiln data: --size takes HxW, N or HxWxC (H, W 1..4096; C 1..4), not '%s'\n", v);
                 return 2;
             }
         } else if (a[0] == '-' && a[1]) {

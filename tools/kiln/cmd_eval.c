@@ -213,82 +213,128 @@ static void print_results(char *const *names, const long *cm, int K)
     }
 }
 
-/* `kiln eval`: parse, load, match the classes, plan inference-only, load the
- * weights, count. */
-int cmd_eval(int argc, char **argv)
+/* ---- the command, in its steps ------------------------------------------------------- */
+
+/* What the command line asked (-1 / 0 / NULL: not given). */
+typedef struct {
+    const char *arch, *weights, *data, *split, *device, *class_map;
+    int seed, per_class, batch, ih, iw;
+} EvalArgs;
+
+/* One evaluation's state; eval_free releases whatever is set. */
+typedef struct {
+    Graph g;
+    int have_graph;
+    char **wnames;                  /* the weights' class names (kiln.classes), nw of them */
+    int nw;
+    Dataset ds;
+    int have_data;
+    Split sp;
+    const int *idx;                 /* the images evaluated: n indices into ds */
+    int n, *all;                    /* all: the index list of --split all */
+    int K, *map;                    /* classes of the head; map: data label -> head output */
+    Plan p;
+    int planned;
+    float *params;
+    Backend *be;
+} Eval;
+
+static void eval_free(Eval *e)
 {
-    const char *arch = NULL, *weights = NULL, *data = NULL, *split = NULL, *device = device_default();
-    const char *class_map = NULL;
-    int seed = -1, per_class = -1, batch = 32, ih = 0, iw = 0;
+    free(e->all);
+    free(e->map);
+    free(e->params);
+    if (e->be) e->be->destroy(e->be);
+    if (e->planned) plan_free(&e->p);
+    split_free(&e->sp);
+    if (e->have_data) dataset_free(&e->ds);
+    classes_free(e->wnames, e->nw);
+    if (e->have_graph) graph_free(&e->g);
+}
+
+/* Parse argv into a (defaults filled). Returns -1 to go on, else the exit
+ * code (0 after --help; 2 on bad usage, message printed). */
+static int eval_args(int argc, char **argv, EvalArgs *a)
+{
+    *a = (EvalArgs){.device = device_default(), .seed = -1, .per_class = -1, .batch = 32};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { eval_usage(stdout); return 0; }
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) { eval_usage(stdout); return 0; }
         /* a missing value is told only once the option is known */
         int missing = !v;
         if (missing) v = "";
-        if (!strcmp(a, "--arch")) arch = v;
-        else if (!strcmp(a, "--weights")) weights = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--class-map")) class_map = v;
-        else if (!strcmp(a, "--split")) {
-            split = v;
+        if (!strcmp(o, "--arch")) a->arch = v;
+        else if (!strcmp(o, "--weights")) a->weights = v;
+        else if (!strcmp(o, "--data")) a->data = v;
+        else if (!strcmp(o, "--class-map")) a->class_map = v;
+        else if (!strcmp(o, "--split")) {
+            a->split = v;
             bad = strcmp(v, "test") && strcmp(v, "val") && strcmp(v, "train") && strcmp(v, "all");
         }
-        else if (!strcmp(a, "--seed")) bad = parse_int_arg(v, &seed) || seed < 0;
-        else if (!strcmp(a, "--per-class")) bad = parse_int_arg(v, &per_class) || per_class < 1;
-        else if (!strcmp(a, "--batch")) bad = parse_int_arg(v, &batch) || batch < 1 || batch > 65536;
-        else if (!strcmp(a, "--input-size")) bad = parse_hw_arg(v, &ih, &iw);
-        else if (!strcmp(a, "--device")) bad = !device_valid(device = v);
+        else if (!strcmp(o, "--seed")) bad = parse_int_arg(v, &a->seed) || a->seed < 0;
+        else if (!strcmp(o, "--per-class")) bad = parse_int_arg(v, &a->per_class) || a->per_class < 1;
+        else if (!strcmp(o, "--batch")) bad = parse_int_arg(v, &a->batch) || a->batch < 1 || a->batch > 65536;
+        else if (!strcmp(o, "--input-size")) bad = parse_hw_arg(v, &a->ih, &a->iw);
+        else if (!strcmp(o, "--device")) bad = !device_valid(a->device = v);
         else {
-            fprintf(stderr, "kiln eval: unknown option '%s'\n", a);
+            fprintf(stderr, "kiln eval: unknown option '%s'\n", o);
             eval_usage(stderr);
             return 2;
         }
-        if (missing) { fprintf(stderr, "kiln eval: %s needs a value\n", a); return 2; }
-        if (bad) { fprintf(stderr, "kiln eval: bad value '%s' for %s\n", v, a); return 2; }
+        if (missing) { fprintf(stderr, "kiln eval: %s needs a value\n", o); return 2; }
+        if (bad) { fprintf(stderr, "kiln eval: bad value '%s' for %s\n", v, o); return 2; }
         i++;
     }
-    if (!arch || !weights || !data) {
+    if (!a->arch || !a->weights || !a->data) {
         fprintf(stderr, "kiln eval: --arch FILE, --weights FILE and --data SPEC are required\n");
         eval_usage(stderr);
         return 2;
     }
     char derr[512];
-    if (device_resolve(device, stdout, &device, derr, sizeof derr)) {
+    if (device_resolve(a->device, stdout, &a->device, derr, sizeof derr)) {
         fprintf(stderr, "kiln eval: %s\n", derr);
         return 2;
     }
+    return -1;
+}
 
-    /* which images: the run's test split on its own data, else the whole source */
+/* Which images: the run's test split on its own data, else the whole
+ * source; the split, seed and per-class count not given are set (and said
+ * where they come from the run), the reason into why. */
+static void eval_choose(EvalArgs *a, char *why, size_t whylen)
+{
     RunInfo ri;
-    run_info(weights, &ri);
-    int own = ri.data[0] && same_source(data, ri.data);
-    char why[1200];
-    if (split) snprintf(why, sizeof why, "as asked");
-    else if (own) snprintf(why, sizeof why, "the run's own test split: %s trained on this data", ri.path);
-    else if (ri.data[0]) snprintf(why, sizeof why, "the whole source: the run trained on other data (%s)", ri.data);
-    else snprintf(why, sizeof why, "the whole source: no config.json beside the weights says what they trained on");
-    if (!split) split = own ? "test" : "all";
-    if (seed < 0) {
-        seed = ri.got_seed ? ri.seed : KILN_DEFAULT_SEED;
-        if (ri.got_seed && strcmp(split, "all")) printf("split seed %d, from %s\n", seed, ri.path);
+    run_info(a->weights, &ri);
+    int own = ri.data[0] && same_source(a->data, ri.data);
+    if (a->split) snprintf(why, whylen, "as asked");
+    else if (own) snprintf(why, whylen, "the run's own test split: %s trained on this data", ri.path);
+    else if (ri.data[0]) snprintf(why, whylen, "the whole source: the run trained on other data (%s)", ri.data);
+    else snprintf(why, whylen, "the whole source: no config.json beside the weights says what they trained on");
+    if (!a->split) a->split = own ? "test" : "all";
+    if (a->seed < 0) {
+        a->seed = ri.got_seed ? ri.seed : KILN_DEFAULT_SEED;
+        if (ri.got_seed && strcmp(a->split, "all")) printf("split seed %d, from %s\n", a->seed, ri.path);
     }
-    if (per_class < 0) {
-        per_class = own && ri.got_pc ? ri.per_class : 0;
-        if (per_class > 0) printf("per-class %d, from %s\n", per_class, ri.path);
+    if (a->per_class < 0) {
+        a->per_class = own && ri.got_pc ? ri.per_class : 0;
+        if (a->per_class > 0) printf("per-class %d, from %s\n", a->per_class, ri.path);
     }
+}
 
+/* The arch at the input size asked, else the weights' (kiln.input), else
+ * its own; the weights' class names into e. Returns 0 or an exit code
+ * (message printed). */
+static int eval_graph(Eval *e, const EvalArgs *a)
+{
     char err[1024];
-    Graph g;
-    int rc = graph_load(&g, arch, err, sizeof err);
+    int rc = graph_load(&e->g, a->arch, err, sizeof err);
     if (rc) { fprintf(stderr, "kiln eval: %s\n", err); return rc; }
-    const InputAttr *in = &g.layers[0].a.input;
-    char **wnames = NULL;
-    int nw = 0, wh, ww;
-    if ((rc = weights_meta(weights, &wh, &ww, &wnames, &nw, err, sizeof err))) {
+    e->have_graph = 1;
+    const InputAttr *in = &e->g.layers[0].a.input;
+    int wh, ww, ih = a->ih, iw = a->iw;
+    if ((rc = weights_meta(a->weights, &wh, &ww, &e->wnames, &e->nw, err, sizeof err))) {
         fprintf(stderr, "kiln eval: %s\n", err);
-        graph_free(&g);
         return rc;
     }
     if (!ih && wh && (wh != in->h || ww != in->w)) {
@@ -296,115 +342,134 @@ int cmd_eval(int argc, char **argv)
         ih = wh;
         iw = ww;
     }
-    if (ih && (rc = graph_set_input_size(&g, ih, iw, err, sizeof err))) {
+    if (ih && (rc = graph_set_input_size(&e->g, ih, iw, err, sizeof err))) {
         fprintf(stderr, "kiln eval: %s\n", err);
-        classes_free(wnames, nw);
-        graph_free(&g);
         return rc;
     }
-    in = &g.layers[0].a.input;
+    return 0;
+}
 
-    Dataset ds;
-    Split sp = {0};
-    Plan p;
-    int planned = 0;
-    Backend *be = NULL;
-    float *params = NULL;
-    long *cm = NULL;
-    int *all = NULL, *map = NULL;
-    DataOptions dopt = {in->h, in->w, in->c, per_class, (uint64_t)seed};
-    if ((rc = dataset_open(&ds, data, &dopt, err, sizeof err))) {
-        fprintf(stderr, "kiln eval: %s\n", err);
-        classes_free(wnames, nw);
-        graph_free(&g);
-        return rc;
+/* Open the data at the network's input, split it, pick the images of
+ * a->split (e->idx, e->n) and map its labels to the weights' classes
+ * (e->K). Returns 0 or an exit code (message printed). */
+static int eval_data(Eval *e, const EvalArgs *a, const char *why)
+{
+    const InputAttr *in = &e->g.layers[0].a.input;
+    DataOptions dopt = {in->h, in->w, in->c, a->per_class, (uint64_t)a->seed};
+    char err[1024];
+    int rc = dataset_open(&e->ds, a->data, &dopt, err, sizeof err);
+    if (rc) { fprintf(stderr, "kiln eval: %s\n", err); return rc; }
+    e->have_data = 1;
+    Dataset *ds = &e->ds;
+    if (dataset_split(ds, (uint64_t)a->seed, &e->sp)) { fprintf(stderr, "kiln eval: out of memory\n"); return 1; }
+    e->idx = e->sp.test;
+    e->n = e->sp.n_test;
+    if (!strcmp(a->split, "val")) { e->idx = e->sp.val; e->n = e->sp.n_val; }
+    else if (!strcmp(a->split, "train")) { e->idx = e->sp.train; e->n = e->sp.n_train; }
+    else if (!strcmp(a->split, "all")) {
+        if (!(e->all = malloc(sizeof(int) * (size_t)ds->n + 1))) { fprintf(stderr, "kiln eval: out of memory\n"); return 1; }
+        for (int i = 0; i < ds->n; i++) e->all[i] = i;
+        e->idx = e->all;
+        e->n = ds->n;
     }
-    rc = 1;
-    if (dataset_split(&ds, (uint64_t)seed, &sp)) { fprintf(stderr, "kiln eval: out of memory\n"); goto out; }
-    const int *idx = sp.test;
-    int n = sp.n_test;
-    if (!strcmp(split, "val")) { idx = sp.val; n = sp.n_val; }
-    else if (!strcmp(split, "train")) { idx = sp.train; n = sp.n_train; }
-    else if (!strcmp(split, "all")) {
-        if (!(all = malloc(sizeof(int) * (size_t)ds.n + 1))) { fprintf(stderr, "kiln eval: out of memory\n"); goto out; }
-        for (int i = 0; i < ds.n; i++) all[i] = i;
-        idx = all;
-        n = ds.n;
+    if (e->n < 1) {
+        fprintf(stderr, "kiln eval: %s: the %s split is empty (%d images in all)\n", a->data, a->split, ds->n);
+        return 2;
     }
-    if (n < 1) {
-        fprintf(stderr, "kiln eval: %s: the %s split is empty (%d images in all)\n", data, split, ds.n);
-        rc = 2;
-        goto out;
-    }
-    printf("split %s, %d of %d images: %s\n", split, n, ds.n, why);
-    warn_coarse_split(stdout, split, n);
+    printf("split %s, %d of %d images: %s\n", a->split, e->n, ds->n, why);
+    warn_coarse_split(stdout, a->split, e->n);
 
     /* the data's labels become the weights' outputs (after the split, which
      * is made on the source's own labels) */
-    int K;
-    if (!(map = malloc(sizeof(int) * ((size_t)ds.num_classes + 1)))) { fprintf(stderr, "kiln eval: out of memory\n"); goto out; }
-    if ((rc = match_classes(&ds, data, wnames, nw, weights, class_map, map, &K))) goto out;
-    for (int i = 0; i < ds.n; i++) ds.labels[i] = map[ds.labels[i]];
+    if (!(e->map = malloc(sizeof(int) * ((size_t)ds->num_classes + 1)))) { fprintf(stderr, "kiln eval: out of memory\n"); return 1; }
+    if ((rc = match_classes(ds, a->data, e->wnames, e->nw, a->weights, a->class_map, e->map, &e->K))) return rc;
+    for (int i = 0; i < ds->n; i++) ds->labels[i] = e->map[ds->labels[i]];
+    return 0;
+}
 
-    /* the network: head sized to the classes, inference only */
-    int h = graph_head(&g);
-    if (h >= 0 && g.layers[h].out.c != K && (rc = graph_set_num_classes(&g, K, err, sizeof err))) {
+/* The network with its head sized to the classes, planned inference-only,
+ * the weights loaded (a head they do not fill is an error), on the
+ * backend. Returns 0 or an exit code (message printed). */
+static int eval_network(Eval *e, const EvalArgs *a)
+{
+    char err[1024];
+    Graph *g = &e->g;
+    int rc, h = graph_head(g);
+    if (h >= 0 && g->layers[h].out.c != e->K && (rc = graph_set_num_classes(g, e->K, err, sizeof err))) {
         fprintf(stderr, "kiln eval: %s\n", err);
-        goto out;
+        return rc;
     }
-    graph_flags_all(&g, 0, BN_FROZEN);
-    PlanOptions po = {.batch = batch, .fuse = 1, .fold = 1};
-    if (plan_build(&p, &g, &po, err, sizeof err)) { fprintf(stderr, "kiln eval: %s\n", err); rc = 1; goto out; }
-    planned = 1;
-    if (!(params = malloc(sizeof(float) * (p.param_floats + 1)))) { fprintf(stderr, "kiln eval: out of memory\n"); rc = 1; goto out; }
-    params_init(&p, params, (uint64_t)seed, 0, g.n_layers - 1);
+    graph_flags_all(g, 0, BN_FROZEN);
+    PlanOptions po = {.batch = a->batch, .fuse = 1, .fold = 1};
+    if (plan_build(&e->p, g, &po, err, sizeof err)) { fprintf(stderr, "kiln eval: %s\n", err); return 1; }
+    e->planned = 1;
+    if (!(e->params = malloc(sizeof(float) * (e->p.param_floats + 1)))) { fprintf(stderr, "kiln eval: out of memory\n"); return 1; }
+    params_init(&e->p, e->params, (uint64_t)a->seed, 0, g->n_layers - 1);
     WeightsReport wr;
-    if ((rc = weights_load(&p, params, weights, &wr, stderr, err, sizeof err))) {
+    if ((rc = weights_load(&e->p, e->params, a->weights, &wr, stderr, err, sizeof err))) {
         fprintf(stderr, "kiln eval: %s\n", err);
-        goto out;
+        return rc;
     }
     if (wr.head_replaced) {
-        if (wr.head_from > 0 && nw)
-            fprintf(stderr, "kiln eval: %s: its head '%s' has %d outputs, its %s names %d classes\n", weights,
-                    g.layers[h].name, wr.head_from, KILN_CLASSES_KEY, nw);
+        if (wr.head_from > 0 && e->nw)
+            fprintf(stderr, "kiln eval: %s: its head '%s' has %d outputs, its %s names %d classes\n", a->weights,
+                    g->layers[h].name, wr.head_from, KILN_CLASSES_KEY, e->nw);
         else if (wr.head_from > 0)
             fprintf(stderr, "kiln eval: %s: its head '%s' has %d classes, the data set %s has %d: "
-                    "these weights were not trained on this data set\n", weights, g.layers[h].name, wr.head_from,
-                    data, K);
+                    "these weights were not trained on this data set\n", a->weights, g->layers[h].name, wr.head_from,
+                    a->data, e->K);
         else
             fprintf(stderr, "kiln eval: %s: no weights for the head '%s' (a notop export?): nothing to evaluate\n",
-                    weights, h >= 0 ? g.layers[h].name : "?");
-        rc = 2;
-        goto out;
+                    a->weights, h >= 0 ? g->layers[h].name : "?");
+        return 2;
     }
-    if (!(be = backend_create(device, &p, NULL, err, sizeof err))) { fprintf(stderr, "kiln eval: %s\n", err); rc = 1; goto out; }
-    be->write_params(be, params);
+    if (!(e->be = backend_create(a->device, &e->p, NULL, err, sizeof err))) { fprintf(stderr, "kiln eval: %s\n", err); return 1; }
+    e->be->write_params(e->be, e->params);
+    return 0;
+}
 
+/* Count the confusion matrix over the chosen images and print it with the
+ * accuracies. Returns 0 or an exit code (message printed). */
+static int eval_count(Eval *e, const EvalArgs *a)
+{
+    const InputAttr *in = &e->g.layers[0].a.input;
     Preproc pp = {in->scale, {in->mean[0], in->mean[1], in->mean[2], in->mean[3]},
                   {in->std[0], in->std[1], in->std[2], in->std[3]}};
-    DataView dv = {&ds, &sp, pp, NULL};
-    if (!(cm = calloc((size_t)K * (size_t)K, sizeof(long)))) { fprintf(stderr, "kiln eval: out of memory\n"); rc = 1; goto out; }
+    DataView dv = {&e->ds, &e->sp, pp, NULL};
+    int K = e->K;
+    long *cm = calloc((size_t)K * (size_t)K, sizeof(long));
+    if (!cm) { fprintf(stderr, "kiln eval: out of memory\n"); return 1; }
     double t0 = kiln_now();
-    if ((rc = confusion_matrix(be, &dv, idx, n, K, cm))) {
+    int rc = confusion_matrix(e->be, &dv, e->idx, e->n, K, cm);
+    if (rc) {
         fprintf(stderr, "kiln eval: %s\n", rc == 2 ? "a label outside the head's classes" : "out of memory");
-        goto out;
+        free(cm);
+        return rc;
     }
     double secs = kiln_now() - t0;
-    printf("eval %s (%s) with %s\n", g.name, arch, weights);
+    const Dataset *ds = &e->ds;
+    printf("eval %s (%s) with %s\n", e->g.name, a->arch, a->weights);
     printf("data %s: %d images %dx%dx%d, %d classes; split %s (seed %d): %d images, %.2fs (%.0f img/s)\n",
-           ds.source, ds.n, ds.h, ds.w, ds.c, ds.num_classes, split, seed, n, secs, secs > 0 ? n / secs : 0.0);
-    print_results(nw ? wnames : ds.class_names, cm, K);
-    rc = 0;
-out:
+           ds->source, ds->n, ds->h, ds->w, ds->c, ds->num_classes, a->split, a->seed, e->n, secs,
+           secs > 0 ? e->n / secs : 0.0);
+    print_results(e->nw ? e->wnames : ds->class_names, cm, K);
     free(cm);
-    free(all);
-    free(map);
-    free(params);
-    if (be) be->destroy(be);
-    if (planned) plan_free(&p);
-    split_free(&sp);
-    dataset_free(&ds);
-    classes_free(wnames, nw);
-    graph_free(&g);
+    return 0;
+}
+
+/* `kiln eval`: parse, choose the images, load the arch, open and map the
+ * data, plan inference-only with the weights, count. */
+int cmd_eval(int argc, char **argv)
+{
+    EvalArgs a;
+    int rc = eval_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    char why[1200];
+    eval_choose(&a, why, sizeof why);
+    Eval e;
+    memset(&e, 0, sizeof e);
+    if (!(rc = eval_graph(&e, &a)) && !(rc = eval_data(&e, &a, why)) && !(rc = eval_network(&e, &a)))
+        rc = eval_count(&e, &a);
+    eval_free(&e);
     return rc;
 }

@@ -9,9 +9,11 @@
  *             params [ {name, role, shape, numel, learnable} ],
  *             flops, trainable, bn_mode} ],
  *   totals {layers, params, learnable, bn_statistics, flops}.
- * Attributes carry defaults filled in: kernel and stride as [h, w], padding
- * as written (same, valid, explicit) plus `pads` [top, bottom, left, right]
- * as resolved for this input size, bias as a boolean. A float is written as
+ * Attributes are the keys of the op's registry row, in its order, with
+ * defaults filled in: pairs (kernel, stride) as [h, w], padding as written
+ * (same, valid, explicit) plus `pads` [top, bottom, left, right] as resolved
+ * for this input size, pad as [top, bottom, left, right], booleans (bias) as
+ * true/false, per-channel values (mean, std) one per channel. A float is written as
  * the shortest decimal that reads back as the same float32, so a tool that
  * rounds it to float32 gets kiln's value exactly. Shapes and counts follow
  * the model options (--input-size, --num-classes, --freeze-until, --bn). */
@@ -53,57 +55,48 @@ static json_t *jshape(Shape s)
     return jints(3, d);
 }
 
-/* The windowed ops' keys: kernel, stride, padding (as written) and pads. */
-static void window_attrs(json_t *o, const ConvAttr *c)
+/* The value of key k of layer l, resolved (defaults filled in by the
+ * parser); padding also sets "pads" on o. Read through the row's KeyDef
+ * (kind and offset), so an op's keys appear here without a case of their
+ * own. */
+static void key_json(json_t *o, const Layer *l, const KeyDef *k)
 {
     static const char *MODE[] = {"valid", "same", "explicit"};
-    int k[2] = {c->kh, c->kw}, s[2] = {c->sh, c->sw}, p[4] = {c->pt, c->pb, c->pl, c->pr};
-    json_object_set_new(o, "kernel", jints(2, k));
-    json_object_set_new(o, "stride", jints(2, s));
-    json_object_set_new(o, "padding", json_string(MODE[c->pad_mode]));
-    json_object_set_new(o, "pads", jints(4, p));
+    const char *at = (const char *)l + k->off;
+    const int *iv = (const int *)(const void *)at;
+    const float *fv = (const float *)(const void *)at;
+    json_t *v = NULL;
+    switch (k->kind) {
+    case KEY_SIZE: v = jints(3, iv); break;
+    case KEY_COUNT: v = json_integer(iv[0]); break;
+    case KEY_PAIR: v = jints(2, iv); break;
+    case KEY_PADDING: {
+        const ConvAttr *c = (const ConvAttr *)(const void *)at;
+        int p[4] = {c->pt, c->pb, c->pl, c->pr};
+        v = json_string(MODE[c->pad_mode]);
+        json_object_set_new(o, k->name, v);
+        json_object_set_new(o, "pads", jints(4, p));
+        return;
+    }
+    case KEY_PAD: {
+        const PadAttr *pa = (const PadAttr *)(const void *)at;
+        int p[4] = {pa->pt, pa->pb, pa->pl, pa->pr};
+        v = jints(4, p);
+        break;
+    }
+    case KEY_BOOL: v = json_boolean(iv[0]); break;
+    case KEY_NUMBER: case KEY_POSITIVE: case KEY_FRACTION: v = jfloat(fv[0]); break;
+    case KEY_CHANNELS: case KEY_CHANNELS_POSITIVE: v = jfloats(l->out.c < 4 ? l->out.c : 4, fv); break;
+    }
+    json_object_set_new(o, k->name, v);
 }
 
-/* Layer l's .arch keys with their resolved values. One switch over the op
- * families, because each family keeps its keys in its own union member; an
- * op without keys has an empty object. */
+/* Layer l's .arch keys with their resolved values, in the row's order. */
 static json_t *layer_attrs(const Layer *l)
 {
     json_t *o = json_object();
-    switch (l->op) {
-    case OP_INPUT: {
-        const InputAttr *in = &l->a.input;
-        int size[3] = {in->h, in->w, in->c};
-        json_object_set_new(o, "size", jints(3, size));
-        json_object_set_new(o, "scale", jfloat(in->scale));
-        json_object_set_new(o, "mean", jfloats(in->c, in->mean));
-        json_object_set_new(o, "std", jfloats(in->c, in->std));
-        break;
-    }
-    case OP_CONV: case OP_DWCONV: case OP_MAXPOOL:
-        if (l->op == OP_CONV) json_object_set_new(o, "filters", json_integer(l->a.conv.filters));
-        window_attrs(o, &l->a.conv);
-        if (l->op != OP_MAXPOOL) json_object_set_new(o, "bias", json_boolean(l->a.conv.bias));
-        break;
-    case OP_ZEROPAD: {
-        int p[4] = {l->a.pad.pt, l->a.pad.pb, l->a.pad.pl, l->a.pad.pr};
-        json_object_set_new(o, "pad", jints(4, p));
-        break;
-    }
-    case OP_BN:
-        json_object_set_new(o, "eps", jfloat(l->a.bn.eps));
-        json_object_set_new(o, "momentum", jfloat(l->a.bn.momentum));
-        break;
-    case OP_DENSE:
-        json_object_set_new(o, "units", json_integer(l->a.dense.units));
-        json_object_set_new(o, "bias", json_boolean(l->a.dense.bias));
-        break;
-    case OP_DROPOUT:
-        json_object_set_new(o, "rate", jfloat(l->a.dropout.rate));
-        break;
-    default:
-        break;
-    }
+    const OpInfo *row = op_info(l->op);
+    for (int i = 0; i < KILN_MAX_KEYS && row->keys[i].name; i++) key_json(o, l, &row->keys[i]);
     return o;
 }
 

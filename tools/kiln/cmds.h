@@ -6,6 +6,7 @@
 
 #include "codegen/graph.h"
 #include "codegen/plan.h"
+#include "runtime/numbers.h"   /* parse_int_arg, parse_hw_arg, ...: the option readers */
 
 int cmd_plan(int argc, char **argv);
 int cmd_train(int argc, char **argv);
@@ -17,9 +18,6 @@ int cmd_report(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 /* `kiln plan --json`: g as JSON on f (tools/kiln/cmd_plan_json.c); an exit code. */
 int plan_json_print(FILE *f, const Graph *g);
-/* Write results.csv, report.md and scatter.svg of a compare folder
- * (tools/kiln/cmd_report.c); returns an exit code. */
-int report_build(const char *dir);
 
 /* Options every command that builds a plan understands. */
 typedef struct {
@@ -50,14 +48,5 @@ void arch_base_name(char *buf, size_t n, const char *arch);
 /* weights/<arch base>.safetensors (what tools/bootstrap imports) into buf;
  * returns 1 if that file exists. */
 int default_weights(char *buf, size_t n, const char *arch);
-
-/* Parse a whole-string number; returns 0 or -1. A float must be finite and
- * fit a float. */
-int parse_int_arg(const char *s, int *out);
-int parse_float_arg(const char *s, float *out);
-/* A byte count: a whole-string number (8e9 allowed) from 1 to SIZE_MAX/2. */
-int parse_bytes_arg(const char *s, size_t *out);
-/* An image size "HxW", or "N" for NxN, each 1..4096; returns 0 or -1. */
-int parse_hw_arg(const char *s, int *h, int *w);
 
 #endif

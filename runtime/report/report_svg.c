@@ -1,5 +1,5 @@
-/* tools/kiln/report_svg.c — scatter.svg of `kiln report`: per architecture, test
- * accuracy against train time.
+/* runtime/report/report_svg.c — scatter.svg of a report (report.h): per
+ * architecture, test accuracy against train time.
  *
  *   - The combined plot: every run, one marker shape and colour per strategy
  *     (Okabe-Ito), the Pareto front as a step line, each strategy's best run
@@ -26,7 +26,7 @@
 
 #include "datasets/dataset.h"
 #include "runtime/strategy.h"
-#include "tools/kiln/report.h"
+#include "runtime/report/report.h"
 
 /* Colour and marker of strategy `kind` (kiln's enum order; unknown ones
  * share the last entry). Colours: the Okabe-Ito palette, distinguishable
