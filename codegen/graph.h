@@ -101,7 +101,8 @@ typedef struct {
  *     per element and, unless its output is its input's shape with no
  *     parameters, an infer hook (output shape, parameters, FLOPs);
  *  2. its CPU kernel pair in kernels/cpu/ and its row in runtime/cpu.c's
- *     table; its CUDA template in kernels/cuda/ and the emitter's table row;
+ *     CPU_OPS; its CUDA template in kernels/cuda/ and its row in the
+ *     emitter's EMIT_OPS (codegen/emit.c);
  *  3. its gradient test in tests/test_grad.c.
  * The passes, the parser and `kiln plan` read only the row: a new op that
  * needs a `switch` on OpKind elsewhere is missing a trait here. */
