@@ -1,6 +1,6 @@
 /* tests/file_fixture.h — files in tests, shared by the suites that check
  * what kiln wrote (run folders, logs, reports): a fresh temporary folder per
- * test and the path of tiny.arch, and reading a whole file.
+ * test, the source tree and the path of tiny.arch, and reading a whole file.
  * Header-only (static inline), for tests. */
 #ifndef KILN_TESTS_FILE_FIXTURE_H
 #define KILN_TESTS_FILE_FIXTURE_H
@@ -10,12 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* tiny.arch of the source tree ($KILN_SOURCE_DIR, else the working folder)
- * into tiny, and a new folder /tmp/kiln-NAME-XXXXXX into dir (dirlen >= 64). */
-static inline void test_dirs_make(char *tiny, size_t tinylen, char *dir, size_t dirlen, const char *name)
+/* The source tree: $KILN_SOURCE_DIR (set by ctest), else the working folder. */
+static inline const char *source_dir(void)
 {
     const char *src = getenv("KILN_SOURCE_DIR");
-    snprintf(tiny, tinylen, "%s/archs/tiny.arch", src ? src : ".");
+    return src ? src : ".";
+}
+
+/* tiny.arch of the source tree into tiny, and a new folder /tmp/kiln-NAME-XXXXXX into dir (dirlen >= 64). */
+static inline void test_dirs_make(char *tiny, size_t tinylen, char *dir, size_t dirlen, const char *name)
+{
+    snprintf(tiny, tinylen, "%s/archs/tiny.arch", source_dir());
     snprintf(dir, dirlen, "/tmp/kiln-%s-XXXXXX", name);
     ck_assert_ptr_nonnull(mkdtemp(dir));
 }

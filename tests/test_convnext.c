@@ -28,6 +28,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/file_fixture.h"
 #include "suite_main.h"
 
 #define BATCH 4
@@ -35,14 +36,6 @@
 #define RTOL 1e-4
 #define ATOL 1e-4
 
-static char src_dir[1024];
-
-static const char *source_dir(void)
-{
-    const char *s = getenv("KILN_SOURCE_DIR");
-    snprintf(src_dir, sizeof src_dir, "%s", s ? s : ".");
-    return src_dir;
-}
 
 static void load_graph(Graph *g, const char *rel)
 {

@@ -28,6 +28,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/reference_input.h"
 #include "tests/suite_main.h"
 
 /* ==== the formula (tests/fixtures/make-keras-fixtures says it in words) ============== */
@@ -78,32 +79,6 @@ static void fill_formula(const Plan *p, float *arena, double gain)
         uint32_t h = fnv1a(pa->name);
         for (size_t i = 0; i < pa->numel; i++) arena[p->param_off[k] + i] = formula(pa, h, i, gain);
     }
-}
-
-/* The two images as integer pixels, normalized the way dataset_batch does. */
-static float *make_input(const Graph *g, int n)
-{
-    const InputAttr *in = &g->layers[0].a.input;
-    int H = in->h, W = in->w, C = in->c;
-    float mul[4], add[4];
-    for (int c = 0; c < C; c++) {
-        mul[c] = in->scale / in->std[c];
-        add[c] = -in->mean[c] / in->std[c];
-    }
-    float *x = malloc(sizeof(float) * (size_t)n * H * W * C);
-    for (int b = 0; b < n; b++)
-        for (int y = 0; y < H; y++)
-            for (int xx = 0; xx < W; xx++)
-                for (int c = 0; c < C; c++) {
-                    double N = b, Y = y, X = xx, Cc = c;
-                    double v = 127.5 * (1.0 + 0.6 * sin(0.05 * (N + 1.0) * X + 0.09 * Y + 2.1 * Cc + 1.3 * N)
-                                        + 0.4 * sin(0.0123 * X * Y + 0.7 * Cc - 0.5 * N));
-                    v = floor(v + 0.5);
-                    v = v < 0 ? 0 : v > 255 ? 255 : v;
-                    size_t o = (((size_t)b * H + y) * W + xx) * C + c;
-                    x[o] = (float)v * mul[c] + add[c];
-                }
-    return x;
 }
 
 /* ==== helpers ================================================================= */
@@ -172,7 +147,8 @@ static void forward_matches(Graph *g, const float *arena, double gain, const StF
     if (arena) memcpy(params, arena, sizeof(float) * p.param_floats);
     else fill_formula(&p, params, gain);
     be->write_params(be, params);
-    float *x = make_input(g, n);
+    float *x = reference_input(g, n);
+    ck_assert(x != NULL);
     int32_t y[2] = {0, 0};
     be->upload(be, x, y, n);
     double loss;

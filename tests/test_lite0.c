@@ -27,6 +27,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/file_fixture.h"
 #include "tests/suite_main.h"
 
 #define BATCH 2
@@ -34,14 +35,6 @@
 #define RTOL 1e-4
 #define ATOL 1e-4
 
-static char src_dir[1024];
-
-static const char *source_dir(void)
-{
-    const char *s = getenv("KILN_SOURCE_DIR");
-    snprintf(src_dir, sizeof src_dir, "%s", s ? s : ".");
-    return src_dir;
-}
 
 static void load_arch(Graph *g)
 {

@@ -25,6 +25,7 @@
 #include "runtime/backend.h"
 #include "runtime/safetensors.h"
 #include "runtime/weights.h"
+#include "tests/reference_input.h"
 
 #define SIZE 64
 
@@ -44,32 +45,6 @@ static int run(const char *cmd)
 static int have_numpy(void)
 {
     return run("python3 -c 'import numpy' >/dev/null 2>&1") == 0;
-}
-
-/* The two images of the fixture makers (integer pixels), normalized the way
- * dataset_batch does. */
-static float *make_input(const Graph *g, int n)
-{
-    const InputAttr *in = &g->layers[0].a.input;
-    int H = in->h, W = in->w, C = in->c;
-    float mul[4], add[4];
-    for (int c = 0; c < C; c++) {
-        mul[c] = in->scale / in->std[c];
-        add[c] = -in->mean[c] / in->std[c];
-    }
-    float *x = malloc(sizeof(float) * (size_t)n * H * W * C);
-    for (int b = 0; b < n; b++)
-        for (int y = 0; y < H; y++)
-            for (int xx = 0; xx < W; xx++)
-                for (int c = 0; c < C; c++) {
-                    double N = b, Y = y, X = xx, Cc = c;
-                    double v = 127.5 * (1.0 + 0.6 * sin(0.05 * (N + 1.0) * X + 0.09 * Y + 2.1 * Cc + 1.3 * N)
-                                        + 0.4 * sin(0.0123 * X * Y + 0.7 * Cc - 0.5 * N));
-                    v = floor(v + 0.5);
-                    v = v < 0 ? 0 : v > 255 ? 255 : v;
-                    x[(((size_t)b * H + y) * W + xx) * C + c] = (float)v * mul[c] + add[c];
-                }
-    return x;
 }
 
 /* Regenerate MODEL's timm weights into dir/timm.safetensors and import them
@@ -105,7 +80,8 @@ static double forward_matches(Graph *g, const char *weights, const StFile *ref, 
     Backend *be = cpu_backend_create(&p, err, sizeof err);
     ck_assert_msg(be != NULL, "%s", err);
     be->write_params(be, arena);
-    float *x = make_input(g, n);
+    float *x = reference_input(g, n);
+    ck_assert(x != NULL);
     int32_t y[2] = {0, 0};
     be->upload(be, x, y, n);
     double loss;
